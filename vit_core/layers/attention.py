@@ -1,0 +1,301 @@
+"""Multi-head attention on ``F.scaled_dot_product_attention`` (Vaswani et al., arXiv 1706.03762).
+
+Three layouts share one kernel call:
+
+* dense ``(batch, tokens, dim)`` with an optional boolean mask;
+* packed: several variable-length sequences concatenated along the token axis of a
+  ``(1, total_tokens, dim)`` tensor, described by a :class:`SequencePacking`.  Sequences are
+  stored sorted by length, so every run of equal-length sequences is a contiguous slice that
+  is attended as one ``(count, heads, length, dim_head)`` batch: no padding, no dense mask,
+  and no attention between sequences;
+* recording: when a :class:`~vit_core.tools.Recorder` asks, the softmax maps are computed
+  explicitly and handed to it; otherwise they are never materialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vit_core.validation import check_choice, check_positive_int, check_probability
+
+AttentionRecorder = Callable[[nn.Module, Tensor], None]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """``count`` sequences of ``length`` tokens each, starting at token ``start`` of the packed axis."""
+
+    start: int
+    count: int
+    length: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.count * self.length
+
+
+@dataclass(frozen=True)
+class SequencePacking:
+    """Layout of variable-length sequences packed, in non-decreasing length order, on one token axis."""
+
+    lengths: tuple[int, ...]
+    buckets: tuple[Bucket, ...]
+
+    @classmethod
+    def from_sorted_lengths(cls, lengths: Sequence[int]) -> SequencePacking:
+        lengths = tuple(int(n) for n in lengths)
+        if any(b < a for a, b in zip(lengths, lengths[1:])):
+            raise ValueError(f"lengths must be sorted in non-decreasing order, got {lengths}")
+        buckets: list[Bucket] = []
+        start = 0
+        for n in lengths:
+            if buckets and buckets[-1].length == n:
+                last = buckets[-1]
+                buckets[-1] = Bucket(last.start, last.count + 1, n)
+            else:
+                buckets.append(Bucket(start, 1, n))
+            start += n
+        return cls(lengths, tuple(buckets))
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def num_sequences(self) -> int:
+        return len(self.lengths)
+
+    def with_length(self, length: int) -> SequencePacking:
+        """The same sequences, each ``length`` tokens long (e.g. one pooling query per sequence)."""
+        return SequencePacking.from_sorted_lengths([length] * self.num_sequences)
+
+
+
+def paired_buckets(queries: SequencePacking, keys: SequencePacking) -> tuple[tuple[Bucket, Bucket], ...]:
+    """Pair query and key buckets that hold the same sequences (keys decide the grouping)."""
+    if queries is keys:
+        return tuple((b, b) for b in keys.buckets)
+    return tuple(zip(_regroup(keys, queries), keys.buckets))
+
+
+def _regroup(source: SequencePacking, target: SequencePacking) -> tuple[Bucket, ...]:
+    """Buckets of ``target`` cut at the sequence boundaries of ``source``'s buckets."""
+    if source.num_sequences != target.num_sequences:
+        raise ValueError(
+            f"packings hold {source.num_sequences} and {target.num_sequences} sequences; they must match"
+        )
+    out, first = [], 0
+    offsets = [0]
+    for n in target.lengths:
+        offsets.append(offsets[-1] + n)
+    for bucket in source.buckets:
+        seqs = range(first, first + bucket.count)
+        lengths = {target.lengths[i] for i in seqs}
+        if len(lengths) != 1:
+            raise ValueError("the query packing must group sequences exactly as the key packing does")
+        out.append(Bucket(offsets[first], bucket.count, lengths.pop()))
+        first += bucket.count
+    return tuple(out)
+
+
+class HeadNorm(nn.Module):
+    """Per-head normalisation of queries or keys over ``dim_head`` (QK-norm, ViT-22B arXiv 2302.05442).
+
+    ``kind="rms"`` is RMSNorm with a learned gain per head and channel; ``kind="layer"`` is a
+    bias-free LayerNorm shared by all heads.
+    """
+
+    def __init__(self, heads: int, dim_head: int, kind: str = "rms", eps: float = 1e-6) -> None:
+        super().__init__()
+        self.kind = check_choice("qk_norm", kind, ("rms", "layer"))
+        self.eps = eps
+        shape = (heads, dim_head) if kind == "rms" else (dim_head,)
+        self.weight = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(batch, heads, tokens, dim_head)``."""
+        if self.kind == "layer":
+            return F.layer_norm(x, x.shape[-1:], self.weight, None, 1e-5)
+        normed = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps).to(x.dtype)
+        return normed * self.weight.unsqueeze(-2)
+
+
+def _scaled_dot_product(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: Tensor | None,
+    dropout: float,
+    scale: float | None,
+    recorder: AttentionRecorder | None,
+    module: nn.Module,
+) -> Tensor:
+    """``q, k, v``: ``(batch, heads, tokens, dim_head)``; returns the same layout as ``q``."""
+    if recorder is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    recorder(module, weights)
+    return F.dropout(weights, dropout) @ v
+
+
+def _as_key_mask(mask: Tensor | None, batch: int, queries: int, keys: int) -> Tensor | None:
+    """Accept a key-padding mask ``(batch, keys)`` or an attention mask broadcastable to
+    ``(batch, heads, queries, keys)``; ``True`` means "may attend"."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype}")
+    if mask.ndim == 2:
+        if tuple(mask.shape) != (batch, keys):
+            raise ValueError(f"a 2-D mask must be (batch, keys)=({batch}, {keys}), got {tuple(mask.shape)}")
+        return mask[:, None, None, :]
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    if mask.ndim != 4 or mask.shape[-2:] != (queries, keys):
+        raise ValueError(
+            f"mask must be (batch, keys), (batch, queries, keys) or (batch, heads, queries, keys) with "
+            f"queries={queries}, keys={keys}; got {tuple(mask.shape)}"
+        )
+    return mask
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection.
+
+    Args:
+        dim: token width.
+        heads: number of heads.
+        dim_head: width of each head (independent of ``dim``).
+        dropout: dropout on the attention weights and on the output projection.
+        qkv_bias: bias on the qkv projection.
+        qk_norm: ``None``, ``"rms"`` or ``"layer"``: normalise queries and keys per head.
+        scale: logit scale; ``None`` means ``dim_head ** -0.5``.
+        out_bias: bias on the output projection.
+        project_out: ``None`` projects back to ``dim`` unless one head already has width ``dim``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        *,
+        qkv_bias: bool = False,
+        qk_norm: str | None = None,
+        scale: float | None = None,
+        out_bias: bool = True,
+        project_out: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+        self.heads = check_positive_int("heads", heads)
+        self.dim_head = check_positive_int("dim_head", dim_head)
+        self.dropout = check_probability("dropout", dropout)
+        if scale is not None and not scale > 0:
+            raise ValueError(f"scale must be a positive float or None, got {scale!r}")
+        self.scale = scale
+        inner = heads * dim_head
+        self._build_projections(dim, inner, qkv_bias)
+        self.q_norm = HeadNorm(heads, dim_head, qk_norm) if qk_norm else nn.Identity()
+        self.k_norm = HeadNorm(heads, dim_head, qk_norm) if qk_norm else nn.Identity()
+        if project_out is None:
+            project_out = not (heads == 1 and dim_head == dim)
+        self.to_out = nn.Linear(inner, dim, bias=out_bias) if project_out else nn.Identity()
+        self.out_dropout = nn.Dropout(dropout)
+        self.recorder: AttentionRecorder | None = None
+
+    def _build_projections(self, dim: int, inner: int, bias: bool) -> None:
+        self.to_qkv = nn.Linear(dim, inner * 3, bias=bias)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
+
+    def project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values as ``(batch, heads, tokens, dim_head)``."""
+        if context is not None:
+            raise ValueError("this Attention is self-attention; use CrossAttention to pass context")
+        b, n, _ = x.shape
+        q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        packing: SequencePacking | None = None,
+        context_packing: SequencePacking | None = None,
+    ) -> Tensor:
+        """``x``: ``(batch, tokens, dim)``.
+
+        ``mask`` (dense layout): boolean, ``True`` where attending is allowed, as ``(batch, keys)`` or
+        broadcastable to ``(batch, heads, queries, keys)``.  ``packing``: the layout of ``x`` when it
+        holds packed sequences (batch 1); ``context_packing`` the layout of ``context`` (defaults to
+        ``packing``).
+        """
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
+        q, k, v = self.project(x, context)
+        q, k = self.q_norm(q), self.k_norm(k)
+        dropout = self.dropout if self.training else 0.0
+        attend = dict(dropout=dropout, scale=self.scale, recorder=self.recorder, module=self)
+        if packing is None:
+            mask = _as_key_mask(mask, q.shape[0], q.shape[2], k.shape[2])
+            out = _scaled_dot_product(q, k, v, mask=mask, **attend)
+        else:
+            if mask is not None:
+                raise ValueError("pass either mask (dense layout) or packing (packed layout), not both")
+            out = self._packed(q, k, v, packing, context_packing or packing, attend)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.heads * self.dim_head)
+        return self.out_dropout(self.to_out(out))
+
+    @staticmethod
+    def _packed(
+        q: Tensor, k: Tensor, v: Tensor, packing: SequencePacking, kv_packing: SequencePacking, attend: dict
+    ) -> Tensor:
+        if q.shape[0] != 1 or q.shape[2] != packing.total_tokens or k.shape[2] != kv_packing.total_tokens:
+            raise ValueError(
+                f"packed input must be (1, {packing.total_tokens}, dim) with context of "
+                f"{kv_packing.total_tokens} tokens; got queries {q.shape[2]} and keys {k.shape[2]}"
+            )
+        outs = []
+        for qb, kb in paired_buckets(packing, kv_packing):
+            out = _scaled_dot_product(_unpack(q, qb), _unpack(k, kb), _unpack(v, kb), mask=None, **attend)
+            outs.append(out.transpose(0, 1).reshape(q.shape[1], qb.count * qb.length, q.shape[-1]))
+        return torch.cat(outs, dim=1).unsqueeze(0)
+
+
+def _unpack(t: Tensor, bucket: Bucket) -> Tensor:
+    """``(1, heads, total, d)`` slice of one bucket -> ``(count, heads, length, d)``."""
+    h, d = t.shape[1], t.shape[-1]
+    return t[0, :, bucket.start : bucket.stop].reshape(h, bucket.count, bucket.length, d).transpose(0, 1)
+
+
+class CrossAttention(Attention):
+    """Attention whose keys and values come from ``context`` (itself when omitted)."""
+
+    def _build_projections(self, dim: int, inner: int, bias: bool) -> None:
+        self.to_q = nn.Linear(dim, inner, bias=bias)
+        self.to_kv = nn.Linear(dim, inner * 2, bias=bias)
+
+    def project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        context = x if context is None else context
+        if context.ndim != 3 or context.shape[-1] != self.dim:
+            raise ValueError(
+                f"context must be (batch, tokens, dim={self.dim}), got shape {tuple(context.shape)}"
+            )
+        k, v = self.to_kv(context).chunk(2, dim=-1)
+        return self._heads(self.to_q(x)), self._heads(k.contiguous()), self._heads(v.contiguous())

@@ -1,0 +1,62 @@
+"""Patch embedding for images (2-D) and videos (3-D): cut, flatten, ``LayerNorm -> Linear -> LayerNorm``.
+
+ViT (arXiv 2010.11929) embeds non-overlapping patches with a linear map; the extra LayerNorms
+on the flattened patch and on the embedding follow "Better plain ViT baselines" (arXiv 2205.01580)
+as vit-pytorch does.  One class serves any number of spatial axes and non-square patches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from vit_core.validation import as_tuple, check_positive_int
+
+
+def patchify(x: Tensor, patch_size: Sequence[int]) -> Tensor:
+    """``(batch, channels, *spatial)`` -> ``(batch, patches, prod(patch_size) * channels)``.
+
+    Patches are ordered row-major over the patch grid; each patch vector is laid out as
+    ``(p_0, p_1, ..., channels)`` (channels fastest).
+    """
+    b, c, *spatial = x.shape
+    nd = len(patch_size)
+    grid = [s // p for s, p in zip(spatial, patch_size)]
+    shape = [b, c]
+    for g, p in zip(grid, patch_size):
+        shape += [g, p]
+    x = x.reshape(shape)
+    grid_axes = [2 + 2 * i for i in range(nd)]
+    patch_axes = [3 + 2 * i for i in range(nd)]
+    x = x.permute(0, *grid_axes, *patch_axes, 1)
+    return x.reshape(b, math.prod(grid), math.prod(patch_size) * c)
+
+
+class PatchEmbedding(nn.Module):
+    """Embed non-overlapping patches of a ``(batch, channels, *spatial)`` tensor as ``(batch, patches, dim)``.
+
+    Args:
+        channels: input channels.
+        patch_size: one int per spatial axis (``(ph, pw)`` for images, ``(pf, ph, pw)`` for video).
+        dim: embedding width.
+        norm_bias: bias in the two LayerNorms.
+    """
+
+    def __init__(self, channels: int, patch_size: Sequence[int], dim: int, *, norm_bias: bool = True) -> None:
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        self.patch_size = as_tuple("patch_size", tuple(patch_size), len(patch_size))
+        self.dim = check_positive_int("dim", dim)
+        patch_dim = channels * math.prod(self.patch_size)
+        self.patch_norm = nn.LayerNorm(patch_dim, bias=norm_bias)
+        self.proj = nn.Linear(patch_dim, dim)
+        self.norm = nn.LayerNorm(dim, bias=norm_bias)
+
+    def embed_patches(self, patches: Tensor) -> Tensor:
+        """Embed already flattened patches ``(..., patch_dim)``."""
+        return self.norm(self.proj(self.patch_norm(patches)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.embed_patches(patchify(x, self.patch_size))

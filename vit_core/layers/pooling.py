@@ -1,0 +1,49 @@
+"""Turning tokens into one vector per image: class token, mean, or attention pooling."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vit_core.layers.attention import CrossAttention, SequencePacking
+from vit_core.validation import check_choice
+
+POOLS = ("cls", "mean")
+
+
+def pool_tokens(x: Tensor, pool: str) -> Tensor:
+    """``(batch, tokens, dim) -> (batch, dim)``: the first (class) token, or the mean of all tokens."""
+    check_choice("pool", pool, POOLS)
+    return x[:, 0] if pool == "cls" else x.mean(dim=1)
+
+
+class AttentionPool(nn.Module):
+    """A learned query attends over each sequence's tokens (multihead attention pooling,
+    as NaViT uses it, arXiv 2307.06304); with ``residual`` the query is added back."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        *,
+        qk_norm: str | None = None,
+        attn_scale: float | None = None,
+        norm_bias: bool = True,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.norm = nn.LayerNorm(dim, bias=norm_bias)
+        self.attn = CrossAttention(dim, heads, dim_head, qk_norm=qk_norm, scale=attn_scale, out_bias=False)
+        self.residual = residual
+
+    def forward(self, tokens: Tensor, packing: SequencePacking | None = None) -> Tensor:
+        """Dense ``(batch, tokens, dim) -> (batch, dim)``; packed ``(1, total, dim) -> (sequences, dim)``."""
+        count = tokens.shape[0] if packing is None else packing.num_sequences
+        queries = self.query.expand(1 if packing else count, count if packing else 1, -1)
+        query_packing = packing.with_length(1) if packing else None
+        out = self.attn(self.norm(queries), tokens, packing=query_packing, context_packing=packing)
+        if self.residual:
+            out = out + queries
+        return out.reshape(count, -1)

@@ -1,0 +1,53 @@
+"""The one interface every registered model implements, first- or third-party.
+
+* ``forward_features(x)``: tokens (or per-stage feature maps) before pooling;
+* ``forward_head(features, pre_logits=False)``: pool and classify; ``pre_logits=True`` returns the
+  pooled vector of width ``num_features``;
+* ``reset_classifier(num_classes)``: a fresh classifier (``0`` removes it);
+* ``num_features``: width of the pooled vector;
+* ``forward(x) == forward_head(forward_features(x))``.
+
+With ``num_classes=0`` a model is a feature extractor: ``forward_head`` returns the features
+unchanged (the token sequence for ViT, as vit-pytorch does).  Trainers and tools rely on this
+interface and on the public ``transformer`` attribute, never on private names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from vit_core.validation import check_non_negative_int
+
+
+class VisionModel(nn.Module):
+    """Base class implementing ``forward`` and ``reset_classifier`` on top of ``pool`` and ``head``."""
+
+    num_features: int
+    num_classes: int
+    head: nn.Module | None
+
+    def forward_features(self, x: Any) -> Tensor:
+        raise NotImplementedError
+
+    def pool_features(self, features: Tensor) -> Tensor:
+        """Features -> ``(batch, num_features)``."""
+        raise NotImplementedError
+
+    def make_head(self, num_classes: int) -> nn.Module | None:
+        return nn.Linear(self.num_features, num_classes) if num_classes else None
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        if pre_logits:
+            return self.pool_features(features)
+        if self.head is None:
+            return features
+        return self.head(self.pool_features(features))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = check_non_negative_int("num_classes", num_classes)
+        self.head = self.make_head(num_classes)
+
+    def forward(self, x: Any) -> Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,61 @@
+"""ViT: "An Image is Worth 16x16 Words" (Dosovitskiy et al., arXiv 2010.11929)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vit_core.layers import LearnedPositionalEmbedding, Transformer
+from vit_core.models.patch_model import PatchTransformer
+from vit_core.validation import as_tuple, check_positive_int
+
+IMAGE_LAYOUT = "(batch, channels, height, width)"
+
+
+class ViT(PatchTransformer):
+    """The original vision transformer: class token (or mean pooling), learned positions.
+
+    Arguments keep the names of vit-pytorch's ``ViT``.  ``transformer=`` replaces the trunk by any
+    module mapping ``(batch, tokens, dim)`` to the same shape (e.g. an efficient-attention
+    encoder); then ``depth``, ``heads``, ``mlp_dim``, ``dim_head`` and ``dropout`` are not used
+    and the pooled vector is LayerNorm-ed before the head, since such trunks need not end with a
+    norm.  Images smaller than ``image_size`` use the matching top-left window of the positional
+    grid.  ``num_classes=0`` makes ``forward`` return the token features ``(batch, tokens, dim)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        num_classes: int,
+        dim: int,
+        depth: int | None = None,
+        heads: int | None = None,
+        mlp_dim: int | None = None,
+        pool: str = "cls",
+        channels: int = 3,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        transformer: nn.Module | None = None,
+    ) -> None:
+        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
+        check_positive_int("dim", dim)
+        check_positive_int("channels", channels)
+        custom = transformer is not None
+        if custom:
+            if not isinstance(transformer, nn.Module):
+                raise TypeError(f"transformer must be an nn.Module, got {type(transformer).__name__}")
+        else:
+            missing = [n for n, v in (("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim)) if v is None]
+            if missing:
+                raise TypeError(f"ViT needs {', '.join(missing)} unless transformer= is given")
+            check_positive_int("heads", heads)
+            check_positive_int("mlp_dim", mlp_dim)
+            transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
+        grid = tuple(i // p for i, p in zip(image_size, patch_size))
+        super().__init__(
+            input_size=image_size, patch_size=patch_size, channels=channels, dim=dim,
+            num_classes=num_classes, pool=pool, positional=LearnedPositionalEmbedding(grid, dim),
+            transformer=transformer, emb_dropout=emb_dropout, fc_norm=custom, layout=IMAGE_LAYOUT,
+        )

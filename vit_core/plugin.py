@@ -1,0 +1,95 @@
+"""The core's own models, registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from vit_core.registry import ModelInfo
+
+SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
+
+
+@hookimpl
+def vit_api_version() -> int:
+    return HOOK_API_VERSION
+
+
+@hookimpl
+def vit_register_models() -> list[ModelInfo]:
+    return [
+        ModelInfo(
+            name="vit",
+            target="vit_core.models.vit:ViT",
+            family="vit",
+            paper_title="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
+            paper_url="https://arxiv.org/abs/2010.11929",
+            summary="The original vision transformer: patch tokens, class token, learned positions.",
+            input_kind="image",
+            default_config=SMALL,
+            input_shape=(3, 32, 32),
+            num_params=81_354,
+            citation=(
+                "@inproceedings{dosovitskiy2021an,\n  title={An Image is Worth 16x16 Words: Transformers for "
+                "Image Recognition at Scale},\n  author={Alexey Dosovitskiy and Lucas Beyer and Alexander "
+                "Kolesnikov and others},\n  booktitle={ICLR},\n  year={2021}\n}"
+            ),
+            example=(
+                "from vit_core import ViT\n"
+                "v = ViT(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16,\n"
+                "        mlp_dim=2048, dropout=0.1, emb_dropout=0.1)\n"
+                "preds = v(torch.randn(1, 3, 256, 256))  # (1, 1000)"
+            ),
+            importer="vit_core.weights:import_vit",
+            reference="vit_pytorch.vit.ViT",
+        ),
+        ModelInfo(
+            name="simple-vit",
+            target="vit_core.models.simple_vit:SimpleViT",
+            family="vit",
+            paper_title="Better plain ViT baselines for ImageNet-1k",
+            paper_url="https://arxiv.org/abs/2205.01580",
+            summary="ViT with 2-D sin-cos positions, global average pooling and no dropout.",
+            input_kind="image",
+            default_config=SMALL,
+            input_shape=(3, 32, 32),
+            num_params=80_074,
+            citation=(
+                "@article{beyer2022better,\n  title={Better plain ViT baselines for ImageNet-1k},\n  "
+                "author={Lucas Beyer and Xiaohua Zhai and Alexander Kolesnikov},\n  "
+                "journal={arXiv preprint arXiv:2205.01580},\n  year={2022}\n}"
+            ),
+            example=(
+                "from vit_core import SimpleViT\n"
+                "v = SimpleViT(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16,\n"
+                "              mlp_dim=2048)\n"
+                "preds = v(torch.randn(1, 3, 256, 256))  # (1, 1000)"
+            ),
+            importer="vit_core.weights:import_simple_vit",
+            reference="vit_pytorch.simple_vit.SimpleViT",
+        ),
+        ModelInfo(
+            name="navit",
+            target="vit_core.models.navit:NaViT",
+            family="vit",
+            paper_title="Patch n' Pack: NaViT, a Vision Transformer for any Aspect Ratio and Resolution",
+            paper_url="https://arxiv.org/abs/2307.06304",
+            summary="Images of any size packed into one sequence; factorized positions, token dropout, QK-norm.",
+            input_kind="image-list",
+            default_config={**SMALL, "token_dropout_prob": 0.1},
+            input_shape=(3, 32, 32),
+            num_params=96_960,
+            citation=(
+                "@inproceedings{dehghani2023patch,\n  title={Patch n' Pack: NaViT, a Vision Transformer for any "
+                "Aspect Ratio and Resolution},\n  author={Mostafa Dehghani and Basil Mustafa and Josip Djolonga "
+                "and others},\n  booktitle={NeurIPS},\n  year={2023}\n}"
+            ),
+            example=(
+                "from vit_core import NaViT\n"
+                "v = NaViT(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16,\n"
+                "          mlp_dim=2048, token_dropout_prob=0.1)\n"
+                "preds = v([[torch.randn(3, 256, 256), torch.randn(3, 128, 128)], [torch.randn(3, 64, 256)]])\n"
+                "# (3, 1000)"
+            ),
+            importer="vit_core.weights:import_navit",
+            reference="vit_pytorch.na_vit.NaViT",
+        ),
+    ]

@@ -1,0 +1,162 @@
+"""Weight import from vit-pytorch state dicts.
+
+Each registered model may name an importer (``ModelInfo.importer``, a lazy ``"module:function"``
+target).  An importer takes the reference state dict and our freshly built model and returns a
+state dict for ``model.load_state_dict``; :func:`load_reference_weights` finds the importer
+through the registry and loads the result strictly, so a missed key is an error, never silent.
+
+The helpers here (key renaming, patch-layout permutation, qkv fusion) are shared by the
+plugins' importers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+StateDict = dict[str, Tensor]
+
+
+def rename(state: Mapping[str, Tensor], rules: Iterable[tuple[str, str]]) -> StateDict:
+    """Rename keys by the first matching ``(regex, replacement)``; a key no rule matches is an error."""
+    rules = [(re.compile(pattern), repl) for pattern, repl in rules]
+    out: StateDict = {}
+    for key, value in state.items():
+        for pattern, repl in rules:
+            if pattern.fullmatch(key):
+                new = pattern.sub(repl, key)
+                if new:
+                    out[new] = value
+                break
+        else:
+            raise KeyError(f"no import rule for reference weight {key!r}")
+    return out
+
+
+def permute_patch_dim(
+    weight: Tensor, axis: int, source: Sequence[str], sizes: Mapping[str, int], target: Sequence[str]
+) -> Tensor:
+    """Reorder a flattened patch axis (e.g. ``("c", "p1", "p2")`` -> ``("p1", "p2", "c")``)."""
+    shape = list(weight.shape)
+    split = shape[:axis] + [sizes[name] for name in source] + shape[axis + 1 :]
+    order = list(range(axis)) + [axis + source.index(n) for n in target]
+    order += list(range(axis + len(source), len(split)))
+    return weight.reshape(split).permute(order).reshape(shape)
+
+
+def fuse_qkv(state: StateDict, prefix: str, q: str, kv: str | None = None, k: str | None = None, v: str | None = None) -> None:
+    """Replace separate q / kv (or q / k / v) projections under ``prefix`` by one ``to_qkv`` weight."""
+    parts = [state.pop(prefix + q)]
+    parts += [state.pop(prefix + kv)] if kv else [state.pop(prefix + k), state.pop(prefix + v)]
+    state[prefix + "to_qkv.weight"] = torch.cat(parts, dim=0)
+
+
+TRANSFORMER_RULES: list[tuple[str, str]] = [
+    (r"(.*)layers\.(\d+)\.0\.norm\.(weight|bias|gamma|beta)", r"\1layers.\2.attn_norm.\3"),
+    (r"(.*)layers\.(\d+)\.0\.to_qkv\.(weight|bias)", r"\1layers.\2.attn.to_qkv.\3"),
+    (r"(.*)layers\.(\d+)\.0\.to_out\.0\.(weight|bias)", r"\1layers.\2.attn.to_out.\3"),
+    (r"(.*)layers\.(\d+)\.0\.to_out\.(weight|bias)", r"\1layers.\2.attn.to_out.\3"),
+    (r"(.*)layers\.(\d+)\.0\.(q_norm|k_norm)\.weight", r"\1layers.\2.attn.\3.weight"),
+    (r"(.*)layers\.(\d+)\.1\.(?:net\.)?0\.(weight|bias|gamma|beta)", r"\1layers.\2.ff_norm.\3"),
+    (r"(.*)layers\.(\d+)\.1\.(?:net\.)?1\.(weight|bias)", r"\1layers.\2.ff.fc1.\3"),
+    (r"(.*)layers\.(\d+)\.1\.(?:net\.)?4\.(weight|bias)", r"\1layers.\2.ff.fc2.\3"),
+    (r"(.*)norm\.(weight|bias|gamma|beta)", r"\1norm.\2"),
+]
+"""vit-pytorch's ``Transformer`` (pre-norm inside ``Attention`` and ``FeedForward``) -> ours."""
+
+PATCH_RULES: list[tuple[str, str]] = [
+    (r"to_patch_embedding\.1\.(weight|bias)", r"patch_embed.patch_norm.\1"),
+    (r"to_patch_embedding\.2\.(weight|bias)", r"patch_embed.proj.\1"),
+    (r"to_patch_embedding\.3\.(weight|bias)", r"patch_embed.norm.\1"),
+]
+
+
+def gamma_beta_to_weight(state: StateDict) -> StateDict:
+    """vit-pytorch's bias-free LayerNorm stores ``gamma`` and a zero ``beta`` buffer: keep ``weight`` only."""
+    out: StateDict = {}
+    for key, value in state.items():
+        if key.endswith(".beta") or key == "beta":
+            continue
+        out[re.sub(r"gamma$", "weight", key)] = value
+    return out
+
+
+HEAD_RULES: list[tuple[str, str]] = [
+    (r"(?:mlp|linear)_head\.(weight|bias)", r"head.\1"),
+    (r"mlp_head\.0\.(weight|bias)", r"fc_norm.\1"),
+    (r"mlp_head\.1\.(weight|bias)", r"head.\1"),
+]
+
+
+def rename_transformer(state: StateDict, prefix: str = "transformer.") -> StateDict:
+    """Rename, in place, the keys of a vit-pytorch ``Transformer`` stored under ``prefix``."""
+    keys = [k for k in state if k.startswith(prefix)]
+    inner = rename({k[len(prefix) :]: state.pop(k) for k in keys}, TRANSFORMER_RULES)
+    state.update({prefix + k: v for k, v in inner.items()})
+    return state
+
+
+def import_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
+    """``vit_pytorch.vit.ViT`` (or ``efficient.ViT`` without its external trunk) -> ``vit_core.ViT``."""
+    state = dict(state)
+    pos = state.pop("pos_embedding").reshape(-1, model.num_features)
+    cls = state.pop("cls_token").reshape(-1, model.num_features)
+    out = rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, (r"(transformer\..*)", r"\1")]))
+    if model.cls_token is not None:
+        out["cls_token"], out["cls_pos"], pos = cls, pos[:1], pos[1:]
+    out["pos_embed.weight"] = pos.reshape(model.pos_embed.weight.shape)
+    return out
+
+
+def import_simple_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
+    """``vit_pytorch.simple_vit.SimpleViT`` -> ``vit_core.SimpleViT``."""
+    return rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, (r"(transformer\..*)", r"\1")]))
+
+
+def import_navit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
+    """``vit_pytorch.na_vit.NaViT`` -> ``vit_core.NaViT``.
+
+    vit-pytorch flattens NaViT patches as ``(c p1 p2)``; ours are ``(p1 p2 c)``: the first
+    LayerNorm and the patch projection are permuted to match.
+    """
+    state = gamma_beta_to_weight(dict(state))
+    p, c = model.patch_size, model.channels
+    sizes = {"c": c, "p1": p, "p2": p}
+    to_ours = (("c", "p1", "p2"), sizes, ("p1", "p2", "c"))
+    state["to_patch_embedding.0.weight"] = permute_patch_dim(state["to_patch_embedding.0.weight"], 0, *to_ours)
+    state["to_patch_embedding.1.weight"] = permute_patch_dim(state["to_patch_embedding.1.weight"], 1, *to_ours)
+    for key in [k for k in state if k.endswith("q_norm.weight") or k.endswith("k_norm.weight")]:
+        state[key] = state[key].squeeze(-2)
+    for prefix in {k.rsplit("to_q.weight", 1)[0] for k in state if k.endswith("to_q.weight")}:
+        if prefix.startswith("transformer."):
+            fuse_qkv(state, prefix, "to_q.weight", kv="to_kv.weight")
+    return rename_transformer(rename(state, [
+        (r"to_patch_embedding\.0\.weight", "patch_embed.patch_norm.weight"),
+        (r"to_patch_embedding\.1\.(weight|bias)", r"patch_embed.proj.\1"),
+        (r"to_patch_embedding\.2\.weight", "patch_embed.norm.weight"),
+        (r"pos_embed_height", "pos_embed.tables.0"),
+        (r"pos_embed_width", "pos_embed.tables.1"),
+        (r"attn_pool_queries", "attn_pool.query"),
+        (r"attn_pool\.norm\.weight", "attn_pool.norm.weight"),
+        (r"attn_pool\.(q_norm|k_norm|to_q|to_kv)\.weight", r"attn_pool.attn.\1.weight"),
+        (r"attn_pool\.to_out\.0\.weight", "attn_pool.attn.to_out.weight"),
+        (r"mlp_head\.(\d)\.weight", r"head.\1.weight"),
+        (r"(transformer\..*)", r"\1"),
+    ]))
+
+
+def load_reference_weights(model: nn.Module, state_dict: Mapping[str, Tensor], name: str | None = None) -> nn.Module:
+    """Load a vit-pytorch state dict into ``model`` (built with the same configuration) through the
+    importer registered for the model's name (found from its class when ``name`` is omitted)."""
+    from vit_core.registry import get_registry, resolve
+
+    registry = get_registry()
+    info = registry.info(name) if name else registry.info_for_class(type(model))
+    if not info.importer:
+        raise ValueError(f"model {info.name!r} (plugin {info.plugin}) registers no weight importer")
+    importer = resolve(info.importer)
+    model.load_state_dict(importer(dict(state_dict), model), strict=True)
+    return model
