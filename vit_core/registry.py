@@ -341,11 +341,10 @@ def count_parameters(model: Any) -> int:
 
 def count_flops(model: Any, example: Any) -> int:
     """FLOPs of one forward pass on ``example`` (``torch.utils.flop_counter``)."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:
         model(example)
     return int(counter.get_total_flops())
 

@@ -62,7 +62,7 @@ TRANSFORMER_RULES: list[tuple[str, str]] = [
     (r"(.*)layers\.(\d+)\.0\.(q_norm|k_norm)\.weight", r"\1layers.\2.attn.\3.weight"),
     (r"(.*)layers\.(\d+)\.1\.(?:net\.)?0\.(weight|bias|gamma|beta)", r"\1layers.\2.ff_norm.\3"),
     (r"(.*)layers\.(\d+)\.1\.(?:net\.)?1\.(weight|bias)", r"\1layers.\2.ff.fc1.\3"),
-    (r"(.*)layers\.(\d+)\.1\.(?:net\.)?4\.(weight|bias)", r"\1layers.\2.ff.fc2.\3"),
+    (r"(.*)layers\.(\d+)\.1\.(?:net\.)?[34]\.(weight|bias)", r"\1layers.\2.ff.fc2.\3"),
     (r"(.*)norm\.(weight|bias|gamma|beta)", r"\1norm.\2"),
 ]
 """vit-pytorch's ``Transformer`` (pre-norm inside ``Attention`` and ``FeedForward``) -> ours."""
