@@ -142,9 +142,13 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     for column in ("plugin", "distribution", "version", "api", "models", "status"):
         table.add_column(column, overflow="fold")
     for r in records:
-        status = "[green]ok[/green]" if r.ok else "[red]error:[/red] " + " | ".join(r.errors)
+        status = "[green]ok[/green]" if r.ok else f"[red]{len(r.errors)} error(s)[/red]"
         table.add_row(r.name, r.distribution, r.version, str(r.api_version or "-"), ", ".join(r.models) or "-", status)
     console.print(table)
+    for r in records:
+        for error in r.errors:
+            console.print(f"[red]error[/red] in plugin {r.name} ({r.distribution} {r.version}): ", end="")
+            console.print(error, markup=False, highlight=False)
 
 
 def main() -> None:

@@ -17,9 +17,11 @@ from vit_core.layers.attention import Attention
 class Recorder(nn.Module):
     """Wrap ``model``; ``forward(x)`` returns ``(output, attention)``.
 
-    ``attention`` is ``(batch, layers, heads, queries, keys)`` for models with dense layers of
-    equal size (e.g. ViT: ``(1, 6, 16, 65, 65)``), otherwise a list with one
-    ``(batch, heads, queries, keys)`` tensor per attention layer; ``None`` when nothing attended.
+    ``attention`` is ``(batch, layers, heads, queries, keys)`` when every recorded call has the
+    same shape (e.g. ViT: ``(1, 6, 16, 65, 65)``); otherwise a list with one
+    ``(batch, heads, queries, keys)`` tensor per attention call, in call order (a packed NaViT
+    makes one call per run of equal-length images per layer, ``batch`` being the run's image
+    count); ``None`` when nothing attended.
 
     Args:
         model: any model built from the core blocks.

@@ -1,0 +1,177 @@
+"""The core blocks against plain-torch definitions of the same math."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vit_core.layers import (
+    Attention,
+    CrossAttention,
+    FactorizedPositionalEmbedding,
+    LearnedPositionalEmbedding,
+    PatchEmbedding,
+    SequencePacking,
+    Transformer,
+    grid_coordinates,
+    patchify,
+    sincos_2d,
+)
+
+
+def explicit_attention(attn: Attention, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    b, n, _ = x.shape
+    q, k, v = attn.to_qkv(x).view(b, n, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    scale = attn.scale or attn.dim_head**-0.5
+    scores = q @ k.transpose(-1, -2) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
+    return attn.to_out(out)
+
+
+@pytest.mark.parametrize("qk_norm", [None, "rms", "layer"])
+def test_attention_matches_explicit_softmax(qk_norm):
+    attn = Attention(24, heads=3, dim_head=5, qk_norm=qk_norm).eval()
+    x = torch.randn(2, 7, 24)
+    torch.testing.assert_close(attn(x), explicit_attention(attn, x), atol=1e-5, rtol=1e-5)
+
+
+def test_attention_key_padding_mask_ignores_masked_keys():
+    attn = Attention(16, heads=2, dim_head=8).eval()
+    x = torch.randn(1, 6, 16)
+    mask = torch.tensor([[True, True, True, True, False, False]])
+    y = torch.cat([x[:, :4], torch.randn(1, 2, 16)], dim=1)
+    torch.testing.assert_close(attn(x, mask=mask)[:, :4], attn(y, mask=mask)[:, :4])
+    torch.testing.assert_close(attn(x, mask=mask), explicit_attention(attn, x, mask[:, None, None]), atol=1e-5, rtol=0)
+
+
+def test_single_head_of_full_width_has_no_output_projection():
+    assert isinstance(Attention(16, heads=1, dim_head=16).to_out, torch.nn.Identity)
+    assert isinstance(Attention(16, heads=2, dim_head=8).to_out, torch.nn.Linear)
+
+
+def test_packed_attention_equals_each_sequence_alone():
+    attn = Attention(16, heads=2, dim_head=8, qk_norm="rms").eval()
+    seqs = [torch.randn(n, 16) for n in (2, 3, 3, 5)]
+    packing = SequencePacking.from_sorted_lengths([2, 3, 3, 5])
+    assert [(b.start, b.count, b.length) for b in packing.buckets] == [(0, 1, 2), (2, 2, 3), (8, 1, 5)]
+    packed = attn(torch.cat(seqs)[None], packing=packing)[0]
+    alone = torch.cat([attn(s[None])[0] for s in seqs])
+    torch.testing.assert_close(packed, alone, atol=1e-6, rtol=1e-5)
+
+
+def test_packed_cross_attention_pools_each_sequence_separately():
+    attn = CrossAttention(16, heads=2, dim_head=8).eval()
+    seqs = [torch.randn(n, 16) for n in (1, 4, 4)]
+    packing = SequencePacking.from_sorted_lengths([1, 4, 4])
+    queries = torch.randn(1, 3, 16)
+    packed = attn(queries, torch.cat(seqs)[None], packing=packing.with_length(1), context_packing=packing)[0]
+    alone = torch.cat([attn(queries[:, i : i + 1], s[None])[0] for i, s in enumerate(seqs)])
+    torch.testing.assert_close(packed, alone, atol=1e-6, rtol=1e-5)
+
+
+def test_packing_rejects_unsorted_lengths_and_wrong_token_count():
+    with pytest.raises(ValueError, match="non-decreasing"):
+        SequencePacking.from_sorted_lengths([3, 2])
+    with pytest.raises(ValueError, match="packed input must be"):
+        Attention(8, 2, 4)(torch.randn(1, 4, 8), packing=SequencePacking.from_sorted_lengths([2, 3]))
+
+
+def test_mask_must_be_boolean_and_shaped():
+    attn = Attention(8, 2, 4)
+    with pytest.raises(TypeError, match="boolean"):
+        attn(torch.randn(1, 3, 8), mask=torch.ones(1, 3))
+    with pytest.raises(ValueError, match=r"\(batch, keys\)"):
+        attn(torch.randn(1, 3, 8), mask=torch.ones(1, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("bad", [dict(heads=0), dict(dim_head=-1), dict(dropout=1.5)])
+def test_attention_rejects_bad_arguments(bad):
+    args = dict(dim=8, heads=2, dim_head=4) | bad
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Attention(**args)
+
+
+def test_patchify_layout_is_rows_then_channels_last():
+    x = torch.arange(2 * 4 * 6, dtype=torch.float).reshape(1, 2, 4, 6)
+    patches = patchify(x, (2, 3))
+    assert patches.shape == (1, 4, 12)
+    expected = x[0, :, 2:4, 0:3].permute(1, 2, 0).reshape(-1)  # second row of patches, first column
+    torch.testing.assert_close(patches[0, 2], expected)
+
+
+def test_patchify_handles_three_spatial_axes():
+    x = torch.randn(2, 3, 4, 6, 8)
+    patches = patchify(x, (2, 3, 4))
+    assert patches.shape == (2, 2 * 2 * 2, 2 * 3 * 4 * 3)
+    torch.testing.assert_close(patches[1, 0], x[1, :, :2, :3, :4].permute(1, 2, 3, 0).reshape(-1))
+
+
+def test_patch_embedding_non_square_patches():
+    embed = PatchEmbedding(3, (4, 2), 10)
+    assert embed(torch.randn(2, 3, 8, 6)).shape == (2, 2 * 3, 10)
+
+
+def test_sincos_table_matches_the_formula():
+    table = sincos_2d(3, 4, 8)
+    assert table.shape == (3, 4, 8)
+    omega = torch.tensor([1.0, 1e-4])
+    y, x = 2, 3
+    expected = torch.cat([torch.sin(x * omega), torch.cos(x * omega), torch.sin(y * omega), torch.cos(y * omega)])
+    torch.testing.assert_close(table[y, x], expected)
+    with pytest.raises(ValueError, match="dim=6 must be divisible by 4"):
+        sincos_2d(2, 2, 6)
+
+
+def test_learned_positions_take_the_top_left_window():
+    pos = LearnedPositionalEmbedding((4, 4), 3)
+    window = pos((2, 3))
+    torch.testing.assert_close(window, pos.weight[:2, :3].reshape(6, 3))
+    with pytest.raises(ValueError, match="larger than the positional grid"):
+        pos((5, 1))
+
+
+def test_factorized_positions_sum_per_axis_tables():
+    pos = FactorizedPositionalEmbedding((3, 5), 4)
+    coords = grid_coordinates((2, 3))
+    assert coords.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    torch.testing.assert_close(pos(coords)[4], pos.tables[0][1] + pos.tables[1][1])
+
+
+def test_transformer_contract_and_custom_blocks():
+    trunk = Transformer(16, depth=2, heads=2, dim_head=8, mlp_dim=32)
+    x = torch.randn(2, 5, 16)
+    assert trunk(x).shape == x.shape
+
+    class Doubler(torch.nn.Module):
+        def forward(self, x, mask=None, packing=None):
+            return 2 * x
+
+    custom = Transformer(16, depth=3, block=lambda i: Doubler(), final_norm=False)
+    torch.testing.assert_close(custom(x), 8 * x)
+    with pytest.raises(ValueError, match="dim=16"):
+        trunk(torch.randn(2, 5, 8))
+
+
+def test_transformer_final_norm_normalises():
+    out = Transformer(16, depth=1, heads=2, dim_head=8, mlp_dim=32)(torch.randn(3, 4, 16) * 10)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(3, 4), atol=1e-5, rtol=0)
+
+
+def test_scaled_dot_product_is_the_kernel():
+    calls = []
+    original = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    F.scaled_dot_product_attention = spy
+    try:
+        Attention(8, 2, 4)(torch.randn(1, 3, 8))
+    finally:
+        F.scaled_dot_product_attention = original
+    assert calls == [(1, 2, 3, 4)]

@@ -1,0 +1,188 @@
+"""ViT, SimpleViT and NaViT: shapes, the shared interface, semantics, gradients, compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vit_core import NaViT, SimpleViT, ViT
+from vit_core.layers import Transformer
+
+SMALL = dict(num_classes=10, dim=32, depth=2, heads=2, mlp_dim=64, dim_head=16)
+
+
+def vit(**kw):
+    return ViT(**(dict(image_size=32, patch_size=8) | SMALL | kw))
+
+
+def simple_vit(**kw):
+    return SimpleViT(**(dict(image_size=32, patch_size=8) | SMALL | kw))
+
+
+def navit(**kw):
+    return NaViT(**(dict(image_size=32, patch_size=8) | SMALL | kw))
+
+
+@pytest.mark.parametrize("build", [vit, simple_vit, lambda: vit(pool="mean")])
+def test_image_models_interface(build):
+    model = build().eval()
+    x = torch.randn(3, 3, 32, 32)
+    features = model.forward_features(x)
+    assert features.shape[:1] == (3,) and features.shape[-1] == model.num_features
+    torch.testing.assert_close(model(x), model.forward_head(features))
+    assert model.forward_head(features, pre_logits=True).shape == (3, model.num_features)
+    model.reset_classifier(4)
+    assert model(x).shape == (3, 4) and model.num_classes == 4
+
+
+def test_vit_without_classes_returns_token_features():
+    model = vit(num_classes=0)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 17, 32)
+    assert vit(num_classes=0, pool="mean")(torch.randn(2, 3, 32, 32)).shape == (2, 16, 32)
+
+
+def test_vit_dim_head_is_independent_of_dim_and_heads():
+    model = ViT(image_size=32, patch_size=8, num_classes=5, dim=100, depth=1, heads=3, mlp_dim=50)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+
+
+def test_tuple_image_and_patch_sizes():
+    model = ViT(image_size=(32, 16), patch_size=(8, 4), **SMALL)
+    assert model(torch.randn(2, 3, 32, 16)).shape == (2, 10)
+    assert model.pos_embed.weight.shape == (4, 4, 32)
+
+
+def test_smaller_image_keeps_its_two_dimensional_positions():
+    """A 16x32 image on a model built for 32x32 uses rows 0-1 of the 4x4 positional grid."""
+    model = vit(num_classes=0, pool="mean").eval()
+    img = torch.randn(1, 3, 16, 32)
+    tokens = model.patch_embed(img) + model.pos_embed.weight[:2, :4].reshape(8, -1)
+    torch.testing.assert_close(model(img), model.transformer(tokens))
+    # a narrow image takes the first columns of every row, not the first 8 entries of a flat table
+    narrow = torch.randn(1, 3, 32, 16)
+    expected = model.pos_embed.weight[:, :2].reshape(8, -1)
+    torch.testing.assert_close(model.transformer(model.patch_embed(narrow) + expected), model(narrow))
+
+
+def test_simple_vit_smaller_image_uses_its_sincos_window():
+    model = simple_vit().eval()
+    assert model(torch.randn(2, 3, 16, 24)).shape == (2, 10)
+
+
+def test_custom_transformer_replaces_the_trunk():
+    trunk = Transformer(32, depth=1, heads=4, dim_head=8, mlp_dim=16, final_norm=False)
+    model = ViT(image_size=32, patch_size=8, num_classes=7, dim=32, transformer=trunk)
+    assert model.transformer is trunk
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(TypeError, match="depth, heads, mlp_dim"):
+        ViT(image_size=32, patch_size=8, num_classes=7, dim=32)
+
+
+@pytest.mark.parametrize("build", [vit, simple_vit, lambda: vit(dropout=0.1, emb_dropout=0.1)])
+def test_gradients_reach_every_parameter(build):
+    model = build()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+
+
+def test_dropout_is_active_in_training_only():
+    model = vit(dropout=0.5, emb_dropout=0.5)
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+
+
+# NaViT
+
+
+def images(*sizes):
+    return [torch.randn(3, h, w) for h, w in sizes]
+
+
+def test_navit_three_call_forms_agree():
+    model = navit().eval()
+    imgs = images((32, 32), (16, 16), (16, 32), (32, 16), (8, 32))
+    grouped = model([imgs[:2], imgs[2:4], imgs[4:]])
+    auto = model(imgs, group_images=True, group_max_seq_len=16)
+    flat = model(imgs)
+    assert grouped.shape == (5, 10)
+    torch.testing.assert_close(grouped, auto, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped, flat, atol=1e-5, rtol=1e-5)
+
+
+def test_navit_images_never_attend_to_each_other():
+    model = navit().eval()
+    imgs = images((32, 32), (16, 16), (16, 16))
+    before = model([imgs])
+    imgs[1] = torch.randn(3, 16, 16) * 5
+    after = model([imgs])
+    torch.testing.assert_close(before[[0, 2]], after[[0, 2]], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(before[1], after[1])
+    alone = model([imgs[0]])
+    torch.testing.assert_close(alone[0], after[0], atol=1e-5, rtol=1e-5)
+
+
+def test_navit_token_dropout_keeps_the_expected_share():
+    model = navit(token_dropout_prob=0.5)
+    seen = []
+    model.transformer.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    model(images((32, 32), (16, 16)))
+    assert seen == [8 + 2]
+    model.eval()
+    model(images((32, 32), (16, 16)))
+    assert seen[-1] == 16 + 4
+
+
+def test_navit_token_dropout_callable():
+    model = navit(token_dropout_prob=lambda h, w: 0.75 if h * w > 256 else 0.0)
+    assert model.kept_tokens(torch.randn(3, 32, 32)) == 4
+    assert model.kept_tokens(torch.randn(3, 16, 16)) == 4
+    bad = navit(token_dropout_prob=lambda h, w: 2.0)
+    with pytest.raises(ValueError, match=r"token_dropout_prob\(height, width\)"):
+        bad(images((16, 16)))
+
+
+def test_navit_gradients_reach_every_parameter():
+    model = navit(token_dropout_prob=0.25)
+    model(images((32, 32), (16, 8), (8, 16))).sum().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+
+
+def test_navit_image_longer_than_the_maximum_sequence():
+    with pytest.raises(ValueError, match=r"has 16 patches, more than group_max_seq_len=8"):
+        navit()(images((32, 32)), group_images=True, group_max_seq_len=8)
+
+
+def test_navit_features_per_image():
+    model = navit().eval()
+    features = model.forward_features(images((16, 16), (8, 8)))
+    assert [t.shape for t in features.per_image()] == [(4, 32), (1, 32)]
+    assert model.forward_head(features, pre_logits=True).shape == (2, 32)
+
+
+# torch.compile
+
+
+@pytest.mark.parametrize("build", [vit, simple_vit])
+def test_compile_matches_eager(build):
+    model = build().eval()
+    x = torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_navit_compiles_without_graph_breaks():
+    model = navit().eval()
+    imgs = images((32, 32), (16, 16), (16, 32))
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(imgs), model(imgs), atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast():
+    model = vit().eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()

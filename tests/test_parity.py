@@ -1,0 +1,103 @@
+"""Same weights, same outputs: vit-pytorch (the oracle) through our documented importers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vit_core import NaViT, SimpleViT, ViT, load_reference_weights
+
+pytestmark = pytest.mark.oracle
+TOL = dict(atol=1e-5, rtol=1e-5)
+SMALL = dict(num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
+
+
+def imported(ours, reference):
+    reference.eval()
+    return load_reference_weights(ours, reference.state_dict()).eval()
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize(("image_size", "patch_size"), [(32, 8), ((32, 16), (8, 4))])
+def test_vit(oracle, pool, image_size, patch_size):
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=image_size, patch_size=patch_size, pool=pool, dropout=0.1, emb_dropout=0.1) | SMALL
+    reference = Reference(**cfg)
+    ours = imported(ViT(**cfg), reference)
+    x = torch.randn(3, 3, *((image_size,) * 2 if isinstance(image_size, int) else image_size))
+    torch.testing.assert_close(ours(x), reference(x), **TOL)
+
+
+def test_vit_features_without_head(oracle):
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=32, patch_size=8) | SMALL | dict(num_classes=0)
+    reference = Reference(**cfg)
+    ours = imported(ViT(**cfg), reference)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(ours(x), reference(x), **TOL)
+
+
+def test_vit_smaller_images_differ_on_purpose(oracle):
+    """vit-pytorch adds the first N rows of its flat table; we add the 2-D window (see ViT's docstring)."""
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=32, patch_size=8) | SMALL
+    reference = Reference(**cfg)
+    ours = imported(ViT(**cfg), reference)
+    square = torch.randn(2, 3, 16, 16)
+    assert not torch.allclose(ours(square), reference(square), atol=1e-3)
+    wide = torch.randn(2, 3, 16, 32)  # full rows: both layouts pick the same positions
+    torch.testing.assert_close(ours(wide), reference(wide), **TOL)
+
+
+def test_simple_vit(oracle):
+    from vit_pytorch.simple_vit import SimpleViT as Reference
+
+    cfg = dict(image_size=(32, 48), patch_size=(8, 16)) | SMALL
+    reference = Reference(**cfg)
+    ours = imported(SimpleViT(**cfg), reference)
+    x = torch.randn(3, 3, 32, 48)
+    torch.testing.assert_close(ours(x), reference(x), **TOL)
+
+
+@pytest.fixture
+def navit_pair(oracle):
+    from vit_pytorch.na_vit import NaViT as Reference
+
+    cfg = dict(image_size=64, patch_size=8, token_dropout_prob=0.1) | SMALL
+    reference = Reference(**cfg)
+    return imported(NaViT(**cfg), reference), reference
+
+
+def test_navit_list_of_lists(navit_pair):
+    ours, reference = navit_pair
+    batch = [
+        [torch.randn(3, 64, 64), torch.randn(3, 32, 32)],
+        [torch.randn(3, 32, 64), torch.randn(3, 64, 32)],
+        [torch.randn(3, 16, 64)],
+    ]
+    torch.testing.assert_close(ours(batch), reference(batch), **TOL)
+
+
+def test_navit_auto_grouping(navit_pair):
+    ours, reference = navit_pair
+    flat = [torch.randn(3, h, w) for h, w in [(64, 64), (32, 32), (32, 64), (64, 32), (16, 64), (8, 8)]]
+    kwargs = dict(group_images=True, group_max_seq_len=64)
+    torch.testing.assert_close(ours(flat, **kwargs), reference(flat, **kwargs), **TOL)
+
+
+def test_navit_flat_list(navit_pair):
+    ours, reference = navit_pair
+    flat = [torch.randn(3, h, w) for h, w in [(64, 64), (32, 32), (8, 64)]]
+    torch.testing.assert_close(ours(flat), reference(flat), **TOL)
+
+
+def test_importer_rejects_unknown_keys(oracle):
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=32, patch_size=8) | SMALL
+    state = Reference(**cfg).state_dict() | {"extra.weight": torch.zeros(1)}
+    with pytest.raises(KeyError, match="no import rule for reference weight 'extra.weight'"):
+        load_reference_weights(ViT(**cfg), state)
