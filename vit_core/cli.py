@@ -151,5 +151,23 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
             console.print(error, markup=False, highlight=False)
 
 
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="Kebab-case plugin name, e.g. 'acme-vit' (package acme_vit).")],
+    directory: Annotated[str | None, typer.Option("--dir", help="Where to write it (default: ./NAME).")] = None,
+) -> None:
+    """Write a ready-to-install plugin: pyproject with the entry point, hooks, one model, conformance tests."""
+    from vit_core.scaffold import generate_plugin, next_steps, plugin_root
+
+    try:
+        written = generate_plugin(name, directory)
+    except (ValueError, FileExistsError) as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    root = plugin_root(name, directory)
+    console.print(f"created plugin {name} in {root} ({len(written)} files); next:", highlight=False)
+    console.print(next_steps(name, root), markup=False, highlight=False)
+
+
 def main() -> None:
     app()
