@@ -1,0 +1,356 @@
+"""vit-video: ViT3D, SimpleViT3D, CCT3D and ViViT (README examples, parity, training, input checks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from vit_core import Extractor, Recorder, create_model, list_models, load_reference_weights
+from vit_core.registry import count_parameters, get_registry
+
+vit_video = pytest.importorskip("vit_video")
+
+VIDEO = dict(image_size=16, image_patch_size=8, frames=4, frame_patch_size=2, num_classes=5)
+SMALL = dict(VIDEO, dim=32, heads=2, mlp_dim=64, dim_head=16)
+CCT_SMALL = dict(
+    img_size=16, num_frames=4, embedding_dim=32, n_conv_layers=1, kernel_size=3, stride=1, padding=1,
+    pooling_kernel_size=3, pooling_stride=2, pooling_padding=1, num_layers=2, num_heads=2, mlp_ratio=2.0,
+    num_classes=5,
+)
+
+# (our class, vit-pytorch module and class, constructor arguments shared by both)
+MODELS = {
+    "vit3d-cls": ("ViT3D", "vit_3d", "ViT", dict(SMALL, depth=2)),
+    "vit3d-mean": ("ViT3D", "vit_3d", "ViT", dict(SMALL, depth=2, pool="mean")),
+    "simple-vit3d": ("SimpleViT3D", "simple_vit_3d", "SimpleViT", dict(SMALL, depth=2)),
+    "simple-vit3d-pad": ("SimpleViT3D", "simple_vit_3d", "SimpleViT", dict(SMALL, depth=1, dim=40)),
+    "cct3d-learnable": ("CCT3D", "cct_3d", "CCT", dict(CCT_SMALL, positional_embedding="learnable")),
+    "cct3d-sine": ("CCT3D", "cct_3d", "CCT", dict(CCT_SMALL, positional_embedding="sine")),
+    "cct3d-none": ("CCT3D", "cct_3d", "CCT", dict(CCT_SMALL, positional_embedding="none", n_conv_layers=2)),
+    "vivit-encoder-cls": ("ViViT", "vivit", "ViViT", dict(SMALL, spatial_depth=2, temporal_depth=1)),
+    "vivit-encoder-mean": (
+        "ViViT", "vivit", "ViViT", dict(SMALL, spatial_depth=1, temporal_depth=2, pool="mean"),
+    ),
+    "vivit-fsa-cls": (
+        "ViViT", "vivit", "ViViT",
+        dict(SMALL, spatial_depth=2, temporal_depth=2, variant="factorized_self_attention"),
+    ),
+    "vivit-fsa-mean": (
+        "ViViT", "vivit", "ViViT",
+        dict(SMALL, spatial_depth=1, temporal_depth=1, variant="factorized_self_attention", pool="mean"),
+    ),
+}
+PATCH_MODELS = ["vit3d-cls", "simple-vit3d", "vivit-encoder-cls", "vivit-fsa-cls"]
+
+
+def build(key: str, **overrides) -> nn.Module:
+    cls, _, _, kwargs = MODELS[key]
+    return getattr(vit_video, cls)(**{**kwargs, **overrides})
+
+
+def video(batch: int = 2, channels: int = 3, frames: int = 4, size: int = 16) -> torch.Tensor:
+    return torch.randn(batch, channels, frames, size, size)
+
+
+# --- README examples -------------------------------------------------------------------------
+
+
+@pytest.mark.readme
+@torch.no_grad()
+def test_readme_vit_3d() -> None:
+    from vit_video import ViT3D
+
+    v = ViT3D(
+        image_size=128, frames=16, image_patch_size=16, frame_patch_size=2, num_classes=1000,
+        dim=1024, depth=6, heads=8, mlp_dim=2048, dropout=0.1, emb_dropout=0.1,
+    ).eval()
+    preds = v(torch.randn(4, 3, 16, 128, 128))
+    assert preds.shape == (4, 1000)
+
+
+@pytest.mark.readme
+@torch.no_grad()
+def test_readme_simple_vit_3d() -> None:
+    from vit_video import SimpleViT3D
+
+    v = SimpleViT3D(
+        image_size=128, frames=16, image_patch_size=16, frame_patch_size=2, num_classes=1000,
+        dim=1024, depth=6, heads=8, mlp_dim=2048,
+    ).eval()
+    preds = v(torch.randn(4, 3, 16, 128, 128))
+    assert preds.shape == (4, 1000)
+
+
+@pytest.mark.readme
+@torch.no_grad()
+def test_readme_cct_3d() -> None:
+    from vit_video import CCT3D
+
+    cct = CCT3D(
+        img_size=224, num_frames=8, embedding_dim=384, n_conv_layers=2, frame_kernel_size=3, kernel_size=7,
+        stride=2, padding=3, pooling_kernel_size=3, pooling_stride=2, pooling_padding=1, num_layers=14,
+        num_heads=6, mlp_ratio=3.0, num_classes=1000, positional_embedding="learnable",
+    ).eval()
+    pred = cct(torch.randn(1, 3, 8, 224, 224))
+    assert pred.shape == (1, 1000)
+
+
+@pytest.mark.readme
+@torch.no_grad()
+@pytest.mark.parametrize("variant", ["factorized_encoder", "factorized_self_attention"])
+def test_readme_vivit(variant: str) -> None:
+    from vit_video import ViViT
+
+    v = ViViT(
+        image_size=128, frames=16, image_patch_size=16, frame_patch_size=2, num_classes=1000, dim=1024,
+        spatial_depth=6, temporal_depth=6, heads=8, mlp_dim=2048, variant=variant,
+    ).eval()
+    preds = v(torch.randn(4, 3, 16, 128, 128))
+    assert preds.shape == (4, 1000)
+
+
+# --- parity with vit-pytorch ------------------------------------------------------------------
+
+
+def reference(oracle, key: str) -> nn.Module:
+    import importlib
+
+    _, module, name, kwargs = MODELS[key]
+    cls = getattr(importlib.import_module(f"vit_pytorch.{module}"), name)
+    if module == "cct_3d":
+        kwargs = {("n_input_channels" if k == "channels" else k): v for k, v in kwargs.items()}
+    return cls(**kwargs)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("key", list(MODELS))
+def test_parity_with_vit_pytorch(oracle, key: str) -> None:
+    ref = reference(oracle, key).eval()
+    ours = load_reference_weights(build(key), ref.state_dict()).eval()
+    x = video()
+    with torch.no_grad():
+        diff = (ours(x) - ref(x)).abs().max().item()
+    assert diff < 1e-5, f"{key}: max abs diff {diff:.2e}"
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("key", ["vivit-encoder-cls", "vivit-fsa-cls"])
+def test_vivit_frame_mask_parity(oracle, key: str) -> None:
+    ref = reference(oracle, key).eval()
+    ours = load_reference_weights(build(key), ref.state_dict()).eval()
+    x = video()
+    mask = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    with torch.no_grad():
+        diff = (ours(x, mask=mask) - ref(x, mask=mask)).abs().max().item()
+    assert diff < 1e-5
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def moving_blob(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-channel 4-frame 16x16 clips of a bright 3x3 blob moving right (label 1) or left (label 0).
+
+    The start column is random, so no single frame tells the direction: only the motion does.
+    """
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    clips = 0.1 * torch.randn(n, 1, 4, 16, 16, generator=generator)
+    start = torch.randint(5, 9, (n,), generator=generator)
+    rows = torch.randint(0, 13, (n,), generator=generator)
+    step = 2 * labels - 1
+    for i in range(n):
+        for t in range(4):
+            col = int(start[i] + step[i] * t)
+            clips[i, 0, t, rows[i] : rows[i] + 3, col : col + 3] += 1.0
+    return clips, labels
+
+
+TRAIN = {
+    "vit3d-cls": dict(SMALL, depth=2, channels=1, num_classes=2, image_patch_size=4),
+    "simple-vit3d": dict(SMALL, depth=2, channels=1, num_classes=2, image_patch_size=4),
+    "cct3d-learnable": dict(CCT_SMALL, channels=1, num_classes=2, positional_embedding="learnable"),
+    "vivit-encoder-cls": dict(SMALL, spatial_depth=1, temporal_depth=1, channels=1, num_classes=2,
+                              image_patch_size=4, frame_patch_size=1),
+    "vivit-fsa-cls": dict(SMALL, spatial_depth=1, temporal_depth=1, channels=1, num_classes=2,
+                          image_patch_size=4, frame_patch_size=1, variant="factorized_self_attention"),
+}
+
+
+@pytest.mark.parametrize("key", list(TRAIN))
+def test_learns_motion_direction(key: str) -> None:
+    cls = MODELS[key][0]
+    kwargs = dict(TRAIN[key])
+    if cls == "CCT3D":
+        kwargs["n_input_channels"] = kwargs.pop("channels")
+        kwargs["stochastic_depth_rate"] = 0.0
+        kwargs["attention_dropout"] = 0.0
+    model = getattr(vit_video, cls)(**kwargs)
+    g = torch.Generator().manual_seed(0)
+    x, y = moving_blob(256, g)
+    x_test, y_test = moving_blob(128, g)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    model.train()
+    for step in range(40):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert accuracy > 0.75, f"{key}: test accuracy {accuracy:.2f}"
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_gradients_reach_every_parameter(key: str) -> None:
+    model = build(key).train()
+    model(video()).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", PATCH_MODELS)
+def test_frames_not_divisible_by_frame_patch_size(key: str) -> None:
+    with pytest.raises(ValueError, match=r"frames=5 must be divisible by frame_patch_size=2"):
+        build(key, frames=5)
+    model = build(key)
+    with pytest.raises(ValueError, match=r"video has 3 frames, not divisible by frame_patch_size=2"):
+        model(video(frames=3))
+
+
+@pytest.mark.parametrize("key", PATCH_MODELS)
+def test_image_size_not_divisible(key: str) -> None:
+    with pytest.raises(ValueError, match=r"image_size \(18, 18\) must be divisible by image_patch_size"):
+        build(key, image_size=18)
+    with pytest.raises(ValueError, match=r"video frames are 12x12, not divisible by image_patch_size \(8, 8\)"):
+        build(key)(video(size=12))
+
+
+@pytest.mark.parametrize("key", [*PATCH_MODELS, "cct3d-learnable", "cct3d-none"])
+def test_image_input_rejected(key: str) -> None:
+    with pytest.raises(ValueError, match=r"video must have 5 dimensions \(batch, channels, frames, height, width\)"):
+        build(key)(torch.randn(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("key", [*PATCH_MODELS, "cct3d-learnable", "cct3d-none"])
+def test_wrong_channels(key: str) -> None:
+    with pytest.raises(ValueError, match=r"video must have channels=3 .*got shape \(2, 1, 4, 16, 16\)"):
+        build(key)(video(channels=1))
+
+
+@pytest.mark.parametrize("key", PATCH_MODELS)
+def test_video_larger_than_built_for(key: str) -> None:
+    with pytest.raises(ValueError, match=r"video has 6 frames, more than frames=4"):
+        build(key)(video(frames=6))
+    with pytest.raises(ValueError, match=r"larger than image_size \(16, 16\)"):
+        build(key)(video(size=24))
+
+
+def test_smaller_video_uses_position_window() -> None:
+    model = build("vit3d-cls").eval()
+    assert model(video(frames=2, size=8)).shape == (2, 5)
+
+
+def test_cct_input_checks() -> None:
+    with pytest.raises(ValueError, match=r"embedding_dim=30 must be divisible by num_heads=4"):
+        vit_video.CCT3D(**dict(CCT_SMALL, embedding_dim=30, num_heads=4))
+    with pytest.raises(ValueError, match=r"positional_embedding must be one of"):
+        vit_video.CCT3D(**dict(CCT_SMALL, positional_embedding="rope"))
+    with pytest.raises(ValueError, match=r"pooling_padding=2 must be at most half of pooling_kernel_size=3"):
+        vit_video.CCT3D(**dict(CCT_SMALL, pooling_padding=2))
+    with pytest.raises(ValueError, match=r"too small for the tokenizer"):
+        vit_video.CCT3D(**dict(CCT_SMALL, img_size=2, kernel_size=7, padding=0))
+    with pytest.raises(ValueError, match=r"video must be 4 frames of 16x16"):
+        build("cct3d-learnable")(video(size=8))
+    assert build("cct3d-none").eval()(video(frames=3, size=12)).shape == (2, 5)
+
+
+def test_vivit_argument_checks() -> None:
+    with pytest.raises(ValueError, match=r"variant must be one of 'factorized_encoder', 'factorized_self_attention'"):
+        build("vivit-encoder-cls", variant="joint")
+    with pytest.raises(ValueError, match=r"needs spatial_depth == temporal_depth"):
+        build("vivit-fsa-cls", temporal_depth=1)
+    with pytest.raises(ValueError, match=r"mask must be \(batch, frames\)=\(2, 4\)"):
+        build("vivit-encoder-cls")(video(), mask=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"heads must be a positive int, got 0"):
+        build("vivit-encoder-cls", heads=0)
+
+
+def test_simple_vit3d_dim_check() -> None:
+    with pytest.raises(ValueError, match=r"dim must be at least 6"):
+        build("simple-vit3d", dim=4)
+
+
+# --- interface, registry, tools -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_vision_model_interface(key: str) -> None:
+    model = build(key).eval()
+    x = video()
+    with torch.no_grad():
+        features = model.forward_features(x)
+        pooled = model.forward_head(features, pre_logits=True)
+        assert pooled.shape == (2, model.num_features)
+        assert torch.allclose(model.forward_head(features), model(x))
+        model.reset_classifier(7)
+        assert model(x).shape == (2, 7) and model.num_classes == 7
+        model.reset_classifier(0)
+        assert torch.equal(model(x), features)
+
+
+def test_registry_metadata() -> None:
+    assert {"vit-3d", "simple-vit-3d", "cct-3d", "vivit"} <= set(list_models(plugin="vit-video"))
+    registry = get_registry()
+    assert registry.plugins["video"].ok
+    for name in ("vit-3d", "simple-vit-3d", "cct-3d", "vivit"):
+        info = registry.info(name)
+        assert info.input_kind == "video" and info.importer and info.reference and info.citation
+        model = create_model(name).eval()
+        assert count_parameters(model) == info.num_params, name
+        with torch.no_grad():
+            assert model(info.example_input(2)).shape == (2, info.default_config["num_classes"])
+
+
+def test_plugin_import_is_lazy() -> None:
+    code = "import sys, vit_video, vit_video.plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("key", "stacked"),
+    [("vit3d-cls", (2, 2, 2, 9, 9)), ("cct3d-sine", (2, 2, 2, 256, 256)), ("vivit-fsa-cls", None)],
+)
+def test_recorder_and_extractor(key: str, stacked: tuple[int, ...] | None) -> None:
+    model = build(key).eval()
+    x = video()
+    with torch.no_grad():
+        preds, attn = Recorder(model)(x)
+        assert preds.shape == (2, 5)
+        if stacked is None:
+            assert [a.shape for a in attn] == [(4, 2, 5, 5), (10, 2, 2, 2)] * 2
+        else:
+            assert attn.shape == stacked
+        _, embeddings = Extractor(model)(x)
+        assert torch.equal(embeddings, model.forward_features(x))
+
+
+def test_bf16_autocast() -> None:
+    for name in ("vit-3d", "simple-vit-3d", "cct-3d", "vivit"):
+        info = get_registry().info(name)
+        model = create_model(name).eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(info.example_input(2))
+        assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
