@@ -28,7 +28,7 @@ def train(model, images, labels, steps=60, batch=64, forward=None):
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     first = None
-    for step in range(steps):
+    for _ in range(steps):
         index = torch.randint(0, len(labels), (batch,))
         loss = F.cross_entropy(forward(images[index]), labels[index])
         optimizer.zero_grad()
@@ -38,7 +38,9 @@ def train(model, images, labels, steps=60, batch=64, forward=None):
     return first, loss.item()
 
 
-CONFIG = dict(image_size=16, patch_size=4, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16, channels=1)
+CONFIG = dict(
+    image_size=16, patch_size=4, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16, channels=1
+)
 
 
 @pytest.mark.parametrize("cls", [ViT, SimpleViT])

@@ -7,8 +7,15 @@ import torch
 
 pytestmark = pytest.mark.readme
 README_VIT = dict(
-    image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16, mlp_dim=2048,
-    dropout=0.1, emb_dropout=0.1,
+    image_size=256,
+    patch_size=32,
+    num_classes=1000,
+    dim=1024,
+    depth=6,
+    heads=16,
+    mlp_dim=2048,
+    dropout=0.1,
+    emb_dropout=0.1,
 )
 
 
@@ -31,8 +38,15 @@ def navit(**kwargs):
     from vit_core import NaViT
 
     return NaViT(
-        image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16, mlp_dim=2048,
-        token_dropout_prob=0.1, **kwargs,
+        image_size=256,
+        patch_size=32,
+        num_classes=1000,
+        dim=1024,
+        depth=6,
+        heads=16,
+        mlp_dim=2048,
+        token_dropout_prob=0.1,
+        **kwargs,
     )
 
 
@@ -49,8 +63,11 @@ def test_navit_list_of_lists():
 def test_navit_auto_grouping():
     v = navit(dropout=0.1, emb_dropout=0.1)
     images = [
-        torch.randn(3, 256, 256), torch.randn(3, 128, 128), torch.randn(3, 128, 256),
-        torch.randn(3, 256, 128), torch.randn(3, 64, 256),
+        torch.randn(3, 256, 256),
+        torch.randn(3, 128, 128),
+        torch.randn(3, 128, 256),
+        torch.randn(3, 256, 128),
+        torch.randn(3, 64, 256),
     ]
     assert v(images, group_images=True, group_max_seq_len=64).shape == (5, 1000)
 
@@ -58,8 +75,11 @@ def test_navit_auto_grouping():
 def test_navit_nested_tensor_form():
     v = navit(dropout=0.0, emb_dropout=0.0)
     images = [
-        torch.randn(3, 256, 256), torch.randn(3, 128, 128), torch.randn(3, 128, 256),
-        torch.randn(3, 256, 128), torch.randn(3, 64, 256),
+        torch.randn(3, 256, 256),
+        torch.randn(3, 128, 128),
+        torch.randn(3, 128, 256),
+        torch.randn(3, 256, 128),
+        torch.randn(3, 64, 256),
     ]
     preds = v(images)
     assert preds.shape == (5, 1000)

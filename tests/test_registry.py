@@ -18,7 +18,7 @@ from vit_core import create_model, list_models
 from vit_core.cli import app
 from vit_core.registry import ModelInfo, Registry, UnknownModelError, count_parameters, get_registry, reset_registry
 
-TOY = '''
+TOY = """
 from vit_core.hookspecs import hookimpl
 from vit_core.registry import ModelInfo
 
@@ -34,7 +34,7 @@ def vit_register_models():
         input_kind="image", input_shape=(3, 16, 16), num_params=1,
         default_config=dict(image_size=16, patch_size=8, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=32),
     )]
-'''
+"""
 
 PLUGINS = {
     "good": TOY.format(api=1, model="toy-vit"),
@@ -97,8 +97,16 @@ def test_unknown_model_suggests_close_names():
 def test_metadata_is_validated():
     with pytest.raises(ValueError, match=r"name must be kebab-case.*paper_url must be an http"):
         ModelInfo(
-            name="Bad_Name", target="a.b:C", family="f", paper_title="t", paper_url="arxiv",
-            summary="s", input_kind="image", default_config={}, input_shape=(3, 8, 8), num_params=1,
+            name="Bad_Name",
+            target="a.b:C",
+            family="f",
+            paper_title="t",
+            paper_url="arxiv",
+            summary="s",
+            input_kind="image",
+            default_config={},
+            input_shape=(3, 8, 8),
+            num_params=1,
         )
 
 

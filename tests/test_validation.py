@@ -26,7 +26,7 @@ def test_forward_rejects_bad_images(cls, shape, error, message):
 
 
 def test_forward_rejects_non_tensors():
-    with pytest.raises(TypeError, match="img must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"img must be a torch\.Tensor"):
         ViT(**ARGS)([[1, 2]])
 
 

@@ -30,7 +30,24 @@ _EXPORTS = {
     "HOOK_API_VERSION": "vit_core.hookspecs",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "HOOK_API_VERSION",
+    "Extractor",
+    "ModelInfo",
+    "NaViT",
+    "PatchTransformer",
+    "Recorder",
+    "SimpleViT",
+    "UnknownModelError",
+    "ViT",
+    "VisionModel",
+    "create_model",
+    "get_registry",
+    "hookimpl",
+    "hookspec",
+    "list_models",
+    "load_reference_weights",
+]
 
 
 def lazy_exports(module_name: str, exports: dict[str, str]) -> tuple[Any, Any]:

@@ -68,8 +68,10 @@ def list_command(
     console.print(table)
     broken = [p for p in registry.plugins.values() if not p.ok]
     if broken:
-        errors.print(f"[yellow]{len(broken)} plugin(s) failed to load: {', '.join(p.name for p in broken)} "
-                     "(see `vit plugins`)[/yellow]")
+        errors.print(
+            f"[yellow]{len(broken)} plugin(s) failed to load: {', '.join(p.name for p in broken)} "
+            "(see `vit plugins`)[/yellow]"
+        )
 
 
 def _short_paper(url: str) -> str:
@@ -93,7 +95,9 @@ def _measure(info: ModelInfo) -> tuple[int, int | None]:
 def describe(
     name: Annotated[str, typer.Argument(help="Registered model name (see `vit list`).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    measure: Annotated[bool, typer.Option(help="Build the default configuration to count parameters and FLOPs.")] = True,
+    measure: Annotated[
+        bool, typer.Option(help="Build the default configuration to count parameters and FLOPs.")
+    ] = True,
 ) -> None:
     """Summary, paper, citation, signature, parameters and FLOPs of the default configuration, and an example."""
     try:
@@ -104,13 +108,26 @@ def describe(
     signature = str(info.signature().replace(return_annotation=inspect.Signature.empty))
     params, flops = _measure(info) if measure else (info.num_params, None)
     if as_json:
-        print(json.dumps({**_info_dict(info), "signature": signature, "measured_params": params, "flops": flops,
-                          "citation": info.citation, "example": info.example}, indent=2))
+        print(
+            json.dumps(
+                {
+                    **_info_dict(info),
+                    "signature": signature,
+                    "measured_params": params,
+                    "flops": flops,
+                    "citation": info.citation,
+                    "example": info.example,
+                },
+                indent=2,
+            )
+        )
         return
     console.rule(f"[bold]{info.name}[/bold]  ({info.plugin} {info.version})")
     console.print(info.summary)
     console.print(f"[bold]paper[/bold]      {info.paper_title}\n           {info.paper_url}")
-    console.print(f"[bold]class[/bold]      {info.target}" + (f"   (mirrors {info.reference})" if info.reference else ""))
+    console.print(
+        f"[bold]class[/bold]      {info.target}" + (f"   (mirrors {info.reference})" if info.reference else "")
+    )
     console.print(f"[bold]input[/bold]      {info.input_kind}: {info.input_layout}; default sample {info.input_shape}")
     console.print(f"[bold]signature[/bold]  {info.name}{signature}")
     config = ", ".join(f"{k}={v!r}" for k, v in info.default_config.items())
@@ -118,7 +135,9 @@ def describe(
     flop_text = f"{human(flops)}FLOPs per sample" if flops is not None else "FLOPs not measured"
     console.print(f"[bold]size[/bold]       {human(params)} parameters ({params:,}); {flop_text}")
     if info.importer:
-        console.print(f"[bold]weights[/bold]    vit_core.load_reference_weights(model, state_dict)  via {info.importer}")
+        console.print(
+            f"[bold]weights[/bold]    vit_core.load_reference_weights(model, state_dict)  via {info.importer}"
+        )
     if info.example:
         console.print("[bold]example[/bold]")
         console.print(Syntax("import torch\n" + info.example, "python", theme="ansi_dark"))

@@ -183,7 +183,9 @@ class Registry:
         self._manager = pluggy.PluginManager(PROJECT)
         self._manager.add_hookspecs(VitHookSpecs)
 
-    def add_plugin(self, plugin: ModuleType | object, name: str, distribution: str = "", version: str = "") -> PluginRecord:
+    def add_plugin(
+        self, plugin: ModuleType | object, name: str, distribution: str = "", version: str = ""
+    ) -> PluginRecord:
         """Register one plugin object's hooks and its models; failures are recorded, not raised."""
         record = PluginRecord(name, distribution or name, version)
         self.plugins[name] = record
@@ -280,7 +282,8 @@ class Registry:
     def list(self, pattern: str | None = None, plugin: str | None = None) -> list[ModelInfo]:
         """Models whose name matches the shell-style ``pattern``, optionally from one ``plugin``."""
         out = [
-            info for info in self.models.values()
+            info
+            for info in self.models.values()
             if (pattern is None or fnmatch.fnmatchcase(info.name, pattern))
             and (plugin is None or plugin in (info.plugin, info.distribution))
         ]

@@ -36,7 +36,7 @@ def check_non_negative_int(name: str, value: Any) -> int:
 
 def check_probability(name: str, value: Any, *, allow_one: bool = False) -> float:
     upper_ok = (lambda v: v <= 1.0) if allow_one else (lambda v: v < 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value and upper_ok(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0.0 and upper_ok(value)):
         bound = "[0, 1]" if allow_one else "[0, 1)"
         raise ValueError(f"{name} must be a float in {bound}, got {value!r}")
     return float(value)
@@ -54,15 +54,11 @@ def check_divisible(name: str, value: int, divisor_name: str, divisor: int) -> N
         raise ValueError(f"{name}={value} must be divisible by {divisor_name}={divisor}")
 
 
-def check_grid(
-    size_name: str, size: Sequence[int], patch_name: str, patch: Sequence[int]
-) -> tuple[int, ...]:
+def check_grid(size_name: str, size: Sequence[int], patch_name: str, patch: Sequence[int]) -> tuple[int, ...]:
     """Check every side of ``size`` divides by the matching side of ``patch``; return the patch grid."""
     for side, p in zip(size, patch):
         if side % p != 0:
-            raise ValueError(
-                f"{size_name} {tuple(size)} must be divisible by {patch_name} {tuple(patch)}"
-            )
+            raise ValueError(f"{size_name} {tuple(size)} must be divisible by {patch_name} {tuple(patch)}")
     return tuple(side // p for side, p in zip(size, patch))
 
 

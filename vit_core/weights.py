@@ -47,7 +47,9 @@ def permute_patch_dim(
     return weight.reshape(split).permute(order).reshape(shape)
 
 
-def fuse_qkv(state: StateDict, prefix: str, q: str, kv: str | None = None, k: str | None = None, v: str | None = None) -> None:
+def fuse_qkv(
+    state: StateDict, prefix: str, q: str, kv: str | None = None, k: str | None = None, v: str | None = None
+) -> None:
     """Replace separate q / kv (or q / k / v) projections under ``prefix`` by one ``to_qkv`` weight."""
     parts = [state.pop(prefix + q)]
     parts += [state.pop(prefix + kv)] if kv else [state.pop(prefix + k), state.pop(prefix + v)]
@@ -133,19 +135,24 @@ def import_navit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     for prefix in {k.rsplit("to_q.weight", 1)[0] for k in state if k.endswith("to_q.weight")}:
         if prefix.startswith("transformer."):
             fuse_qkv(state, prefix, "to_q.weight", kv="to_kv.weight")
-    return rename_transformer(rename(state, [
-        (r"to_patch_embedding\.0\.weight", "patch_embed.patch_norm.weight"),
-        (r"to_patch_embedding\.1\.(weight|bias)", r"patch_embed.proj.\1"),
-        (r"to_patch_embedding\.2\.weight", "patch_embed.norm.weight"),
-        (r"pos_embed_height", "pos_embed.tables.0"),
-        (r"pos_embed_width", "pos_embed.tables.1"),
-        (r"attn_pool_queries", "attn_pool.query"),
-        (r"attn_pool\.norm\.weight", "attn_pool.norm.weight"),
-        (r"attn_pool\.(q_norm|k_norm|to_q|to_kv)\.weight", r"attn_pool.attn.\1.weight"),
-        (r"attn_pool\.to_out\.0\.weight", "attn_pool.attn.to_out.weight"),
-        (r"mlp_head\.(\d)\.weight", r"head.\1.weight"),
-        (r"(transformer\..*)", r"\1"),
-    ]))
+    return rename_transformer(
+        rename(
+            state,
+            [
+                (r"to_patch_embedding\.0\.weight", "patch_embed.patch_norm.weight"),
+                (r"to_patch_embedding\.1\.(weight|bias)", r"patch_embed.proj.\1"),
+                (r"to_patch_embedding\.2\.weight", "patch_embed.norm.weight"),
+                (r"pos_embed_height", "pos_embed.tables.0"),
+                (r"pos_embed_width", "pos_embed.tables.1"),
+                (r"attn_pool_queries", "attn_pool.query"),
+                (r"attn_pool\.norm\.weight", "attn_pool.norm.weight"),
+                (r"attn_pool\.(q_norm|k_norm|to_q|to_kv)\.weight", r"attn_pool.attn.\1.weight"),
+                (r"attn_pool\.to_out\.0\.weight", "attn_pool.attn.to_out.weight"),
+                (r"mlp_head\.(\d)\.weight", r"head.\1.weight"),
+                (r"(transformer\..*)", r"\1"),
+            ],
+        )
+    )
 
 
 def load_reference_weights(model: nn.Module, state_dict: Mapping[str, Tensor], name: str | None = None) -> nn.Module:

@@ -14,6 +14,7 @@ Three layouts share one kernel call:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,7 +50,7 @@ class SequencePacking:
     @classmethod
     def from_sorted_lengths(cls, lengths: Sequence[int]) -> SequencePacking:
         lengths = tuple(int(n) for n in lengths)
-        if any(b < a for a, b in zip(lengths, lengths[1:])):
+        if any(b < a for a, b in itertools.pairwise(lengths)):
             raise ValueError(f"lengths must be sorted in non-decreasing order, got {lengths}")
         buckets: list[Bucket] = []
         start = 0
@@ -75,7 +76,6 @@ class SequencePacking:
         return SequencePacking.from_sorted_lengths([length] * self.num_sequences)
 
 
-
 def paired_buckets(queries: SequencePacking, keys: SequencePacking) -> tuple[tuple[Bucket, Bucket], ...]:
     """Pair query and key buckets that hold the same sequences (keys decide the grouping)."""
     if queries is keys:
@@ -86,9 +86,7 @@ def paired_buckets(queries: SequencePacking, keys: SequencePacking) -> tuple[tup
 def _regroup(source: SequencePacking, target: SequencePacking) -> tuple[Bucket, ...]:
     """Buckets of ``target`` cut at the sequence boundaries of ``source``'s buckets."""
     if source.num_sequences != target.num_sequences:
-        raise ValueError(
-            f"packings hold {source.num_sequences} and {target.num_sequences} sequences; they must match"
-        )
+        raise ValueError(f"packings hold {source.num_sequences} and {target.num_sequences} sequences; they must match")
     out, first = [], 0
     offsets = [0]
     for n in target.lengths:
@@ -294,8 +292,6 @@ class CrossAttention(Attention):
     def project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         context = x if context is None else context
         if context.ndim != 3 or context.shape[-1] != self.dim:
-            raise ValueError(
-                f"context must be (batch, tokens, dim={self.dim}), got shape {tuple(context.shape)}"
-            )
+            raise ValueError(f"context must be (batch, tokens, dim={self.dim}), got shape {tuple(context.shape)}")
         k, v = self.to_kv(context).chunk(2, dim=-1)
         return self._heads(self.to_q(x)), self._heads(k.contiguous()), self._heads(v.contiguous())

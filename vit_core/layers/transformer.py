@@ -74,8 +74,14 @@ class Transformer(nn.Module):
 
         def default_block(_: int) -> nn.Module:
             mixer = Attention(
-                dim, heads, dim_head, dropout,
-                qk_norm=qk_norm, scale=attn_scale, qkv_bias=qkv_bias, out_bias=out_bias,
+                dim,
+                heads,
+                dim_head,
+                dropout,
+                qk_norm=qk_norm,
+                scale=attn_scale,
+                qkv_bias=qkv_bias,
+                out_bias=out_bias,
             )
             return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim, norm_bias=norm_bias)
 

@@ -110,18 +110,26 @@ class NaViT(VisionModel):
         self.pos_embed = FactorizedPositionalEmbedding(grid, dim)
         self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
         self.transformer = Transformer(
-            dim, depth, heads, dim_head, mlp_dim, dropout,
-            norm_bias=False, qk_norm=qk_norm, attn_scale=attn_scale, out_bias=False,
+            dim,
+            depth,
+            heads,
+            dim_head,
+            mlp_dim,
+            dropout,
+            norm_bias=False,
+            qk_norm=qk_norm,
+            attn_scale=attn_scale,
+            out_bias=False,
         )
-        self.attn_pool = AttentionPool(
-            dim, heads, dim_head, qk_norm=qk_norm, attn_scale=attn_scale, norm_bias=False
-        )
+        self.attn_pool = AttentionPool(dim, heads, dim_head, qk_norm=qk_norm, attn_scale=attn_scale, norm_bias=False)
         self.head = self.make_head(num_classes)
 
     def make_head(self, num_classes: int) -> nn.Module | None:
         if not num_classes:
             return None
-        return nn.Sequential(nn.LayerNorm(self.num_features, bias=False), nn.Linear(self.num_features, num_classes, bias=False))
+        return nn.Sequential(
+            nn.LayerNorm(self.num_features, bias=False), nn.Linear(self.num_features, num_classes, bias=False)
+        )
 
     def token_dropout(self, height: int, width: int) -> float:
         """Share of tokens dropped for an image of this size (0 outside training)."""
@@ -159,13 +167,16 @@ class NaViT(VisionModel):
     def _check_image(self, image: object) -> tuple[int, ...]:
         p = self.patch_size
         return check_tensor(
-            "each image", image, layout=IMAGE_LAYOUT, batched=False,
-            channels=self.channels, max_size=self.image_size, patch=(p, p),
+            "each image",
+            image,
+            layout=IMAGE_LAYOUT,
+            batched=False,
+            channels=self.channels,
+            max_size=self.image_size,
+            patch=(p, p),
         )
 
-    def flatten_input(
-        self, batched_images: object, group_images: bool, group_max_seq_len: int
-    ) -> list[Tensor]:
+    def flatten_input(self, batched_images: object, group_images: bool, group_max_seq_len: int) -> list[Tensor]:
         """Validate the three call forms and return the images in input order."""
         if not isinstance(batched_images, (list, tuple)) or len(batched_images) == 0:
             raise ValueError(
@@ -174,9 +185,7 @@ class NaViT(VisionModel):
                 f"{len(batched_images) if isinstance(batched_images, (list, tuple)) else 'n/a'}"
             )
         if all(isinstance(item, Tensor) for item in batched_images):
-            groups = (
-                self.group(batched_images, group_max_seq_len) if group_images else [list(batched_images)]
-            )
+            groups = self.group(batched_images, group_max_seq_len) if group_images else [list(batched_images)]
         elif group_images:
             raise ValueError("group_images=True takes a flat list of images, got a list of lists")
         else:
@@ -216,8 +225,6 @@ class NaViT(VisionModel):
             inverse[image_index] = packed_index
         return pooled[torch.tensor(inverse, device=pooled.device)]
 
-    def forward(
-        self, batched_images: object, group_images: bool = False, group_max_seq_len: int = 2048
-    ) -> Tensor:
+    def forward(self, batched_images: object, group_images: bool = False, group_max_seq_len: int = 2048) -> Tensor:
         """Images -> ``(num_images, num_classes)`` logits, in input order (groups flattened)."""
         return self.forward_head(self.forward_features(batched_images, group_images, group_max_seq_len))

@@ -62,8 +62,13 @@ class PatchTransformer(VisionModel):
     def patch_grid(self, x: Tensor) -> tuple[int, ...]:
         """Validate ``x`` and return its patch grid."""
         return check_tensor(
-            "img", x, layout=self.layout, spatial_dims=len(self.patch_size),
-            channels=self.channels, max_size=self.input_size, patch=self.patch_size,
+            "img",
+            x,
+            layout=self.layout,
+            spatial_dims=len(self.patch_size),
+            channels=self.channels,
+            max_size=self.input_size,
+            patch=self.patch_size,
         )
 
     def embed(self, x: Tensor) -> Tensor:

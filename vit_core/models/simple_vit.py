@@ -33,8 +33,13 @@ class SimpleViT(PatchTransformer):
         check_divisible("dim", dim, "4 (SimpleViT's 2-D sin-cos table)", 4)
         grid = tuple(i // p for i, p in zip(image_size, patch_size))
         super().__init__(
-            input_size=image_size, patch_size=patch_size, channels=channels, dim=dim,
-            num_classes=num_classes, pool="mean", positional=FixedPositionalEmbedding(sincos_2d(*grid, dim)),
+            input_size=image_size,
+            patch_size=patch_size,
+            channels=channels,
+            dim=dim,
+            num_classes=num_classes,
+            pool="mean",
+            positional=FixedPositionalEmbedding(sincos_2d(*grid, dim)),
             transformer=Transformer(dim, depth, heads, dim_head, mlp_dim, out_bias=False),
             layout=IMAGE_LAYOUT,
         )

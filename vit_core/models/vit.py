@@ -55,7 +55,15 @@ class ViT(PatchTransformer):
             transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
         grid = tuple(i // p for i, p in zip(image_size, patch_size))
         super().__init__(
-            input_size=image_size, patch_size=patch_size, channels=channels, dim=dim,
-            num_classes=num_classes, pool=pool, positional=LearnedPositionalEmbedding(grid, dim),
-            transformer=transformer, emb_dropout=emb_dropout, fc_norm=custom, layout=IMAGE_LAYOUT,
+            input_size=image_size,
+            patch_size=patch_size,
+            channels=channels,
+            dim=dim,
+            num_classes=num_classes,
+            pool=pool,
+            positional=LearnedPositionalEmbedding(grid, dim),
+            transformer=transformer,
+            emb_dropout=emb_dropout,
+            fc_norm=custom,
+            layout=IMAGE_LAYOUT,
         )

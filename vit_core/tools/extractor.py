@@ -48,7 +48,9 @@ class Extractor(nn.Module):
                 )
         self.vit, self.layer, self.device = model, layer, device
         self.layer_save_input, self.return_embeddings_only, self.detach = (
-            layer_save_input, return_embeddings_only, detach
+            layer_save_input,
+            return_embeddings_only,
+            detach,
         )
         self.latents: Any = None
         self.ejected = False

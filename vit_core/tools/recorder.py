@@ -30,7 +30,9 @@ class Recorder(nn.Module):
         device: where the maps are moved (defaults to the input's device).
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Module | None = None, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, layer: nn.Module | None = None, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

@@ -1,0 +1,71 @@
+"""Sessions: tests, lint, build (wheels of every distribution), plugin_install, bench.
+
+Every session installs ``torch==2.13.0`` first through ``constraints.txt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PLUGINS = sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob("plugins/*/pyproject.toml"))
+CONSTRAINTS = ("-c", "constraints.txt")
+ORACLE = "vit-pytorch==1.26.11"  # test-only oracle; installed without its torchvision dependency
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "venv"
+
+
+def install_ecosystem(session: nox.Session, editable: bool = True) -> None:
+    session.install(*CONSTRAINTS, "torch==2.13.0")
+    targets = [".", *PLUGINS]
+    if editable:
+        targets = [arg for t in targets for arg in ("-e", t)]
+    session.install(*CONSTRAINTS, *targets)
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The whole test suite, oracle parity included."""
+    install_ecosystem(session)
+    session.install(*CONSTRAINTS, "pytest>=8", "scikit-learn", "packaging", "build", "setuptools>=68", "wheel")
+    session.install("--no-deps", ORACLE)
+    session.run("pytest", "-ra", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python="3.11")
+def build(session: nox.Session) -> None:
+    """Wheels and sdists of vit-core and every plugin, into dist/."""
+    session.install("build")
+    for target in [".", *PLUGINS]:
+        session.run("python", "-m", "build", "--outdir", str(ROOT / "dist"), target)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("plugin", PLUGINS)
+def plugin_install(session: nox.Session, plugin: str) -> None:
+    """One plugin installs on its own next to vit-core (not editable) and `vit list` shows its models."""
+    session.install(*CONSTRAINTS, "torch==2.13.0")
+    session.install(*CONSTRAINTS, ".", plugin)
+    listing = session.run("vit", "list", "--json", silent=True)
+    session.run("vit", "plugins")
+    name = Path(plugin).name
+    if f'"distribution": "{name}"' not in listing:
+        session.error(f"`vit list` shows no model of {name}")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks against vit-pytorch and timm (see docs/benchmarks.md)."""
+    install_ecosystem(session)
+    session.install("--no-deps", ORACLE, "timm")
+    session.install(*CONSTRAINTS, "huggingface_hub", "safetensors", "pyyaml", "psutil")
+    session.run("python", "-m", "benchmarks", *session.posargs)
