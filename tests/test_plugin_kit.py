@@ -1,0 +1,411 @@
+"""The third-party plugin kit: the conformance kit catches broken models, `vit new-plugin` writes a
+plugin that passes it, and (slow) that plugin installs into a fresh virtual environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from torch import Tensor, nn
+
+from vit_core import ViT
+from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from vit_core.registry import ModelInfo, Registry, count_parameters
+from vit_core.scaffold import check_name, class_name, generate_plugin, render
+from vit_core.testing import CHECKS, ConformanceError, check_model, check_plugin, model_names, parametrize_models
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
+VIT_PARAMS = 81_354
+
+
+class FakePlugin:
+    """An in-process plugin registering the given ModelInfo objects."""
+
+    def __init__(self, infos: Iterable[ModelInfo], api_version: int = HOOK_API_VERSION) -> None:
+        self.infos, self.api_version = list(infos), api_version
+
+    @hookimpl
+    def vit_api_version(self) -> int:
+        return self.api_version
+
+    @hookimpl
+    def vit_register_models(self) -> list[ModelInfo]:
+        return self.infos
+
+
+def info(name: str, target: str = "vit_core.models.vit:ViT", **changes: Any) -> ModelInfo:
+    """Complete metadata for a ViT-sized model of this module, with ``changes``."""
+    fields: dict[str, Any] = dict(
+        name=name, target=target, family="test", paper_title="A test model", paper_url="https://example.org/paper",
+        summary="A model for the conformance kit's own tests.", input_kind="image", default_config=SMALL,
+        input_shape=(3, 32, 32), num_params=VIT_PARAMS, citation="@misc{test}", example="create_model('x')",
+    )
+    return ModelInfo(**{**fields, **changes})
+
+
+def registry_with(*infos: ModelInfo, plugin: str = "fake") -> Registry:
+    registry = Registry()
+    registry.add_plugin(FakePlugin(infos), plugin)
+    return registry
+
+
+def expect_failure(model: ModelInfo, check: str, *fragments: str) -> ConformanceError:
+    """``model`` fails exactly ``check`` and the message names the model, the check and each fragment."""
+    with pytest.raises(ConformanceError) as caught:
+        check_model(model.name, registry=registry_with(model))
+    error = caught.value
+    assert (error.model, error.check) == (model.name, check), str(error)
+    message = str(error)
+    for fragment in (repr(model.name), repr(check), *fragments):
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return error
+
+
+# Deliberately broken models, each breaking one rule.
+
+
+class WrongShape(ViT):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).unsqueeze(1)
+
+
+class DeadParameter(ViT):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unused = nn.Linear(4, 4)
+
+
+class BareShapeError(ViT):
+    def patch_grid(self, x: Tensor) -> tuple[int, ...]:
+        return self.grid
+
+
+class AcceptsAnyRank(ViT):
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        return super().forward(x)
+
+
+class Inconsistent(ViT):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + 1.0
+
+
+class FixedClassifier(ViT):
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+
+def ignores_num_classes(*, num_classes: int = 10, **config: Any) -> ViT:
+    return ViT(**{**config, "num_classes": 10})
+
+
+def here(attr: str) -> str:
+    return f"{__name__}:{attr}"
+
+
+def test_a_conforming_model_passes() -> None:
+    registry = registry_with(info("good-vit"))
+    assert check_plugin("fake", registry=registry) == ["good-vit"]
+
+
+def test_wrong_output_shape() -> None:
+    expect_failure(info("wrong-shape", here("WrongShape")), "forward", "(2, 10)", "(2, 1, 10)")
+
+
+def test_dead_parameters_are_named() -> None:
+    model = info("dead-param", here("DeadParameter"), num_params=VIT_PARAMS + 20)
+    expect_failure(model, "gradients", "unused.weight", "unused.bias", "never used in forward")
+
+
+def test_wrong_num_params() -> None:
+    expect_failure(info("miscounted", num_params=12_345), "num-params", "num_params=12_345", f"{VIT_PARAMS:_}")
+
+
+def test_bare_shape_error_on_bad_input() -> None:
+    expect_failure(info("bare-error", here("BareShapeError")), "bad-input", "RuntimeError", "4 channels instead of 3")
+
+
+def test_bad_input_silently_accepted() -> None:
+    expect_failure(info("lenient", here("AcceptsAnyRank")), "bad-input", "wrong rank", "was accepted")
+
+
+def test_forward_differs_from_forward_head() -> None:
+    expect_failure(info("inconsistent", here("Inconsistent")), "interface", "forward_head(forward_features(x))")
+
+
+def test_reset_classifier_must_change_width() -> None:
+    expect_failure(info("fixed-head", here("FixedClassifier")), "interface", "reset_classifier(13)", "(2, 13)")
+
+
+def test_overrides_must_reach_the_model() -> None:
+    expect_failure(info("stubborn", here("ignores_num_classes")), "overrides", "num_classes=15")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"citation": ""}, "citation must be filled in"),
+        ({"example": " "}, "example must be filled in"),
+        ({"target": "no_such_module:Model"}, "does not import"),
+        ({"default_config": {**SMALL, "num_layers": 3}}, "does not fit the signature"),
+        ({"importer": "vit_core.weights:no_such_importer"}, "importer"),
+    ],
+)
+def test_incomplete_metadata(changes: dict[str, Any], fragment: str) -> None:
+    expect_failure(info("bad-metadata", **changes), "metadata", fragment)
+
+
+def test_malformed_metadata_fails_the_plugin() -> None:
+    registry = Registry()
+    registry.add_plugin(FakePlugin([{"name": "not-a-model-info"}]), "malformed")  # type: ignore[list-item]
+    with pytest.raises(ConformanceError, match=r"plugin 'malformed' failed conformance check 'plugin'.*ModelInfo"):
+        check_plugin("malformed", registry=registry)
+
+
+def test_invalid_model_info_fails_the_plugin() -> None:
+    class Plugin(FakePlugin):
+        @hookimpl
+        def vit_register_models(self) -> list[ModelInfo]:
+            return [info("bad-url", paper_url="arxiv 2010.11929")]
+
+    registry = Registry()
+    registry.add_plugin(Plugin([]), "bad-url-plugin")
+    with pytest.raises(ConformanceError, match=r"failed to load.*paper_url must be an http"):
+        check_plugin("bad-url-plugin", registry=registry)
+
+
+def test_other_api_version_fails_the_plugin() -> None:
+    registry = Registry()
+    registry.add_plugin(FakePlugin([info("future")], api_version=HOOK_API_VERSION + 1), "future")
+    with pytest.raises(ConformanceError, match=f"targets hook API version {HOOK_API_VERSION + 1}"):
+        check_plugin("future", registry=registry)
+    assert "future" not in registry.models
+
+
+def test_plugin_lookup_errors() -> None:
+    registry = registry_with(info("good-vit"))
+    with pytest.raises(ConformanceError, match="no plugin named 'missing'"):
+        check_plugin("missing", registry=registry)
+    with pytest.raises(ConformanceError, match="registered no models"):
+        check_plugin("empty", registry=registry_with(plugin="empty"))
+    with pytest.raises(ConformanceError, match=r"unknown model 'good-vt'.*good-vit"):
+        check_model("good-vt", registry=registry)
+    with pytest.raises(ValueError, match="unknown checks"):
+        check_model("good-vit", registry=registry, skip=["gradient"])
+
+
+def test_skip_and_parametrize_helpers() -> None:
+    registry = registry_with(info("miscounted", num_params=1), info("good-vit"))
+    check_model("miscounted", registry=registry, skip=["num-params"])
+    assert model_names("good-*", registry=registry) == ["good-vit"]
+    mark = parametrize_models(plugin="fake", registry=registry)
+    assert mark.args == ("model_name", ["good-vit", "miscounted"])
+    with pytest.raises(LookupError, match="no models registered by plugin 'nobody'"):
+        parametrize_models(plugin="nobody", registry=registry)
+    assert issubclass(ConformanceError, AssertionError)
+    assert next(iter(CHECKS)) == "metadata"
+
+
+# The scaffold.
+
+
+def test_plugin_names() -> None:
+    assert check_name("acme-vit") == "acme_vit"
+    assert class_name("acme-vit") == "AcmeViT"
+    for bad, fragment in [("Acme", "kebab-case"), ("9lives", "kebab-case"), ("acme_vit", "kebab-case"),
+                          ("torch", "already importable"), ("vit", "already registered"), ("class", "keyword")]:
+        with pytest.raises(ValueError, match=fragment):
+            check_name(bad)
+
+
+def test_render_refuses_unknown_fields() -> None:
+    assert render("{{ a }}-{{b}}", {"a": "x", "b": "y"}) == "x-y"
+    with pytest.raises(KeyError, match="nope"):
+        render("{{nope}}", {})
+
+
+def test_generated_plugin_passes_the_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = generate_plugin("kit-sample", tmp_path / "kit-sample")
+    root = tmp_path / "kit-sample"
+    assert {p.relative_to(root).as_posix() for p in written} == {
+        "pyproject.toml", "README.md", "tests/test_conformance.py",
+        "kit_sample/__init__.py", "kit_sample/plugin.py", "kit_sample/model.py", "kit_sample/py.typed",
+    }
+    pyproject = (root / "pyproject.toml").read_text()
+    assert '[project.entry-points."vit_core.plugins"]\nkit-sample = "kit_sample.plugin"' in pyproject
+    assert "{{" not in "".join(p.read_text() for p in written)
+    with pytest.raises(FileExistsError):
+        generate_plugin("kit-sample", root)
+    monkeypatch.syspath_prepend(str(root))
+    from kit_sample import plugin  # type: ignore[import-not-found]
+
+    registry = Registry()
+    registry.add_plugin(plugin, "kit-sample")
+    assert check_plugin("kit-sample", registry=registry) == ["kit-sample"]
+    model = registry.create("kit-sample", num_registers=2)
+    assert count_parameters(model) == VIT_PARAMS + 2 * 64
+
+
+def test_new_plugin_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vit_core.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["new-plugin", "cli-sample", "--dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "created plugin cli-sample" in result.output and "pip install -e" in result.output
+    assert (tmp_path / "out" / "cli_sample" / "plugin.py").is_file()
+    again = runner.invoke(app, ["new-plugin", "cli-sample", "--dir", str(tmp_path / "out")])
+    assert again.exit_code == 1 and "already exists" in again.output
+    bad = runner.invoke(app, ["new-plugin", "Bad_Name"])
+    assert bad.exit_code == 1 and "kebab-case" in bad.output
+
+
+# End to end: a generated plugin installed into a fresh virtual environment.
+
+DEPENDENCIES = ("torch", "einops", "pluggy", "typer", "rich", "pytest")
+"""vit-core's runtime dependencies, and pytest for the generated plugin's own tests."""
+
+
+def _closure(names: Iterable[str]) -> list[metadata.Distribution]:
+    """The installed distributions ``names`` and, recursively, their unconditional requirements."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo, seen, out = list(names), set(), []
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        out.append(dist)
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return out
+
+
+def _dependency_overlay(target: Path) -> None:
+    """Symlink the top-level files of every dependency (and its dist-info) into ``target``."""
+    target.mkdir()
+    for dist in _closure(DEPENDENCIES):
+        assert not dist.entry_points.select(group="vit_core.plugins"), dist.metadata["Name"]
+        root = Path(str(dist.locate_file("")))
+        tops = {Path(str(f)).parts[0] for f in dist.files or []}
+        for top in sorted(tops - {"..", "__pycache__"}):
+            if not top.endswith(".pth") and (root / top).exists() and not (target / top).exists():
+                (target / top).symlink_to(root / top)
+
+
+def _run(*args: str | Path, cwd: Path, env: dict[str, str], code: int = 0) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    command = " ".join(map(str, args))
+    assert done.returncode == code, f"{command} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def _build_wheels(sources: Iterable[Path], wheels: Path, env: dict[str, str]) -> None:
+    pip_wheel = (sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q")
+    _run(*pip_wheel, "-w", wheels, *sources, cwd=wheels.parent, env=env)
+
+
+def _fresh_venv(root: Path, env: dict[str, str]) -> Path:
+    """A new venv under ``root`` whose site-packages also sees the dependency overlay; return its bin dir."""
+    venv.create(root / "env", with_pip=True)
+    python = root / "env" / "bin" / "python"
+    # Python < 3.12 seeds an old setuptools that would shadow the one torch requires.
+    _run(python, "-m", "pip", "uninstall", "-y", "-q", "setuptools", cwd=root, env=env)
+    site = _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=root, env=env)
+    _dependency_overlay(root / "deps")
+    (Path(site.stdout.strip()) / "vit-kit-dependencies.pth").write_text(f"{root / 'deps'}\n")
+    return python.parent
+
+
+def _vit_core_source(root: Path) -> Path:
+    """A copy of this checkout's vit-core project (so building a wheel writes nothing into the repository)."""
+    src = root / "vit-core"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "vit_core", src / "vit_core", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    return src
+
+
+def _listed(vit: Path, cwd: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in json.loads(_run(vit, "list", "--json", cwd=cwd, env=env).stdout)}
+
+
+@pytest.mark.slow
+def test_generated_plugin_installs_and_uninstalls(tmp_path: Path) -> None:
+    """`vit new-plugin` -> wheel -> pip install into a fresh venv -> discovered; uninstalled -> gone.
+
+    The venv is a real, fresh one (``python -m venv``, no ``--system-site-packages``): pip installs
+    vit-core (a wheel built from this checkout) and the generated plugins' wheels into it with
+    ``--no-index``, and entry-point discovery sees only what pip installed there.  Installing torch
+    into it would cost about a minute, so vit-core's third-party dependencies (torch, einops,
+    pluggy, typer, rich, and pytest for the plugin's own tests) come from a ``.pth`` overlay of
+    symlinks to those distributions of the interpreter running this test, and nothing else: never
+    vit-core or a plugin.  (``--system-site-packages`` would expose the base interpreter instead,
+    which has no torch here and may hold anything.)  pip sees the overlay's dist-infos, so it
+    still checks that every declared dependency is satisfied.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in {"VIT_PLUGINS", "PYTHONPATH", "PYTHONHOME"}}
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _build_wheels([_vit_core_source(tmp_path)], wheels, env)
+    bin_dir = _fresh_venv(tmp_path, env)
+    python, vit = bin_dir / "python", bin_dir / "vit"
+    pip = (python, "-m", "pip", "-q")
+    _run(*pip, "install", "--no-index", "--find-links", wheels, "vit-core", cwd=tmp_path, env=env)
+
+    # The templates ship in the vit-core wheel: generate with the installed `vit`.
+    _run(vit, "new-plugin", "acme-vit", "--dir", tmp_path / "acme-vit", cwd=tmp_path, env=env)
+    _run(vit, "new-plugin", "broken-vit", "--dir", tmp_path / "broken-vit", cwd=tmp_path, env=env)
+    broken = tmp_path / "broken-vit" / "broken_vit" / "plugin.py"
+    broken.write_text(broken.read_text() + '\nraise ImportError("broken-vit is deliberately broken")\n')
+    _build_wheels([tmp_path / "acme-vit", tmp_path / "broken-vit"], wheels, env)
+    _run(*pip, "install", "--no-index", "--find-links", wheels, "acme-vit", "broken-vit", cwd=tmp_path, env=env)
+
+    listed = _listed(vit, tmp_path, env)
+    assert listed["acme-vit"]["plugin"] == "acme-vit" and listed["acme-vit"]["version"] == "0.1.0"
+    assert {"vit", "simple-vit", "navit"} <= set(listed)
+    table = _run(vit, "list", cwd=tmp_path, env=env)
+    assert "acme-vit" in table.stdout and "broken-vit" in table.stderr
+    plugins = _run(vit, "plugins", cwd=tmp_path, env=env).stdout
+    assert "acme-vit" in plugins and "ImportError" in plugins and "deliberately broken" in plugins
+    described = _run(vit, "describe", "acme-vit", cwd=tmp_path, env=env).stdout
+    assert "Vision Transformers Need Registers" in described and "81,610" in described
+    script = (
+        "import torch, vit_core\n"
+        "from vit_core import create_model\n"
+        "from acme_vit import AcmeViT\n"
+        "model = create_model('acme-vit', num_classes=7)\n"
+        "assert isinstance(model, AcmeViT)\n"
+        "print(vit_core.__file__, tuple(model(torch.randn(2, 3, 32, 32)).shape), sep='|')\n"
+    )
+    where, shape = _run(python, "-c", script, cwd=tmp_path, env=env).stdout.strip().split("|")
+    assert where.startswith(str(tmp_path / "env")) and shape == "(2, 7)"
+    _run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=tmp_path / "acme-vit", env=env)
+
+    _run(*pip, "uninstall", "-y", "acme-vit", cwd=tmp_path, env=env)
+    assert "acme-vit" not in _listed(vit, tmp_path, env)
+    gone = _run(vit, "describe", "acme-vit", cwd=tmp_path, env=env, code=1)
+    assert "unknown model 'acme-vit'" in gone.stderr
