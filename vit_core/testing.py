@@ -52,11 +52,11 @@ DESCRIBED = ("citation", "example")
 
 
 class ConformanceError(AssertionError):
-    """A model failed one conformance check; ``model`` and ``check`` name them."""
+    """A model (or plugin, per ``kind``) failed one conformance check; ``model`` and ``check`` name them."""
 
-    def __init__(self, model: str, check: str, message: str) -> None:
+    def __init__(self, model: str, check: str, message: str, kind: str = "model") -> None:
         self.model, self.check = model, check
-        super().__init__(f"model {model!r} failed conformance check {check!r}: {message}")
+        super().__init__(f"{kind} {model!r} failed conformance check {check!r}: {message}")
 
 
 @dataclass
@@ -126,9 +126,7 @@ def check_metadata(s: Subject) -> None:
 
 def check_listing(s: Subject) -> None:
     if s.info.name not in s.listed(s.info.name):
-        raise s.fail(
-            "listing", "not returned by list_models(); is its plugin installed and allowed by VIT_PLUGINS?"
-        )
+        raise s.fail("listing", "not returned by list_models(); is its plugin installed and allowed by VIT_PLUGINS?")
     model = _build(s, "listing")
     if not isinstance(model, nn.Module):
         raise s.fail("listing", f"create_model returned {type(model).__name__}, not a torch.nn.Module")
@@ -146,9 +144,7 @@ def _forward(s: Subject, check: str, model: nn.Module, x: Any) -> Tensor:
     try:
         out = model(x)
     except Exception as exc:
-        raise s.fail(
-            check, f"forward on {s.info.input_kind} input {_shape(x)} raised {_describe(exc)}"
-        ) from exc
+        raise s.fail(check, f"forward on {s.info.input_kind} input {_shape(x)} raised {_describe(exc)}") from exc
     if not isinstance(out, Tensor):
         raise s.fail(check, f"forward returned {type(out).__name__}, expected a Tensor")
     return out
@@ -157,9 +153,7 @@ def _forward(s: Subject, check: str, model: nn.Module, x: Any) -> Tensor:
 def _expect_width(s: Subject, check: str, out: Tensor, width: int, what: str) -> None:
     expected = (s.batch, width)
     if tuple(out.shape) != expected:
-        raise s.fail(
-            check, f"{what}: expected output shape {expected} (batch, num_classes), got {tuple(out.shape)}"
-        )
+        raise s.fail(check, f"{what}: expected output shape {expected} (batch, num_classes), got {tuple(out.shape)}")
 
 
 def _num_classes(s: Subject, check: str, model: nn.Module) -> int:
@@ -194,11 +188,7 @@ def check_interface(s: Subject) -> None:
             pooled = model.forward_head(features, pre_logits=True)
         except Exception as exc:
             raise s.fail("interface", f"forward_features/forward_head raised {_describe(exc)}") from exc
-    if (
-        not isinstance(staged, Tensor)
-        or staged.shape != out.shape
-        or not torch.allclose(staged, out, atol=1e-5)
-    ):
+    if not isinstance(staged, Tensor) or staged.shape != out.shape or not torch.allclose(staged, out, atol=1e-5):
         raise s.fail("interface", "forward(x) differs from forward_head(forward_features(x))")
     if not isinstance(pooled, Tensor) or tuple(pooled.shape) != (s.batch, model.num_features):
         raise s.fail(
@@ -274,9 +264,7 @@ def check_bad_input(s: Subject) -> None:
                 "raise ValueError/TypeError naming the argument and the expected shape "
                 "(see vit_core.validation.check_tensor)",
             ) from exc
-        raise s.fail(
-            "bad-input", f"input with {what} ({_shape(x)}) was accepted; it must raise ValueError/TypeError"
-        )
+        raise s.fail("bad-input", f"input with {what} ({_shape(x)}) was accepted; it must raise ValueError/TypeError")
 
 
 def check_overrides(s: Subject) -> None:
@@ -308,9 +296,7 @@ CHECKS: dict[str, Callable[[Subject], None]] = {
 """Every check by name, in the order :func:`check_model` runs them."""
 
 
-def check_model(
-    name: str, *, registry: Registry | None = None, skip: Iterable[str] = (), batch: int = 2
-) -> None:
+def check_model(name: str, *, registry: Registry | None = None, skip: Iterable[str] = (), batch: int = 2) -> None:
     """Run every conformance check (but those in ``skip``) on the registered model ``name``.
 
     ``registry`` defaults to the process-wide one (installed plugins); pass a
@@ -332,11 +318,15 @@ def check_model(
 
 
 def check_plugin(
-    plugin: str, *, registry: Registry | None = None, skip: Iterable[str] = (), batch: int = 2
+    plugin: str,
+    *,
+    registry: Registry | None = None,
+    skip: Iterable[str] = (),
+    batch: int = 2,
+    check_models: bool = True,
 ) -> list[str]:
-    """Check that ``plugin`` loaded without errors and registered models, then :func:`check_model` each one.
-
-    Returns the names of the checked models.
+    """Check that ``plugin`` loaded without errors and registered models, then :func:`check_model` each one
+    (unless ``check_models`` is false).  Returns the plugin's model names.
     """
     reg = registry if registry is not None else get_registry()
     record = reg.plugins.get(plugin)
@@ -345,23 +335,19 @@ def check_plugin(
         raise ConformanceError(
             plugin,
             "plugin",
-            f"no plugin named {plugin!r} is loaded (loaded: {known}); "
-            "is it installed and allowed by VIT_PLUGINS?",
+            f"no plugin named {plugin!r} is loaded (loaded: {known}); is it installed and allowed by VIT_PLUGINS?",
+            kind="plugin",
         )
     if record.errors:
-        raise ConformanceError(
-            plugin, "plugin", f"plugin {plugin!r} failed to load: {' | '.join(record.errors)}"
-        )
+        raise ConformanceError(plugin, "plugin", f"failed to load: {' | '.join(record.errors)}", kind="plugin")
     if not record.models:
-        raise ConformanceError(plugin, "plugin", f"plugin {plugin!r} registered no models")
-    for name in record.models:
+        raise ConformanceError(plugin, "plugin", "registered no models", kind="plugin")
+    for name in record.models if check_models else ():
         check_model(name, registry=registry, skip=skip, batch=batch)
     return list(record.models)
 
 
-def model_names(
-    pattern: str | None = None, plugin: str | None = None, registry: Registry | None = None
-) -> list[str]:
+def model_names(pattern: str | None = None, plugin: str | None = None, registry: Registry | None = None) -> list[str]:
     """Registered model names to check (of one ``plugin`` and/or matching a wildcard ``pattern``)."""
     reg = registry if registry is not None else get_registry()
     return [info.name for info in reg.list(pattern, plugin)]
