@@ -1,0 +1,1 @@
+"""Benchmarks of vit against vit-pytorch and timm; run with ``nox -s bench`` or ``python -m benchmarks``."""

@@ -1,0 +1,135 @@
+"""``python -m benchmarks [--quick] [--out docs/benchmarks.md] [--only vit,navit,long,compile]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+from pathlib import Path
+
+STUBS = Path(__file__).resolve().parent.parent / "tests" / "stubs"
+if importlib.util.find_spec("torchvision") is None:
+    sys.path.insert(0, str(STUBS))
+
+import torch  # noqa: E402
+
+from benchmarks import cases  # noqa: E402
+
+SECTIONS = ("vit", "navit", "long", "compile")
+
+
+def machine_line() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, fp32, Python {platform.python_version()}"
+    )
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
+
+
+def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
+    """Run the selected sections and return the Markdown report."""
+    rounds = 1 if quick else 7
+    lines = ["# Benchmarks", "", f"Machine: {machine_line()}", ""]
+    rate = cases.matmul_rate(256 if quick else 1536, repeats=3 if quick else 10)
+    lines += [f"Measured fp32 matrix-product rate: {rate / 1e9:.1f} GFLOP/s", ""]
+    vit_cases = cases.QUICK if quick else cases.FULL
+    batches = (2,) if quick else (8, 32)
+    if "vit" in only:
+        lines += [
+            "## ViT, eager",
+            "",
+            "| case | batch | impl | infer img/s | train img/s | vs timm (infer / train) | GFLOPs/img "
+            "| train % of matmul rate | train peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for case in vit_cases:
+            for batch in batches:
+                result = cases.vit_throughput(case, batch, rounds)
+                base = result.get("timm") or result.get("vit-pytorch")
+                for impl in cases.implementations(case):
+                    r = result[impl]
+                    rss = cases.training_peak_rss(impl, case, batch) / 2**20
+                    share = 3 * r["flops_per_image"] * r["train_ips"] / rate
+                    versus = f"{ratio(r['infer_ips'], base['infer_ips'])} / {ratio(r['train_ips'], base['train_ips'])}"
+                    lines.append(
+                        f"| {case.name} | {batch} | {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} | {versus} "
+                        f"| {r['flops_per_image'] / 1e9:.2f} | {share:.0%} | {rss:.0f} |"
+                    )
+        lines.append("")
+    if "compile" in only:
+        case, batch = vit_cases[0], batches[-1]
+        result = cases.vit_throughput(case, batch, rounds, compile_ours=True)
+        base = result.get("timm") or result["ours"]
+        lines += [
+            "## ViT under torch.compile",
+            "",
+            "| case | batch | impl | infer img/s | train img/s | train vs baseline |",
+            "|---|---|---|---|---|---|",
+        ]
+        for impl in [k for k in result if k != "discarded_rounds"]:
+            r = result[impl]
+            lines.append(
+                f"| {case.name} | {batch} | {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} "
+                f"| {ratio(r['train_ips'], base['train_ips'])} |"
+            )
+        lines.append("")
+    if "navit" in only:
+        count, low, high, patch = (6, 16, 32, 8) if quick else (32, 64, 256, 16)
+        images = cases.mixed_resolution_images(count, low, high, patch)
+        cfg = dict(image_size=high, patch_size=patch, num_classes=1000, dim=64 if quick else 384,
+                   depth=1 if quick else 6, heads=2 if quick else 6, mlp_dim=128 if quick else 1536,
+                   dim_head=32 if quick else 64, token_dropout_prob=0.0)  # fmt: skip
+        result = cases.navit_throughput(images, cfg, rounds)
+        lines += [
+            f"## NaViT: {count} seeded images, sides {low}..{high}, patch {patch}",
+            "",
+            "| impl | infer img/s | train img/s | ours vs it (infer / train) | padded tokens | wasted attention |",
+            "|---|---|---|---|---|---|",
+        ]
+        for impl, r in result.items():
+            waste = {"padded_token_share": 0.0, "wasted_attention_share": 0.0}
+            if impl.startswith("na_vit@"):
+                waste = cases.navit_padding_waste(images, patch, int(impl.split("@")[1]))
+            ours = result["ours"]
+            versus = f"{ratio(ours['infer_ips'], r['infer_ips'])} / {ratio(ours['train_ips'], r['train_ips'])}"
+            lines.append(
+                f"| {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} | {versus} "
+                f"| {waste['padded_token_share']:.0%} | {waste['wasted_attention_share']:.0%} |"
+            )
+        lines.append("")
+    if "long" in only:
+        lines += [
+            "## One attention layer, forward + backward, long sequences",
+            "",
+            "| tokens | ours s | explicit s | ours peak MB | explicit peak MB |",
+            "|---|---|---|---|---|",
+        ]
+        for tokens in (64, 128) if quick else (1024, 2048, 4096):
+            r = cases.long_sequence(tokens, 384, 6, rounds)
+            lines.append(
+                f"| {tokens} | {r['ours']['seconds']:.3f} | {r['explicit']['seconds']:.3f} "
+                f"| {r['ours']['peak_rss'] / 2**20:.0f} | {r['explicit']['peak_rss'] / 2**20:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny configurations (seconds; for the test suite)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    args = parser.parse_args()
+    report = run(args.quick, tuple(args.only.split(",")))
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

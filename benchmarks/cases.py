@@ -1,0 +1,266 @@
+"""What is measured: ViT / SimpleViT throughput and memory, NaViT packing, long sequences, compile.
+
+Competitors are optional: an implementation whose package is missing is left out of the table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.harness import interleaved
+from vit_core import NaViT, ViT
+from vit_core.layers import Attention
+from vit_core.registry import count_flops
+
+
+@dataclass(frozen=True)
+class ViTCase:
+    name: str
+    image: int
+    patch: int
+    dim: int
+    depth: int
+    heads: int
+    mlp: int
+    timm_name: str | None
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(
+            image_size=self.image, patch_size=self.patch, num_classes=1000, dim=self.dim,
+            depth=self.depth, heads=self.heads, mlp_dim=self.mlp, dim_head=self.dim // self.heads,
+        )  # fmt: skip
+
+
+FULL = [
+    ViTCase("ViT-S/16", 224, 16, 384, 12, 6, 1536, "vit_small_patch16_224"),
+    ViTCase("ViT-B/16", 224, 16, 768, 12, 12, 3072, "vit_base_patch16_224"),
+]
+QUICK = [ViTCase("tiny", 32, 8, 64, 1, 2, 128, None)]
+
+
+def available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def build(impl: str, case: ViTCase) -> torch.nn.Module:
+    """``ours``, ``vit-pytorch`` or ``timm`` at the same configuration."""
+    if impl == "ours":
+        return ViT(**case.kwargs)
+    if impl == "vit-pytorch":
+        from vit_pytorch.vit import ViT as Reference
+
+        return Reference(**case.kwargs)
+    import timm
+
+    return timm.create_model(case.timm_name, num_classes=1000)
+
+
+def implementations(case: ViTCase) -> list[str]:
+    impls = ["ours"]
+    if available("vit_pytorch"):
+        impls.append("vit-pytorch")
+    if case.timm_name and available("timm"):
+        impls.append("timm")
+    return impls
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def infer(model: torch.nn.Module, x: object) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
+def matmul_rate(n: int = 1536, repeats: int = 10) -> float:
+    """The machine's fp32 matrix-product rate in FLOP/s (median of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    timing = interleaved({"mm": lambda: a @ b}, rounds=repeats, warmup=2)
+    return 2 * n**3 / timing.median("mm")
+
+
+def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = False) -> dict:
+    """Images/s for inference and training of each implementation, interleaved."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, case.image, case.image)
+    y = torch.randint(0, 1000, (batch,))
+    impls = implementations(case)
+    models = {impl: build(impl, case) for impl in impls}
+    if compile_ours:
+        models["ours+compile"] = torch.compile(build("ours", case))
+    flops = {impl: count_flops(m, x[:1]) for impl, m in models.items() if impl != "ours+compile"}
+    for m in models.values():
+        m.eval()
+    inference = interleaved({k: infer(m, x) for k, m in models.items()}, rounds=rounds)
+    for m in models.values():
+        m.train()
+    training = interleaved({k: train_step(m, x, y) for k, m in models.items()}, rounds=rounds)
+    return {
+        impl: {
+            "infer_ips": batch / inference.median(impl),
+            "train_ips": batch / training.median(impl),
+            "flops_per_image": flops.get(impl, flops["ours"]),
+        }
+        for impl in models
+    } | {"discarded_rounds": inference.discarded + training.discarded}
+
+
+MEMORY_SCRIPT = """
+import json, resource, sys, torch
+sys.path[:0] = {paths!r}
+from benchmarks.cases import build, train_step, QUICK, FULL
+case = next(c for c in QUICK + FULL if c.name == {case!r})
+model = build({impl!r}, case)
+x = torch.randn({batch}, 3, case.image, case.image); y = torch.randint(0, 1000, ({batch},))
+step = train_step(model, x, y)
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step()
+step()
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024))
+"""
+
+
+def training_peak_rss(impl: str, case: ViTCase, batch: int) -> int:
+    """Peak resident memory increase (bytes) of two training steps in a fresh process."""
+    script = MEMORY_SCRIPT.format(paths=sys.path, case=case.name, impl=impl, batch=batch)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def mixed_resolution_images(count: int, low: int, high: int, patch: int, seed: int = 0) -> list[torch.Tensor]:
+    rng = random.Random(seed)
+    sides = list(range(low, high + 1, patch))
+    return [torch.randn(3, rng.choice(sides), rng.choice(sides)) for _ in range(count)]
+
+
+def navit_padding_waste(images: list[torch.Tensor], patch: int, max_len: int) -> dict:
+    """Shares of padded tokens and of wasted attention positions in vit-pytorch's padded packing."""
+    groups, used = [[]], 0
+    for img in images:
+        n = (img.shape[1] // patch) * (img.shape[2] // patch)
+        if used + n > max_len:
+            groups, used = [*groups, []], 0
+        groups[-1].append(n)
+        used += n
+    width = max(sum(g) for g in groups)
+    tokens = sum(sum(g) for g in groups)
+    useful_pairs = sum(n * n for g in groups for n in g)
+    return {
+        "padded_token_share": 1 - tokens / (len(groups) * width),
+        "wasted_attention_share": 1 - useful_pairs / (len(groups) * width * width),
+    }
+
+
+def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int) -> dict:
+    """Images/s of our NaViT and vit-pytorch's padded (two packing lengths) and nested-tensor NaViTs."""
+    runs: dict[str, Callable[[], object]] = {}
+    models = {"ours": NaViT(**cfg)}
+    if available("vit_pytorch"):
+        from vit_pytorch.na_vit import NaViT as Padded
+        from vit_pytorch.na_vit_nested_tensor import NaViT as Nested
+
+        models["na_vit"] = Padded(**cfg)
+        models["na_vit_nested"] = Nested(**cfg)
+    calls = {"ours": {}, "na_vit@1024": {"group_max_seq_len": 1024}, "na_vit@256": {"group_max_seq_len": 256}}
+    calls = {k: v for k, v in calls.items() if k.split("@")[0] in models}
+    results: dict = {}
+    for mode in ("infer", "train"):
+        runs = {}
+        for label, kwargs in calls.items():
+            model = models[label.split("@")[0]]
+            grouping = dict(group_images=True, **kwargs) if kwargs else {}
+            runs[label] = _navit_call(model, images, grouping, mode)
+        if "na_vit_nested" in models:
+            runs["na_vit_nested"] = _navit_call(models["na_vit_nested"], images, {}, mode)
+        timing = interleaved(runs, rounds=rounds)
+        for label in runs:
+            results.setdefault(label, {})[f"{mode}_ips"] = len(images) / timing.median(label)
+    return results
+
+
+def _navit_call(model: torch.nn.Module, images: list, grouping: dict, mode: str) -> Callable[[], None]:
+    if mode == "infer":
+        model.eval()
+        return infer_list(model, images, grouping)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss = model(images, **grouping).logsumexp(-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def infer_list(model: torch.nn.Module, images: list, grouping: dict) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            model(images, **grouping)
+
+    return run
+
+
+def explicit_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """Softmax attention that materialises the score matrix (the vit-pytorch way)."""
+    b, n, _ = x.shape
+    q, k, v = attn.to_qkv(x).view(b, n, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)
+    weights = (q @ k.transpose(-1, -2) * attn.dim_head**-0.5).softmax(-1)
+    return attn.to_out((weights @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+LONG_SCRIPT = """
+import json, resource, sys, torch
+sys.path[:0] = {paths!r}
+from benchmarks.cases import explicit_attention
+from vit_core.layers import Attention
+attn = Attention({dim}, {heads}, {dim} // {heads})
+x = torch.randn(1, {tokens}, {dim}, requires_grad=True)
+fn = (lambda: attn(x)) if {impl!r} == "ours" else (lambda: explicit_attention(attn, x))
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fn().sum().backward()
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024))
+"""
+
+
+def long_sequence(tokens: int, dim: int, heads: int, rounds: int) -> dict:
+    """Forward+backward time and peak RSS of one attention layer, fused vs explicit softmax."""
+    attn = Attention(dim, heads, dim // heads)
+    x = torch.randn(1, tokens, dim, requires_grad=True)
+    timing = interleaved(
+        {
+            "ours": lambda: attn(x).sum().backward(),
+            "explicit": lambda: explicit_attention(attn, x).sum().backward(),
+        },
+        rounds=rounds,
+        warmup=1,
+    )
+    out = {}
+    for impl in ("ours", "explicit"):
+        script = LONG_SCRIPT.format(paths=sys.path, dim=dim, heads=heads, tokens=tokens, impl=impl)
+        peak = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        out[impl] = {"seconds": timing.median(impl), "peak_rss": json.loads(peak.stdout.strip().splitlines()[-1])}
+    return out

@@ -1,0 +1,49 @@
+"""The benchmark code runs (tiny configurations, no timing assertions), and compiled graphs are whole."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import cases
+from benchmarks.__main__ import run
+from benchmarks.harness import interleaved
+from vit_core import NaViT, SimpleViT, ViT
+
+SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=32, depth=1, heads=2, mlp_dim=64, dim_head=16)
+
+
+def test_interleaved_keeps_the_requested_rounds():
+    calls = []
+    timing = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert len(timing.rounds["a"]) == len(timing.rounds["b"]) == 3
+    assert calls[:2] == ["a", "b"] and calls.count("a") >= 4
+
+
+def test_padding_waste_of_padded_packing():
+    images = [torch.zeros(3, 16, 16), torch.zeros(3, 8, 8)]  # 4 and 1 patches of 8
+    waste = cases.navit_padding_waste(images, patch=8, max_len=4)
+    assert waste["padded_token_share"] == pytest.approx(1 - 5 / 8)
+    assert waste["wasted_attention_share"] == pytest.approx(1 - 17 / 32)
+
+
+def test_quick_report_has_every_section():
+    report = run(quick=True, only=("vit", "navit", "long"))
+    for heading in ("## ViT, eager", "## NaViT", "## One attention layer"):
+        assert heading in report
+    assert "| tiny | 2 | ours |" in report
+
+
+@pytest.mark.parametrize(
+    ("model", "example"),
+    [
+        (ViT(**SMALL), torch.randn(2, 3, 32, 32)),
+        (SimpleViT(**SMALL), torch.randn(2, 3, 32, 32)),
+        (NaViT(**SMALL), [torch.randn(3, 32, 32), torch.randn(3, 16, 24), torch.randn(3, 8, 8)]),
+    ],
+    ids=["vit", "simple-vit", "navit"],
+)
+def test_no_graph_breaks(model, example):
+    explanation = torch._dynamo.explain(model.eval())(example)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
