@@ -42,6 +42,7 @@ PLUGINS = {
     "collide": TOY.format(api=1, model="vit"),
     "typo": "from vit_core.hookspecs import hookimpl\n\n@hookimpl\ndef vit_register_model():\n    return []\n",
     "future": TOY.format(api=99, model="future-vit"),
+    "unversioned": TOY.replace("@hookimpl\ndef vit_api_version():\n    return {api}\n", "").format(model="old-vit"),
 }
 
 
@@ -119,6 +120,7 @@ def test_plugins_load_in_isolation(fake_site):
     assert "registered by both plugin 'vit-core'" in plugins["collide"].errors[0]
     assert "vit_register_model" in plugins["typo"].errors[0] and "invalid hooks" in plugins["typo"].errors[0]
     assert "targets hook API version 99" in plugins["future"].errors[0]
+    assert "does not implement vit_api_version()" in plugins["unversioned"].errors[0]
     assert registry.info("vit").plugin == "vit-core"
     assert "future-vit" not in registry.models
     assert create_model("toy-vit").num_classes == 3

@@ -206,9 +206,14 @@ class Registry:
             record.errors.append(f"vit_api_version failed: {_error(exc)}")
             return self._drop(record)
         if record.api_version != HOOK_API_VERSION:
+            stated = (
+                "does not implement vit_api_version()"
+                if record.api_version is None
+                else f"targets hook API version {record.api_version!r}"
+            )
             record.errors.append(
-                f"targets hook API version {record.api_version!r} but vit-core {_core_version()} provides "
-                f"version {HOOK_API_VERSION}; implement vit_api_version() returning {HOOK_API_VERSION}"
+                f"{stated} but vit-core {_core_version()} provides version {HOOK_API_VERSION}; "
+                f"implement vit_api_version() returning {HOOK_API_VERSION}"
             )
             return self._drop(record)
         for impl in impls["vit_register_models"]:
