@@ -363,3 +363,9 @@ def test_bf16_autocast() -> None:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(info.example_input(2))
         assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
+
+
+def test_conformance_kit() -> None:
+    from vit_core.testing import check_plugin
+
+    assert check_plugin("video") == ["vit-3d", "simple-vit-3d", "cct-3d", "vivit"]

@@ -98,6 +98,7 @@ class SequencePool(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
+    """CCT's initialisation: truncated-normal linear weights (std 0.02), zero biases, unit LayerNorms."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
