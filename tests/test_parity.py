@@ -101,3 +101,14 @@ def test_importer_rejects_unknown_keys(oracle):
     state = Reference(**cfg).state_dict() | {"extra.weight": torch.zeros(1)}
     with pytest.raises(KeyError, match=r"no import rule for reference weight .extra\.weight."):
         load_reference_weights(ViT(**cfg), state)
+
+
+def test_simple_vit_single_full_width_head_still_projects(oracle):
+    """vit-pytorch's SimpleViT always has an output projection, even with one head of width dim."""
+    from vit_pytorch.simple_vit import SimpleViT as Reference
+
+    cfg = dict(image_size=16, patch_size=8, num_classes=3, dim=16, depth=1, heads=1, mlp_dim=8, dim_head=16)
+    reference = Reference(**cfg)
+    ours = imported(SimpleViT(**cfg), reference)
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(ours(x), reference(x), **TOL)

@@ -21,7 +21,8 @@ StateDict = dict[str, Tensor]
 
 
 def rename(state: Mapping[str, Tensor], rules: Iterable[tuple[str, str]]) -> StateDict:
-    """Rename keys by the first matching ``(regex, replacement)``; a key no rule matches is an error."""
+    """Rename keys by the first matching ``(regex, replacement)``; an empty replacement drops the key,
+    and a key no rule matches is an error."""
     rules = [(re.compile(pattern), repl) for pattern, repl in rules]
     out: StateDict = {}
     for key, value in state.items():

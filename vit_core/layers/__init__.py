@@ -3,7 +3,7 @@
 from vit_core.layers.attention import Attention, Bucket, CrossAttention, HeadNorm, SequencePacking
 from vit_core.layers.feedforward import FeedForward
 from vit_core.layers.patch import PatchEmbedding, patchify
-from vit_core.layers.pooling import POOLS, AttentionPool, pool_tokens
+from vit_core.layers.pooling import POOLS, AttentionPool, SequencePool, pool_tokens
 from vit_core.layers.positional import (
     FactorizedPositionalEmbedding,
     FixedPositionalEmbedding,
@@ -12,6 +12,7 @@ from vit_core.layers.positional import (
     grid_window,
     sincos_2d,
 )
+from vit_core.layers.regularization import DropPath
 from vit_core.layers.transformer import Transformer, TransformerBlock, layer_norm
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "AttentionPool",
     "Bucket",
     "CrossAttention",
+    "DropPath",
     "FactorizedPositionalEmbedding",
     "FeedForward",
     "FixedPositionalEmbedding",
@@ -27,6 +29,7 @@ __all__ = [
     "LearnedPositionalEmbedding",
     "PatchEmbedding",
     "SequencePacking",
+    "SequencePool",
     "Transformer",
     "TransformerBlock",
     "grid_coordinates",

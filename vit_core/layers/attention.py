@@ -174,12 +174,13 @@ class Attention(nn.Module):
         dim: token width.
         heads: number of heads.
         dim_head: width of each head (independent of ``dim``).
-        dropout: dropout on the attention weights and on the output projection.
+        dropout: dropout on the attention weights (and on the output, unless ``out_dropout`` is given).
         qkv_bias: bias on the qkv projection.
         qk_norm: ``None``, ``"rms"`` or ``"layer"``: normalise queries and keys per head.
         scale: logit scale; ``None`` means ``dim_head ** -0.5``.
         out_bias: bias on the output projection.
         project_out: ``None`` projects back to ``dim`` unless one head already has width ``dim``.
+        out_dropout: dropout on the output projection; ``None`` means ``dropout``.
     """
 
     def __init__(
@@ -194,6 +195,7 @@ class Attention(nn.Module):
         scale: float | None = None,
         out_bias: bool = True,
         project_out: bool | None = None,
+        out_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int("dim", dim)
@@ -210,7 +212,7 @@ class Attention(nn.Module):
         if project_out is None:
             project_out = not (heads == 1 and dim_head == dim)
         self.to_out = nn.Linear(inner, dim, bias=out_bias) if project_out else nn.Identity()
-        self.out_dropout = nn.Dropout(dropout)
+        self.out_dropout = nn.Dropout(dropout if out_dropout is None else check_probability("out_dropout", out_dropout))
         self.recorder: AttentionRecorder | None = None
 
     def _build_projections(self, dim: int, inner: int, bias: bool) -> None:

@@ -17,6 +17,23 @@ def pool_tokens(x: Tensor, pool: str) -> Tensor:
     return x[:, 0] if pool == "cls" else x.mean(dim=1)
 
 
+class SequencePool(nn.Module):
+    """CCT's SeqPool (Hassani et al., arXiv 2104.05704): a learned softmax weighting of the tokens,
+    ``(batch, tokens, dim) -> (batch, dim)``.
+
+    The score has no bias: a constant added to every token's score leaves the softmax unchanged, so
+    such a bias could never learn (importers drop the reference's).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = self.score(x).softmax(dim=1)
+        return (weights.transpose(1, 2) @ x).squeeze(1)
+
+
 class AttentionPool(nn.Module):
     """A learned query attends over each sequence's tokens (multihead attention pooling,
     as NaViT uses it, arXiv 2307.06304); with ``residual`` the query is added back."""

@@ -45,7 +45,7 @@ class Transformer(nn.Module):
     Args:
         dim, depth, heads, dim_head, mlp_dim, dropout: as in the ViT paper (arXiv 2010.11929).
         norm_bias: bias in every LayerNorm (NaViT drops it).
-        qk_norm, attn_scale, qkv_bias, out_bias: forwarded to :class:`Attention`.
+        qk_norm, attn_scale, qkv_bias, out_bias, project_out: forwarded to :class:`Attention`.
         final_norm: end with a LayerNorm.
         block: ``block(layer_index) -> nn.Module`` builds each block instead of the default one.
     """
@@ -64,6 +64,7 @@ class Transformer(nn.Module):
         attn_scale: float | None = None,
         qkv_bias: bool = False,
         out_bias: bool = True,
+        project_out: bool | None = None,
         final_norm: bool = True,
         block: BlockFactory | None = None,
     ) -> None:
@@ -82,6 +83,7 @@ class Transformer(nn.Module):
                 scale=attn_scale,
                 qkv_bias=qkv_bias,
                 out_bias=out_bias,
+                project_out=project_out,
             )
             return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim, norm_bias=norm_bias)
 

@@ -40,6 +40,6 @@ class SimpleViT(PatchTransformer):
             num_classes=num_classes,
             pool="mean",
             positional=FixedPositionalEmbedding(sincos_2d(*grid, dim)),
-            transformer=Transformer(dim, depth, heads, dim_head, mlp_dim, out_bias=False),
+            transformer=Transformer(dim, depth, heads, dim_head, mlp_dim, out_bias=False, project_out=True),
             layout=IMAGE_LAYOUT,
         )

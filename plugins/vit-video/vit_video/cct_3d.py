@@ -14,10 +14,12 @@ from torch import Tensor, nn
 
 from vit_core.layers import (
     Attention,
+    DropPath,
     FeedForward,
     FixedPositionalEmbedding,
     LearnedPositionalEmbedding,
     SequencePacking,
+    SequencePool,
     Transformer,
 )
 from vit_core.models.base import VisionModel
@@ -35,21 +37,6 @@ from vit_video.tokenizer import ConvTokenizer3D
 from vit_video.validation import VIDEO_LAYOUT, check_video
 
 POSITIONAL_EMBEDDINGS = ("sine", "learnable", "none")
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al., arXiv 1603.09382): drop a residual branch per sample while training."""
-
-    def __init__(self, prob: float) -> None:
-        super().__init__()
-        self.prob = check_probability("stochastic_depth_rate", prob)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.prob == 0.0:
-            return x
-        keep = 1.0 - self.prob
-        mask = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) < keep
-        return x * mask.to(x.dtype) / keep
 
 
 class CCTBlock(nn.Module):
@@ -71,30 +58,15 @@ class CCTBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dim // heads, attention_dropout, project_out=True)
-        self.attn.out_dropout = nn.Dropout(dropout)
+        self.attn = Attention(dim, heads, dim // heads, attention_dropout, project_out=True, out_dropout=dropout)
         self.post_attn_norm = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, mlp_dim, dropout)
         self.drop_path = DropPath(drop_path)
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None = None, packing: SequencePacking | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, packing: SequencePacking | None = None) -> Tensor:
         x = x + self.drop_path(self.attn(self.attn_norm(x), mask=mask, packing=packing))
         x = self.post_attn_norm(x)
         return x + self.drop_path(self.ff(x))
-
-
-class SequencePool(nn.Module):
-    """CCT's SeqPool: ``(batch, tokens, dim) -> (batch, dim)``, a learned softmax weighting of the tokens."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.score = nn.Linear(dim, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weights = self.score(x).squeeze(-1).softmax(dim=-1)
-        return torch.einsum("bn,bnd->bd", weights, x)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -158,12 +130,8 @@ class CCT3D(VisionModel):
         check_positive_int("n_conv_layers", n_conv_layers)
         check_non_negative_int("num_layers", num_layers)
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or int(dim * mlp_ratio) < 1:
-            raise ValueError(
-                f"mlp_ratio must be a positive number (embedding_dim * mlp_ratio >= 1), got {mlp_ratio!r}"
-            )
-        self.positional_embedding = check_choice(
-            "positional_embedding", positional_embedding, POSITIONAL_EMBEDDINGS
-        )
+            raise ValueError(f"mlp_ratio must be a positive number (embedding_dim * mlp_ratio >= 1), got {mlp_ratio!r}")
+        self.positional_embedding = check_choice("positional_embedding", positional_embedding, POSITIONAL_EMBEDDINGS)
         frame_padding = frame_kernel_size // 2 if frame_padding is None else frame_padding
         if frame_pooling_padding is None:
             frame_pooling_padding = frame_pooling_kernel_size // 2
@@ -171,11 +139,12 @@ class CCT3D(VisionModel):
             kernel=(("frame_kernel_size", frame_kernel_size), ("kernel_size", kernel_size)),
             stride=(("frame_stride", frame_stride), ("stride", stride)),
             padding=(("frame_padding", frame_padding), ("padding", padding)),
-            pool_kernel=(("frame_pooling_kernel_size", frame_pooling_kernel_size),
-                         ("pooling_kernel_size", pooling_kernel_size)),
+            pool_kernel=(
+                ("frame_pooling_kernel_size", frame_pooling_kernel_size),
+                ("pooling_kernel_size", pooling_kernel_size),
+            ),
             pool_stride=(("frame_pooling_stride", frame_pooling_stride), ("pooling_stride", pooling_stride)),
-            pool_padding=(("frame_pooling_padding", frame_pooling_padding),
-                          ("pooling_padding", pooling_padding)),
+            pool_padding=(("frame_pooling_padding", frame_pooling_padding), ("pooling_padding", pooling_padding)),
         )
         self.tokenizer = ConvTokenizer3D(self.channels, dim, n_conv_layers=n_conv_layers, **geometry)
         self.token_grid = self.tokenizer.output_grid(self.input_size)
@@ -197,10 +166,18 @@ class CCT3D(VisionModel):
         check_probability("stochastic_depth_rate", stochastic_depth_rate)
         drop_paths = torch.linspace(0, stochastic_depth_rate, num_layers).tolist()
         mlp_dim = int(dim * mlp_ratio)
-        self.transformer = Transformer(dim, num_layers, block=lambda i: CCTBlock(
-            dim, num_heads, mlp_dim, dropout=dropout_rate, attention_dropout=attention_dropout,
-            drop_path=drop_paths[i],
-        ))
+        self.transformer = Transformer(
+            dim,
+            num_layers,
+            block=lambda i: CCTBlock(
+                dim,
+                num_heads,
+                mlp_dim,
+                dropout=dropout_rate,
+                attention_dropout=attention_dropout,
+                drop_path=drop_paths[i],
+            ),
+        )
         self.seq_pool = SequencePool(dim)
         self.num_features = dim
         self.num_classes = check_non_negative_int("num_classes", num_classes)
@@ -215,9 +192,7 @@ class CCT3D(VisionModel):
             check_tensor("video", x, layout=VIDEO_LAYOUT, spatial_dims=3, channels=self.channels)
             grid = self.tokenizer.output_grid(x.shape[2:])
             if min(grid) <= 0:
-                raise ValueError(
-                    f"video of shape {tuple(x.shape)} is too small for the tokenizer (token grid {grid})"
-                )
+                raise ValueError(f"video of shape {tuple(x.shape)} is too small for the tokenizer (token grid {grid})")
         else:
             check_video(x, channels=self.channels, input_size=self.input_size, exact=True)
         tokens = self.tokenizer(x)

@@ -89,7 +89,7 @@ def vit_register_models() -> list[ModelInfo]:
                 num_heads=4, mlp_ratio=2.0, num_classes=10, positional_embedding="learnable",
             ),
             input_shape=INPUT_SHAPE,
-            num_params=88_971,
+            num_params=88_970,
             citation=(
                 "@article{hassani2021escaping,\n  title={Escaping the Big Data Paradigm with Compact "
                 "Transformers},\n  author={Ali Hassani and Steven Walton and Nikhil Shah and Abulikailik "

@@ -50,7 +50,8 @@ CCT_RULES: list[tuple[str, str]] = [
     (r"classifier\.blocks\.(\d+)\.linear1\.(weight|bias)", r"transformer.layers.\1.ff.fc1.\2"),
     (r"classifier\.blocks\.(\d+)\.linear2\.(weight|bias)", r"transformer.layers.\1.ff.fc2.\2"),
     (r"classifier\.norm\.(weight|bias)", r"transformer.norm.\1"),
-    (r"classifier\.attention_pool\.(weight|bias)", r"seq_pool.score.\1"),
+    (r"classifier\.attention_pool\.weight", r"seq_pool.score.weight"),
+    (r"classifier\.attention_pool\.bias", ""),  # shifts every score alike: no effect on the softmax
     (r"classifier\.fc\.(weight|bias)", r"head.\1"),
 ]
 
