@@ -112,3 +112,14 @@ def test_simple_vit_single_full_width_head_still_projects(oracle):
     ours = imported(SimpleViT(**cfg), reference)
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(ours(x), reference(x), **TOL)
+
+
+def test_navit_nested_tensor_flavour(oracle):
+    """vit-pytorch's nested-tensor NaViT (the README's third form) imports into NaViT.nested_tensor_flavour."""
+    from vit_pytorch.na_vit_nested_tensor import NaViT as Reference
+
+    cfg = dict(image_size=64, patch_size=8, token_dropout_prob=0.0) | SMALL
+    reference = Reference(**cfg)
+    ours = imported(NaViT.nested_tensor_flavour(**cfg), reference)
+    flat = [torch.randn(3, h, w) for h, w in [(64, 64), (32, 32), (32, 64), (8, 64)]]
+    torch.testing.assert_close(ours(flat), reference(flat), **TOL)

@@ -48,13 +48,10 @@ def permute_patch_dim(
     return weight.reshape(split).permute(order).reshape(shape)
 
 
-def fuse_qkv(
-    state: StateDict, prefix: str, q: str, kv: str | None = None, k: str | None = None, v: str | None = None
-) -> None:
-    """Replace separate q / kv (or q / k / v) projections under ``prefix`` by one ``to_qkv`` weight."""
-    parts = [state.pop(prefix + q)]
-    parts += [state.pop(prefix + kv)] if kv else [state.pop(prefix + k), state.pop(prefix + v)]
-    state[prefix + "to_qkv.weight"] = torch.cat(parts, dim=0)
+def concat_weights(state: StateDict, prefix: str, names: Sequence[str], out: str = "to_qkv.weight") -> None:
+    """Replace the weights ``names`` under ``prefix`` by their concatenation (rows) ``out``,
+    e.g. separate q / k / v projections by one fused ``to_qkv``."""
+    state[prefix + out] = torch.cat([state.pop(prefix + name) for name in names], dim=0)
 
 
 TRANSFORMER_RULES: list[tuple[str, str]] = [
@@ -120,35 +117,44 @@ def import_simple_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDic
 
 
 def import_navit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
-    """``vit_pytorch.na_vit.NaViT`` -> ``vit_core.NaViT``.
+    """``vit_pytorch.na_vit.NaViT`` or ``vit_pytorch.na_vit_nested_tensor.NaViT`` -> ``vit_core.NaViT``.
 
     vit-pytorch flattens NaViT patches as ``(c p1 p2)``; ours are ``(p1 p2 c)``: the first
-    LayerNorm and the patch projection are permuted to match.
+    LayerNorm and the patch projection are permuted to match.  The nested-tensor flavour (separate
+    q / k / v projections, ``query_norm`` / ``key_norm``) needs a model built with
+    :meth:`vit_core.NaViT.nested_tensor_flavour`.
     """
     state = gamma_beta_to_weight(dict(state))
     p, c = model.patch_size, model.channels
-    sizes = {"c": c, "p1": p, "p2": p}
-    to_ours = (("c", "p1", "p2"), sizes, ("p1", "p2", "c"))
-    state["to_patch_embedding.0.weight"] = permute_patch_dim(state["to_patch_embedding.0.weight"], 0, *to_ours)
+    to_ours = (("c", "p1", "p2"), {"c": c, "p1": p, "p2": p}, ("p1", "p2", "c"))
+    for key in [k for k in state if k.startswith("to_patch_embedding.0.")]:
+        state[key] = permute_patch_dim(state[key], 0, *to_ours)
     state["to_patch_embedding.1.weight"] = permute_patch_dim(state["to_patch_embedding.1.weight"], 1, *to_ours)
-    for key in [k for k in state if k.endswith("q_norm.weight") or k.endswith("k_norm.weight")]:
+    for key in [k for k in state if k.endswith(("q_norm.weight", "k_norm.weight"))]:
         state[key] = state[key].squeeze(-2)
-    for prefix in {k.rsplit("to_q.weight", 1)[0] for k in state if k.endswith("to_q.weight")}:
+    for prefix in {k.removesuffix("to_queries.weight") for k in state if k.endswith("to_queries.weight")}:
         if prefix.startswith("transformer."):
-            fuse_qkv(state, prefix, "to_q.weight", kv="to_kv.weight")
+            concat_weights(state, prefix, ("to_queries.weight", "to_keys.weight", "to_values.weight"))
+        else:
+            state[prefix + "to_q.weight"] = state.pop(prefix + "to_queries.weight")
+            concat_weights(state, prefix, ("to_keys.weight", "to_values.weight"), out="to_kv.weight")
+    for prefix in {k.removesuffix("to_q.weight") for k in state if k.endswith("to_q.weight")}:
+        if prefix.startswith("transformer."):
+            concat_weights(state, prefix, ("to_q.weight", "to_kv.weight"))
+    state = {k.replace("query_norm.", "q_norm.").replace("key_norm.", "k_norm."): v for k, v in state.items()}
     return rename_transformer(
         rename(
             state,
             [
-                (r"to_patch_embedding\.0\.weight", "patch_embed.patch_norm.weight"),
+                (r"to_patch_embedding\.0\.(weight|bias)", r"patch_embed.patch_norm.\1"),
                 (r"to_patch_embedding\.1\.(weight|bias)", r"patch_embed.proj.\1"),
-                (r"to_patch_embedding\.2\.weight", "patch_embed.norm.weight"),
+                (r"to_patch_embedding\.2\.(weight|bias)", r"patch_embed.norm.\1"),
                 (r"pos_embed_height", "pos_embed.tables.0"),
                 (r"pos_embed_width", "pos_embed.tables.1"),
                 (r"attn_pool_queries", "attn_pool.query"),
                 (r"attn_pool\.norm\.weight", "attn_pool.norm.weight"),
                 (r"attn_pool\.(q_norm|k_norm|to_q|to_kv)\.weight", r"attn_pool.attn.\1.weight"),
-                (r"attn_pool\.to_out\.0\.weight", "attn_pool.attn.to_out.weight"),
+                (r"attn_pool\.to_out(?:\.0)?\.weight", "attn_pool.attn.to_out.weight"),
                 (r"mlp_head\.(\d)\.weight", r"head.\1.weight"),
                 (r"(transformer\..*)", r"\1"),
             ],

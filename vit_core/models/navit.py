@@ -75,6 +75,10 @@ class NaViT(VisionModel):
         token_dropout_prob: ``None``, a float in ``[0, 1)``, or ``f(height, width) -> float``:
             the share of each image's tokens dropped while training.
         qk_norm: ``"rms"`` (default, as vit-pytorch's ``na_vit``), ``"layer"`` or ``None``.
+        patch_norm_bias: bias in the two patch-embedding LayerNorms.
+        pool_residual: add the pooling query back to the pooled vector.
+
+    :meth:`nested_tensor_flavour` builds the architecture of vit-pytorch's nested-tensor NaViT.
     """
 
     def __init__(
@@ -93,6 +97,8 @@ class NaViT(VisionModel):
         emb_dropout: float = 0.0,
         token_dropout_prob: float | TokenDropout | None = None,
         qk_norm: str | None = "rms",
+        patch_norm_bias: bool = False,
+        pool_residual: bool = True,
     ) -> None:
         super().__init__()
         self.image_size = as_tuple("image_size", image_size)
@@ -106,7 +112,7 @@ class NaViT(VisionModel):
         self.token_dropout_prob = token_dropout_prob
         attn_scale = 1.0 if qk_norm == "rms" else None
 
-        self.patch_embed = PatchEmbedding(channels, (patch_size, patch_size), dim, norm_bias=False)
+        self.patch_embed = PatchEmbedding(channels, (patch_size, patch_size), dim, norm_bias=patch_norm_bias)
         self.pos_embed = FactorizedPositionalEmbedding(grid, dim)
         self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
         self.transformer = Transformer(
@@ -121,8 +127,19 @@ class NaViT(VisionModel):
             attn_scale=attn_scale,
             out_bias=False,
         )
-        self.attn_pool = AttentionPool(dim, heads, dim_head, qk_norm=qk_norm, attn_scale=attn_scale, norm_bias=False)
+        self.attn_pool = AttentionPool(
+            dim, heads, dim_head, qk_norm=qk_norm, attn_scale=attn_scale, norm_bias=False, residual=pool_residual
+        )
         self.head = self.make_head(num_classes)
+
+    @classmethod
+    def nested_tensor_flavour(cls, *, qk_rmsnorm: bool = True, **kwargs: object) -> NaViT:
+        """The architecture of vit-pytorch's ``na_vit_nested_tensor.NaViT``: per-head LayerNorm on
+        queries and keys (``qk_rmsnorm=False`` drops it) with the usual ``dim_head ** -0.5`` scale,
+        biased patch LayerNorms, and attention pooling without the residual.  Its weights import
+        with :func:`vit_core.load_reference_weights`."""
+        flavour = dict(qk_norm="layer" if qk_rmsnorm else None, patch_norm_bias=True, pool_residual=False)
+        return cls(**(flavour | kwargs))
 
     def make_head(self, num_classes: int) -> nn.Module | None:
         if not num_classes:
