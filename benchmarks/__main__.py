@@ -31,10 +31,24 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
+class Report(list):
+    """Markdown lines, echoed to stdout as they are added (a full run takes a while)."""
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+    def __iadd__(self, lines):
+        for line in lines:
+            self.append(line)
+        return self
+
+
 def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
     """Run the selected sections and return the Markdown report."""
     rounds = 1 if quick else 7
-    lines = ["# Benchmarks", "", f"Machine: {machine_line()}", ""]
+    lines = Report()
+    lines += ["# Benchmarks", "", f"Machine: {machine_line()}", ""]
     rate = cases.matmul_rate(256 if quick else 1536, repeats=3 if quick else 10)
     lines += [f"Measured fp32 matrix-product rate: {rate / 1e9:.1f} GFLOP/s", ""]
     vit_cases = cases.QUICK if quick else cases.FULL
@@ -126,7 +140,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args()
     report = run(args.quick, tuple(args.only.split(",")))
-    print(report)
     if args.out:
         args.out.write_text(report + "\n")
 

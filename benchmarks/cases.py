@@ -128,22 +128,22 @@ def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = 
 
 
 MEMORY_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, torch
 sys.path[:0] = {paths!r}
 from benchmarks.cases import build, train_step, QUICK, FULL
+from benchmarks.memory import peak_increase
 case = next(c for c in QUICK + FULL if c.name == {case!r})
 model = build({impl!r}, case)
 x = torch.randn({batch}, 3, case.image, case.image); y = torch.randint(0, 1000, ({batch},))
 step = train_step(model, x, y)
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 step()
-step()
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024))
+print(json.dumps(peak_increase(step)))
 """
 
 
 def training_peak_rss(impl: str, case: ViTCase, batch: int) -> int:
-    """Peak resident memory increase (bytes) of two training steps in a fresh process."""
+    """Peak resident-memory increase (bytes) of a training step (after a first one, which allocates the
+    optimizer state) in a fresh process."""
     script = MEMORY_SCRIPT.format(paths=sys.path, case=case.name, impl=impl, batch=batch)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
@@ -233,16 +233,15 @@ def explicit_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
 
 
 LONG_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, torch
 sys.path[:0] = {paths!r}
 from benchmarks.cases import explicit_attention
+from benchmarks.memory import peak_increase
 from vit_core.layers import Attention
 attn = Attention({dim}, {heads}, {dim} // {heads})
 x = torch.randn(1, {tokens}, {dim}, requires_grad=True)
 fn = (lambda: attn(x)) if {impl!r} == "ours" else (lambda: explicit_attention(attn, x))
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-fn().sum().backward()
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) * 1024))
+print(json.dumps(peak_increase(lambda: fn().sum().backward())))
 """
 
 
