@@ -136,14 +136,13 @@ case = next(c for c in QUICK + FULL if c.name == {case!r})
 model = build({impl!r}, case)
 x = torch.randn({batch}, 3, case.image, case.image); y = torch.randint(0, 1000, ({batch},))
 step = train_step(model, x, y)
-step()
-print(json.dumps(peak_increase(step)))
+print(json.dumps(peak_increase(lambda: (step(), step()))))
 """
 
 
 def training_peak_rss(impl: str, case: ViTCase, batch: int) -> int:
-    """Peak resident-memory increase (bytes) of a training step (after a first one, which allocates the
-    optimizer state) in a fresh process."""
+    """Peak resident-memory increase (bytes) of two training steps (optimizer state included) in a fresh
+    process, over its size once the model and batch are built."""
     script = MEMORY_SCRIPT.format(paths=sys.path, case=case.name, impl=impl, batch=batch)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
