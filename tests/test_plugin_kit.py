@@ -46,9 +46,18 @@ class FakePlugin:
 def info(name: str, target: str = "vit_core.models.vit:ViT", **changes: Any) -> ModelInfo:
     """Complete metadata for a ViT-sized model of this module, with ``changes``."""
     fields: dict[str, Any] = dict(
-        name=name, target=target, family="test", paper_title="A test model", paper_url="https://example.org/paper",
-        summary="A model for the conformance kit's own tests.", input_kind="image", default_config=SMALL,
-        input_shape=(3, 32, 32), num_params=VIT_PARAMS, citation="@misc{test}", example="create_model('x')",
+        name=name,
+        target=target,
+        family="test",
+        paper_title="A test model",
+        paper_url="https://example.org/paper",
+        summary="A model for the conformance kit's own tests.",
+        input_kind="image",
+        default_config=SMALL,
+        input_shape=(3, 32, 32),
+        num_params=VIT_PARAMS,
+        citation="@misc{test}",
+        example="create_model('x')",
     )
     return ModelInfo(**{**fields, **changes})
 
@@ -224,8 +233,14 @@ def test_skip_and_parametrize_helpers() -> None:
 def test_plugin_names() -> None:
     assert check_name("acme-vit") == "acme_vit"
     assert class_name("acme-vit") == "AcmeViT"
-    for bad, fragment in [("Acme", "kebab-case"), ("9lives", "kebab-case"), ("acme_vit", "kebab-case"),
-                          ("torch", "already importable"), ("vit", "already registered"), ("class", "keyword")]:
+    for bad, fragment in [
+        ("Acme", "kebab-case"),
+        ("9lives", "kebab-case"),
+        ("acme_vit", "kebab-case"),
+        ("torch", "already importable"),
+        ("vit", "already registered"),
+        ("class", "keyword"),
+    ]:
         with pytest.raises(ValueError, match=fragment):
             check_name(bad)
 
@@ -240,8 +255,13 @@ def test_generated_plugin_passes_the_kit(tmp_path: Path, monkeypatch: pytest.Mon
     written = generate_plugin("kit-sample", tmp_path / "kit-sample")
     root = tmp_path / "kit-sample"
     assert {p.relative_to(root).as_posix() for p in written} == {
-        "pyproject.toml", "README.md", "tests/test_conformance.py",
-        "kit_sample/__init__.py", "kit_sample/plugin.py", "kit_sample/model.py", "kit_sample/py.typed",
+        "pyproject.toml",
+        "README.md",
+        "tests/test_conformance.py",
+        "kit_sample/__init__.py",
+        "kit_sample/plugin.py",
+        "kit_sample/model.py",
+        "kit_sample/py.typed",
     }
     pyproject = (root / "pyproject.toml").read_text()
     assert '[project.entry-points."vit_core.plugins"]\nkit-sample = "kit_sample.plugin"' in pyproject

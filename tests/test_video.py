@@ -17,8 +17,19 @@ vit_video = pytest.importorskip("vit_video")
 VIDEO = dict(image_size=16, image_patch_size=8, frames=4, frame_patch_size=2, num_classes=5)
 SMALL = dict(VIDEO, dim=32, heads=2, mlp_dim=64, dim_head=16)
 CCT_SMALL = dict(
-    img_size=16, num_frames=4, embedding_dim=32, n_conv_layers=1, kernel_size=3, stride=1, padding=1,
-    pooling_kernel_size=3, pooling_stride=2, pooling_padding=1, num_layers=2, num_heads=2, mlp_ratio=2.0,
+    img_size=16,
+    num_frames=4,
+    embedding_dim=32,
+    n_conv_layers=1,
+    kernel_size=3,
+    stride=1,
+    padding=1,
+    pooling_kernel_size=3,
+    pooling_stride=2,
+    pooling_padding=1,
+    num_layers=2,
+    num_heads=2,
+    mlp_ratio=2.0,
     num_classes=5,
 )
 
@@ -33,14 +44,21 @@ MODELS = {
     "cct3d-none": ("CCT3D", "cct_3d", "CCT", dict(CCT_SMALL, positional_embedding="none", n_conv_layers=2)),
     "vivit-encoder-cls": ("ViViT", "vivit", "ViViT", dict(SMALL, spatial_depth=2, temporal_depth=1)),
     "vivit-encoder-mean": (
-        "ViViT", "vivit", "ViViT", dict(SMALL, spatial_depth=1, temporal_depth=2, pool="mean"),
+        "ViViT",
+        "vivit",
+        "ViViT",
+        dict(SMALL, spatial_depth=1, temporal_depth=2, pool="mean"),
     ),
     "vivit-fsa-cls": (
-        "ViViT", "vivit", "ViViT",
+        "ViViT",
+        "vivit",
+        "ViViT",
         dict(SMALL, spatial_depth=2, temporal_depth=2, variant="factorized_self_attention"),
     ),
     "vivit-fsa-mean": (
-        "ViViT", "vivit", "ViViT",
+        "ViViT",
+        "vivit",
+        "ViViT",
         dict(SMALL, spatial_depth=1, temporal_depth=1, variant="factorized_self_attention", pool="mean"),
     ),
 }
@@ -65,8 +83,17 @@ def test_readme_vit_3d() -> None:
     from vit_video import ViT3D
 
     v = ViT3D(
-        image_size=128, frames=16, image_patch_size=16, frame_patch_size=2, num_classes=1000,
-        dim=1024, depth=6, heads=8, mlp_dim=2048, dropout=0.1, emb_dropout=0.1,
+        image_size=128,
+        frames=16,
+        image_patch_size=16,
+        frame_patch_size=2,
+        num_classes=1000,
+        dim=1024,
+        depth=6,
+        heads=8,
+        mlp_dim=2048,
+        dropout=0.1,
+        emb_dropout=0.1,
     ).eval()
     preds = v(torch.randn(4, 3, 16, 128, 128))
     assert preds.shape == (4, 1000)
@@ -78,8 +105,15 @@ def test_readme_simple_vit_3d() -> None:
     from vit_video import SimpleViT3D
 
     v = SimpleViT3D(
-        image_size=128, frames=16, image_patch_size=16, frame_patch_size=2, num_classes=1000,
-        dim=1024, depth=6, heads=8, mlp_dim=2048,
+        image_size=128,
+        frames=16,
+        image_patch_size=16,
+        frame_patch_size=2,
+        num_classes=1000,
+        dim=1024,
+        depth=6,
+        heads=8,
+        mlp_dim=2048,
     ).eval()
     preds = v(torch.randn(4, 3, 16, 128, 128))
     assert preds.shape == (4, 1000)
@@ -91,9 +125,22 @@ def test_readme_cct_3d() -> None:
     from vit_video import CCT3D
 
     cct = CCT3D(
-        img_size=224, num_frames=8, embedding_dim=384, n_conv_layers=2, frame_kernel_size=3, kernel_size=7,
-        stride=2, padding=3, pooling_kernel_size=3, pooling_stride=2, pooling_padding=1, num_layers=14,
-        num_heads=6, mlp_ratio=3.0, num_classes=1000, positional_embedding="learnable",
+        img_size=224,
+        num_frames=8,
+        embedding_dim=384,
+        n_conv_layers=2,
+        frame_kernel_size=3,
+        kernel_size=7,
+        stride=2,
+        padding=3,
+        pooling_kernel_size=3,
+        pooling_stride=2,
+        pooling_padding=1,
+        num_layers=14,
+        num_heads=6,
+        mlp_ratio=3.0,
+        num_classes=1000,
+        positional_embedding="learnable",
     ).eval()
     pred = cct(torch.randn(1, 3, 8, 224, 224))
     assert pred.shape == (1, 1000)
@@ -106,8 +153,17 @@ def test_readme_vivit(variant: str) -> None:
     from vit_video import ViViT
 
     v = ViViT(
-        image_size=128, frames=16, image_patch_size=16, frame_patch_size=2, num_classes=1000, dim=1024,
-        spatial_depth=6, temporal_depth=6, heads=8, mlp_dim=2048, variant=variant,
+        image_size=128,
+        frames=16,
+        image_patch_size=16,
+        frame_patch_size=2,
+        num_classes=1000,
+        dim=1024,
+        spatial_depth=6,
+        temporal_depth=6,
+        heads=8,
+        mlp_dim=2048,
+        variant=variant,
     ).eval()
     preds = v(torch.randn(4, 3, 16, 128, 128))
     assert preds.shape == (4, 1000)

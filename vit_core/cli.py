@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from typing import Annotated, Any
 
 import typer
@@ -81,13 +82,16 @@ def _short_paper(url: str) -> str:
 
 
 def _measure(info: ModelInfo) -> tuple[int, int | None]:
+    """Parameters and FLOPs of the default configuration (FLOPs ``None`` where counting fails)."""
     from vit_core.registry import count_flops, count_parameters
 
-    model = info.build()
-    try:
-        flops = count_flops(model, info.example_input(1))
-    except Exception:
-        flops = None
+    with warnings.catch_warnings():  # torch warns once when numpy, which we do not need, is absent
+        warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+        model = info.build()
+        try:
+            flops = count_flops(model, info.example_input(1))
+        except Exception:
+            flops = None
     return count_parameters(model), flops
 
 

@@ -24,8 +24,15 @@ class FactorizedEncoder(nn.Module):
     """
 
     def __init__(
-        self, dim: int, spatial_depth: int, temporal_depth: int, heads: int, dim_head: int, mlp_dim: int,
-        dropout: float, pool: str,
+        self,
+        dim: int,
+        spatial_depth: int,
+        temporal_depth: int,
+        heads: int,
+        dim_head: int,
+        mlp_dim: int,
+        dropout: float,
+        pool: str,
     ) -> None:
         super().__init__()
         self.pool = pool

@@ -24,9 +24,7 @@ def sincos_3d(frames: int, height: int, width: int, dim: int, temperature: float
         raise ValueError(f"dim must be at least 6 for the 3-D sin-cos table (six parts), got {dim}")
     parts = dim // 6
     omega = temperature ** -(torch.arange(parts, dtype=torch.float64) / max(parts - 1, 1))
-    t, y, x = torch.meshgrid(
-        *(torch.arange(n, dtype=torch.float64) for n in (frames, height, width)), indexing="ij"
-    )
+    t, y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in (frames, height, width)), indexing="ij")
     angles = [axis.reshape(-1, 1) * omega for axis in (x, y, t)]
     table = torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)
     table = torch.nn.functional.pad(table, (0, dim - 6 * parts))

@@ -39,8 +39,13 @@ class SimpleViT3D(VideoPatchTransformer):
             check_positive_int(name, value)
         grid = tuple(s // p for s, p in zip(input_size, patch_size, strict=True))
         super().__init__(
-            input_size=input_size, patch_size=patch_size, channels=channels, dim=dim,
-            num_classes=num_classes, pool="mean", positional=FixedPositionalEmbedding(sincos_3d(*grid, dim)),
+            input_size=input_size,
+            patch_size=patch_size,
+            channels=channels,
+            dim=dim,
+            num_classes=num_classes,
+            pool="mean",
+            positional=FixedPositionalEmbedding(sincos_3d(*grid, dim)),
             transformer=Transformer(dim, depth, heads, dim_head, mlp_dim, out_bias=False),
             layout=VIDEO_LAYOUT,
         )

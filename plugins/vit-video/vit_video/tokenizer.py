@@ -50,11 +50,13 @@ class ConvTokenizer3D(nn.Module):
         widths = [channels] + [in_planes] * (n_conv_layers - 1) + [dim]
         self.geometry = (kernel, stride, padding, pool_kernel, pool_stride, pool_padding)
         self.stages = nn.ModuleList(
-            nn.Sequential(OrderedDict(
-                conv=nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-                act=nn.ReLU(),
-                pool=nn.MaxPool3d(pool_kernel, stride=pool_stride, padding=pool_padding),
-            ))
+            nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+                    act=nn.ReLU(),
+                    pool=nn.MaxPool3d(pool_kernel, stride=pool_stride, padding=pool_padding),
+                )
+            )
             for c_in, c_out in itertools.pairwise(widths)
         )
         for stage in self.stages:

@@ -56,17 +56,13 @@ def check_video(
         raise ValueError(f"video has {size[0]} frames, more than frames={frames} the model was built for")
     if size[1] > height or size[2] > width:
         raise ValueError(
-            f"video frames are {size[1]}x{size[2]}, larger than image_size {(height, width)} "
-            "the model was built for"
+            f"video frames are {size[1]}x{size[2]}, larger than image_size {(height, width)} the model was built for"
         )
     if patch_size is not None:
         if size[0] % patch_size[0]:
-            raise ValueError(
-                f"video has {size[0]} frames, not divisible by frame_patch_size={patch_size[0]}"
-            )
+            raise ValueError(f"video has {size[0]} frames, not divisible by frame_patch_size={patch_size[0]}")
         if size[1] % patch_size[1] or size[2] % patch_size[2]:
             raise ValueError(
-                f"video frames are {size[1]}x{size[2]}, not divisible by "
-                f"image_patch_size {tuple(patch_size[1:])}"
+                f"video frames are {size[1]}x{size[2]}, not divisible by image_patch_size {tuple(patch_size[1:])}"
             )
     return size  # type: ignore[return-value]

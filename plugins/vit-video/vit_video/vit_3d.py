@@ -59,10 +59,17 @@ class ViT3D(VideoPatchTransformer):
             check_positive_int(name, value)
         grid = tuple(s // p for s, p in zip(input_size, patch_size, strict=True))
         super().__init__(
-            input_size=input_size, patch_size=patch_size, channels=channels, dim=dim,
-            num_classes=num_classes, pool=pool, positional=LearnedPositionalEmbedding(grid, dim),
+            input_size=input_size,
+            patch_size=patch_size,
+            channels=channels,
+            dim=dim,
+            num_classes=num_classes,
+            pool=pool,
+            positional=LearnedPositionalEmbedding(grid, dim),
             transformer=Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, final_norm=False),
-            emb_dropout=emb_dropout, fc_norm=True, layout=VIDEO_LAYOUT,
+            emb_dropout=emb_dropout,
+            fc_norm=True,
+            layout=VIDEO_LAYOUT,
         )
         if self.cls_token is None:
             self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02)

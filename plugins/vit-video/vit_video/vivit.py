@@ -60,13 +60,16 @@ class ViViT(VisionModel):
         variant: str = "factorized_encoder",
     ) -> None:
         super().__init__()
-        self.input_size, self.patch_size = check_video_config(
-            image_size, image_patch_size, frames, frame_patch_size
-        )
+        self.input_size, self.patch_size = check_video_config(image_size, image_patch_size, frames, frame_patch_size)
         self.variant = check_choice("variant", variant, VARIANTS)
         self.pool = check_choice("pool", pool, ("cls", "mean"))
-        for name, value in (("dim", dim), ("channels", channels), ("heads", heads), ("dim_head", dim_head),
-                            ("mlp_dim", mlp_dim)):
+        for name, value in (
+            ("dim", dim),
+            ("channels", channels),
+            ("heads", heads),
+            ("dim_head", dim_head),
+            ("mlp_dim", mlp_dim),
+        ):
             check_positive_int(name, value)
         check_non_negative_int("spatial_depth", spatial_depth)
         check_non_negative_int("temporal_depth", temporal_depth)
@@ -98,15 +101,11 @@ class ViViT(VisionModel):
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError(f"mask must be a boolean tensor of shape (batch, frames), got {mask!r:.60}")
         if tuple(mask.shape) != (batch, frames):
-            raise ValueError(
-                f"mask must be (batch, frames)=({batch}, {frames}), got shape {tuple(mask.shape)}"
-            )
+            raise ValueError(f"mask must be (batch, frames)=({batch}, {frames}), got shape {tuple(mask.shape)}")
         return mask.view(batch, frames // self.patch_size[0], self.patch_size[0]).all(dim=-1)
 
     def forward_features(self, video: Tensor, mask: Tensor | None = None) -> Tensor:
-        size = check_video(
-            video, channels=self.channels, input_size=self.input_size, patch_size=self.patch_size
-        )
+        size = check_video(video, channels=self.channels, input_size=self.input_size, patch_size=self.patch_size)
         grid = tuple(s // p for s, p in zip(size, self.patch_size, strict=True))
         b = video.shape[0]
         tubelet_mask = self._tubelet_mask(mask, b, size[0])

@@ -88,7 +88,7 @@ FACTORIZED_RULES: list[tuple[str, str]] = [
 
 def _subtree(state: StateDict, prefix: str) -> StateDict:
     """Pop the keys under ``prefix`` and return them with the prefix stripped."""
-    return {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+    return {k[len(prefix) :]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
 
 
 def import_vivit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
@@ -100,8 +100,10 @@ def import_vivit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     for ref_key, our_key in tokens:
         if ref_key in state:
             out[our_key] = state.pop(ref_key).reshape(1, dim)
-    for ref_prefix, our_prefix in (("spatial_transformer.", "transformer.spatial."),
-                                   ("temporal_transformer.", "transformer.temporal.")):
+    for ref_prefix, our_prefix in (
+        ("spatial_transformer.", "transformer.spatial."),
+        ("temporal_transformer.", "transformer.temporal."),
+    ):
         inner = rename(_subtree(state, ref_prefix), TRANSFORMER_RULES)
         out.update({our_prefix + k: v for k, v in inner.items()})
     inner = rename(_subtree(state, "factorized_transformer."), FACTORIZED_RULES)
