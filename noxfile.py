@@ -14,7 +14,7 @@ PLUGINS = sorted(str(p.parent.relative_to(ROOT)) for p in ROOT.glob("plugins/*/p
 CONSTRAINTS = ("-c", "constraints.txt")
 ORACLE = "vit-pytorch==1.26.11"  # test-only oracle; installed without its torchvision dependency
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "plugin_install"]
 nox.options.default_venv_backend = "venv"
 
 
