@@ -255,17 +255,18 @@ class Attention(nn.Module):
         if packing is None:
             mask = _as_key_mask(mask, q.shape[0], q.shape[2], k.shape[2])
             out = _scaled_dot_product(q, k, v, mask=mask, **attend)
+            out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.heads * self.dim_head)
         else:
             if mask is not None:
                 raise ValueError("pass either mask (dense layout) or packing (packed layout), not both")
             out = self._packed(q, k, v, packing, context_packing or packing, attend)
-        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.heads * self.dim_head)
         return self.out_dropout(self.to_out(out))
 
     @staticmethod
     def _packed(
         q: Tensor, k: Tensor, v: Tensor, packing: SequencePacking, kv_packing: SequencePacking, attend: dict
     ) -> Tensor:
+        """Attention per bucket; returns ``(1, total_queries, heads * dim_head)``."""
         if q.shape[0] != 1 or q.shape[2] != packing.total_tokens or k.shape[2] != kv_packing.total_tokens:
             raise ValueError(
                 f"packed input must be (1, {packing.total_tokens}, dim) with context of "
@@ -274,8 +275,8 @@ class Attention(nn.Module):
         outs = []
         for qb, kb in paired_buckets(packing, kv_packing):
             out = _scaled_dot_product(_unpack(q, qb), _unpack(k, kb), _unpack(v, kb), mask=None, **attend)
-            outs.append(out.transpose(0, 1).reshape(q.shape[1], qb.count * qb.length, q.shape[-1]))
-        return torch.cat(outs, dim=1).unsqueeze(0)
+            outs.append(out.transpose(1, 2).reshape(qb.count * qb.length, q.shape[1] * q.shape[-1]))
+        return torch.cat(outs).unsqueeze(0)
 
 
 def _unpack(t: Tensor, bucket: Bucket) -> Tensor:
