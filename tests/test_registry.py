@@ -132,6 +132,10 @@ def test_allowlist_is_applied_before_loading(fake_site, monkeypatch):
     assert set(registry.plugins) == {"vit-core", "good", "future"}
     assert "fake_broken_plugin" not in sys.modules
     reset_registry()
+    result = runner.invoke(app, ["plugins"])
+    assert "not loaded (VIT_PLUGINS='good,vit-fake-future'):" in result.output
+    assert "broken (vit-fake-broken)" in result.output
+    reset_registry()
     monkeypatch.setenv("VIT_PLUGINS", "")
     assert set(get_registry().plugins) == {"vit-core"}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import warnings
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from vit_core.registry import ModelInfo, UnknownModelError, get_registry, human
+from vit_core.registry import ALLOWLIST_ENV, ModelInfo, UnknownModelError, get_registry, human
 
 app = typer.Typer(
     name="vit",
@@ -156,7 +157,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     from vit_core import __version__
     from vit_core.hookspecs import HOOK_API_VERSION
 
-    records = list(get_registry().plugins.values())
+    registry = get_registry()
+    records = list(registry.plugins.values())
     if as_json:
         print(json.dumps([vars(r) | {"ok": r.ok} for r in records], indent=2))
         return
@@ -168,6 +170,9 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         status = "[green]ok[/green]" if r.ok else f"[red]{len(r.errors)} error(s)[/red]"
         table.add_row(r.name, r.distribution, r.version, str(r.api_version or "-"), ", ".join(r.models) or "-", status)
     console.print(table)
+    if registry.skipped:
+        allowlist = os.environ.get(ALLOWLIST_ENV, "")
+        console.print(f"not loaded ({ALLOWLIST_ENV}={allowlist!r}): {', '.join(registry.skipped)}", markup=False)
     for r in records:
         for error in r.errors:
             console.print(f"[red]error[/red] in plugin {r.name} ({r.distribution} {r.version}): ", end="")

@@ -180,6 +180,8 @@ class Registry:
     def __init__(self) -> None:
         self.models: dict[str, ModelInfo] = {}
         self.plugins: dict[str, PluginRecord] = {}
+        self.skipped: list[str] = []
+        """Entry points the allowlist kept from loading."""
         self._manager = pluggy.PluginManager(PROJECT)
         self._manager.add_hookspecs(VitHookSpecs)
 
@@ -254,6 +256,7 @@ class Registry:
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else ep.module
             if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+                self.skipped.append(f"{ep.name} ({dist_name})")
                 continue
             if ep.name in self.plugins:
                 self.plugins[ep.name].errors.append(

@@ -57,9 +57,12 @@ class AttentionPool(nn.Module):
 
     def forward(self, tokens: Tensor, packing: SequencePacking | None = None) -> Tensor:
         """Dense ``(batch, tokens, dim) -> (batch, dim)``; packed ``(1, total, dim) -> (sequences, dim)``."""
-        count = tokens.shape[0] if packing is None else packing.num_sequences
-        queries = self.query.expand(1 if packing else count, count if packing else 1, -1)
-        query_packing = packing.with_length(1) if packing else None
+        if packing is None:
+            count, query_packing = tokens.shape[0], None
+            queries = self.query.expand(count, 1, -1)
+        else:  # one query per packed sequence, themselves packed on the token axis
+            count, query_packing = packing.num_sequences, packing.with_length(1)
+            queries = self.query.expand(1, count, -1)
         out = self.attn(self.norm(queries), tokens, packing=query_packing, context_packing=packing)
         if self.residual:
             out = out + queries
