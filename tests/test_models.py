@@ -181,8 +181,17 @@ def test_navit_compiles_without_graph_breaks():
     torch.testing.assert_close(compiled(imgs), model(imgs), atol=1e-5, rtol=1e-5)
 
 
-def test_bf16_autocast():
-    model = vit().eval()
+@pytest.mark.parametrize(
+    ("build", "example"),
+    [
+        (vit, lambda: torch.randn(2, 3, 32, 32)),
+        (simple_vit, lambda: torch.randn(2, 3, 32, 32)),
+        (navit, lambda: images((32, 32), (16, 8))),
+    ],
+    ids=["vit", "simple-vit", "navit"],
+)
+def test_bf16_autocast(build, example):
+    model = build().eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(torch.randn(2, 3, 32, 32))
+        out = model(example())
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
