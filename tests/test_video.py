@@ -425,3 +425,10 @@ def test_conformance_kit() -> None:
     from vit_core.testing import check_plugin
 
     assert check_plugin("video") == ["vit-3d", "simple-vit-3d", "cct-3d", "vivit"]
+
+
+@pytest.mark.parametrize("key", ["vit3d-cls", "simple-vit3d"])
+@pytest.mark.parametrize("argument", ["heads", "dim_head", "mlp_dim", "channels"])
+def test_patch_video_models_reject_non_positive_sizes(key: str, argument: str) -> None:
+    with pytest.raises(ValueError, match=rf"{argument} must be a positive int, got 0"):
+        build(key, **{argument: 0})

@@ -5,6 +5,20 @@ from __future__ import annotations
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
 from vit_core.registry import ModelInfo
 
+VIT_PAPER = "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale"
+VIT_CITATION = (
+    "@inproceedings{dosovitskiy2021an,\n  title={An Image is Worth 16x16 Words: Transformers for "
+    "Image Recognition at Scale},\n  author={Alexey Dosovitskiy and Lucas Beyer and Alexander "
+    "Kolesnikov and others},\n  booktitle={ICLR},\n  year={2021}\n}"
+)
+SIMPLE_VIT_PAPER = "Better plain ViT baselines for ImageNet-1k"
+SIMPLE_VIT_CITATION = (
+    "@article{beyer2022better,\n  title={Better plain ViT baselines for ImageNet-1k},\n  "
+    "author={Lucas Beyer and Xiaohua Zhai and Alexander Kolesnikov},\n  "
+    "journal={arXiv preprint arXiv:2205.01580},\n  year={2022}\n}"
+)
+"""Paper metadata plugins reuse for models derived from ViT and SimpleViT."""
+
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
 
 
@@ -20,18 +34,14 @@ def vit_register_models() -> list[ModelInfo]:
             name="vit",
             target="vit_core.models.vit:ViT",
             family="vit",
-            paper_title="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
+            paper_title=VIT_PAPER,
             paper_url="https://arxiv.org/abs/2010.11929",
             summary="The original vision transformer: patch tokens, class token, learned positions.",
             input_kind="image",
             default_config=SMALL,
             input_shape=(3, 32, 32),
             num_params=81_354,
-            citation=(
-                "@inproceedings{dosovitskiy2021an,\n  title={An Image is Worth 16x16 Words: Transformers for "
-                "Image Recognition at Scale},\n  author={Alexey Dosovitskiy and Lucas Beyer and Alexander "
-                "Kolesnikov and others},\n  booktitle={ICLR},\n  year={2021}\n}"
-            ),
+            citation=VIT_CITATION,
             example=(
                 "from vit_core import ViT\n"
                 "v = ViT(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16,\n"
@@ -45,18 +55,14 @@ def vit_register_models() -> list[ModelInfo]:
             name="simple-vit",
             target="vit_core.models.simple_vit:SimpleViT",
             family="vit",
-            paper_title="Better plain ViT baselines for ImageNet-1k",
+            paper_title=SIMPLE_VIT_PAPER,
             paper_url="https://arxiv.org/abs/2205.01580",
             summary="ViT with 2-D sin-cos positions, global average pooling and no dropout.",
             input_kind="image",
             default_config=SMALL,
             input_shape=(3, 32, 32),
             num_params=80_074,
-            citation=(
-                "@article{beyer2022better,\n  title={Better plain ViT baselines for ImageNet-1k},\n  "
-                "author={Lucas Beyer and Xiaohua Zhai and Alexander Kolesnikov},\n  "
-                "journal={arXiv preprint arXiv:2205.01580},\n  year={2022}\n}"
-            ),
+            citation=SIMPLE_VIT_CITATION,
             example=(
                 "from vit_core import SimpleViT\n"
                 "v = SimpleViT(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16,\n"

@@ -28,6 +28,12 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def check_positive_ints(**values: Any) -> None:
+    """``check_positive_int`` on each keyword argument, named by its keyword."""
+    for name, value in values.items():
+        check_positive_int(name, value)
+
+
 def check_non_negative_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")

@@ -6,18 +6,12 @@ Metadata only: this module does not import torch.
 from __future__ import annotations
 
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from vit_core.plugin import SIMPLE_VIT_CITATION, SIMPLE_VIT_PAPER, VIT_CITATION, VIT_PAPER
 from vit_core.registry import ModelInfo
 
 VIDEO = dict(image_size=16, image_patch_size=8, frames=4, frame_patch_size=2, num_classes=10)
 SMALL = dict(VIDEO, dim=64, heads=4, mlp_dim=128, dim_head=16)
 INPUT_SHAPE = (3, 4, 16, 16)
-
-VIT_PAPER = "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale"
-VIT_CITATION = (
-    "@inproceedings{dosovitskiy2021an,\n  title={An Image is Worth 16x16 Words: Transformers for "
-    "Image Recognition at Scale},\n  author={Alexey Dosovitskiy and Lucas Beyer and Alexander "
-    "Kolesnikov and others},\n  booktitle={ICLR},\n  year={2021}\n}"
-)
 
 
 @hookimpl
@@ -54,18 +48,14 @@ def vit_register_models() -> list[ModelInfo]:
             name="simple-vit-3d",
             target="vit_video.simple_vit_3d:SimpleViT3D",
             family="video",
-            paper_title="Better plain ViT baselines for ImageNet-1k",
+            paper_title=SIMPLE_VIT_PAPER,
             paper_url="https://arxiv.org/abs/2205.01580",
             summary="SimpleViT on video tubes: fixed 3-D sin-cos positions, mean pooling, no dropout.",
             input_kind="video",
             default_config={**SMALL, "depth": 2},
             input_shape=INPUT_SHAPE,
             num_params=92_746,
-            citation=(
-                "@article{beyer2022better,\n  title={Better plain ViT baselines for ImageNet-1k},\n  "
-                "author={Lucas Beyer and Xiaohua Zhai and Alexander Kolesnikov},\n  "
-                "journal={arXiv preprint arXiv:2205.01580},\n  year={2022}\n}"
-            ),
+            citation=SIMPLE_VIT_CITATION,
             example=(
                 "from vit_video import SimpleViT3D\n"
                 "v = SimpleViT3D(image_size=128, frames=16, image_patch_size=16, frame_patch_size=2,\n"

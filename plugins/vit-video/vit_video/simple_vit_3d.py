@@ -8,7 +8,7 @@ the attention output projection.
 from __future__ import annotations
 
 from vit_core.layers import FixedPositionalEmbedding, Transformer
-from vit_core.validation import check_positive_int
+from vit_core.validation import check_positive_ints
 from vit_video.positional import sincos_3d
 from vit_video.validation import VIDEO_LAYOUT, check_video_config
 from vit_video.vit_3d import VideoPatchTransformer
@@ -34,9 +34,7 @@ class SimpleViT3D(VideoPatchTransformer):
         dim_head: int = 64,
     ) -> None:
         input_size, patch_size = check_video_config(image_size, image_patch_size, frames, frame_patch_size)
-        positive = (("channels", channels), ("heads", heads), ("dim_head", dim_head), ("mlp_dim", mlp_dim))
-        for name, value in positive:
-            check_positive_int(name, value)
+        check_positive_ints(channels=channels, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim)
         grid = tuple(s // p for s, p in zip(input_size, patch_size, strict=True))
         super().__init__(
             input_size=input_size,

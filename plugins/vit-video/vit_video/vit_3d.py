@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
 from vit_core.models.patch_model import PatchTransformer
-from vit_core.validation import check_positive_int
+from vit_core.validation import check_positive_ints
 from vit_video.validation import VIDEO_LAYOUT, check_video, check_video_config
 
 
@@ -53,10 +53,7 @@ class ViT3D(VideoPatchTransformer):
         emb_dropout: float = 0.0,
     ) -> None:
         input_size, patch_size = check_video_config(image_size, image_patch_size, frames, frame_patch_size)
-        check_positive_int("dim", dim)
-        positive = (("channels", channels), ("heads", heads), ("dim_head", dim_head), ("mlp_dim", mlp_dim))
-        for name, value in positive:
-            check_positive_int(name, value)
+        check_positive_ints(dim=dim, channels=channels, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim)
         grid = tuple(s // p for s, p in zip(input_size, patch_size, strict=True))
         super().__init__(
             input_size=input_size,

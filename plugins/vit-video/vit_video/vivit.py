@@ -17,7 +17,7 @@ from vit_core.models.base import VisionModel
 from vit_core.validation import (
     check_choice,
     check_non_negative_int,
-    check_positive_int,
+    check_positive_ints,
     check_probability,
 )
 from vit_video.factorized import FactorizedEncoder, FactorizedSelfAttention
@@ -63,14 +63,7 @@ class ViViT(VisionModel):
         self.input_size, self.patch_size = check_video_config(image_size, image_patch_size, frames, frame_patch_size)
         self.variant = check_choice("variant", variant, VARIANTS)
         self.pool = check_choice("pool", pool, ("cls", "mean"))
-        for name, value in (
-            ("dim", dim),
-            ("channels", channels),
-            ("heads", heads),
-            ("dim_head", dim_head),
-            ("mlp_dim", mlp_dim),
-        ):
-            check_positive_int(name, value)
+        check_positive_ints(dim=dim, channels=channels, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim)
         check_non_negative_int("spatial_depth", spatial_depth)
         check_non_negative_int("temporal_depth", temporal_depth)
         check_probability("dropout", dropout)
