@@ -26,6 +26,8 @@ class PatchTransformer(VisionModel):
         positional: ``positional(grid) -> (prod(grid), dim)``, positions of the patch grid seen.
         transformer: any module mapping ``(batch, tokens, dim)`` to the same shape.
         fc_norm: LayerNorm the pooled vector before the head (for trunks without a final norm).
+        class_token: prepend a class token; ``None`` means only with ``pool="cls"`` (``True`` with
+            ``pool="mean"`` averages it with the patch tokens).
         layout: the expected input shape, for error messages.
     """
 
@@ -42,6 +44,7 @@ class PatchTransformer(VisionModel):
         transformer: nn.Module,
         emb_dropout: float = 0.0,
         fc_norm: bool = False,
+        class_token: bool | None = None,
         layout: str,
     ) -> None:
         super().__init__()
@@ -52,8 +55,9 @@ class PatchTransformer(VisionModel):
         self.channels, self.layout, self.num_features = channels, layout, dim
         self.patch_embed = PatchEmbedding(channels, self.patch_size, dim)
         self.pos_embed = positional
-        self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02) if pool == "cls" else None
-        self.cls_pos = nn.Parameter(torch.randn(1, dim) * 0.02) if pool == "cls" else None
+        class_token = pool == "cls" if class_token is None else class_token
+        self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02) if class_token else None
+        self.cls_pos = nn.Parameter(torch.randn(1, dim) * 0.02) if class_token else None
         self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
         self.transformer = transformer
         self.fc_norm = nn.LayerNorm(dim) if fc_norm else nn.Identity()

@@ -8,8 +8,7 @@ the pooled vector is LayerNorm-ed before the head.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
 from vit_core.models.patch_model import PatchTransformer
@@ -67,7 +66,5 @@ class ViT3D(VideoPatchTransformer):
             emb_dropout=emb_dropout,
             fc_norm=True,
             layout=VIDEO_LAYOUT,
+            class_token=True,
         )
-        if self.cls_token is None:
-            self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02)
-            self.cls_pos = nn.Parameter(torch.randn(1, dim) * 0.02)
