@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import subprocess
 import sys
@@ -140,11 +141,19 @@ print(json.dumps(peak_increase(lambda: (step(), step()))))
 """
 
 
+FIXED_MMAP_THRESHOLD = 64 * 1024
+"""glibc serves allocations above this size with ``mmap`` and returns them on free.  Its default
+threshold moves with the allocation history, so large tensors may land on the heap and the peak
+then depends on fragmentation (we saw +-100 MB run to run at ViT-B/16 batch 32); fixed, the peak
+is that of the live tensors and repeats to the megabyte."""
+
+
 def training_peak_rss(impl: str, case: ViTCase, batch: int) -> int:
     """Peak resident-memory increase (bytes) of two training steps (optimizer state included) in a fresh
     process, over its size once the model and batch are built."""
     script = MEMORY_SCRIPT.format(paths=sys.path, case=case.name, impl=impl, batch=batch)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
     return int(out.stdout.strip().splitlines()[-1])
 
 

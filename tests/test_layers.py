@@ -115,6 +115,45 @@ def test_patch_embedding_non_square_patches():
     assert embed(torch.randn(2, 3, 8, 6)).shape == (2, 2 * 3, 10)
 
 
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for backward while ``fn()`` runs (parameters excluded)."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if not isinstance(t, torch.nn.Parameter):
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["images", "flat-patches"])
+def test_patch_embedding_recompute_saves_memory_and_keeps_values_and_gradients(flat):
+    torch.manual_seed(0)
+    kept, recomputed = PatchEmbedding(3, (4, 4), 32, recompute=False), PatchEmbedding(3, (4, 4), 32)
+    recomputed.load_state_dict(kept.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    inputs = patchify(x, (4, 4)) if flat else x
+
+    def run(embed: PatchEmbedding) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = embed.embed_patches(inputs) if flat else embed(inputs)
+        out.pow(2).sum().backward()
+        return out, [p.grad for p in embed.parameters()]
+
+    (out_a, grads_a), (out_b, grads_b) = run(kept), run(recomputed)
+    torch.testing.assert_close(out_b, out_a)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a)
+    kept_bytes = saved_bytes(lambda: kept.embed_patches(inputs) if flat else kept(inputs))
+    recomputed_bytes = saved_bytes(lambda: recomputed.embed_patches(inputs) if flat else recomputed(inputs))
+    patch_bytes, out_bytes = inputs.numel() * 4, out_a.numel() * 4
+    assert recomputed_bytes == patch_bytes  # only the input
+    assert kept_bytes >= 2 * patch_bytes + out_bytes  # the patches, normalised patches, projection
+
+
 def test_sincos_table_matches_the_formula():
     table = sincos_2d(3, 4, 8)
     assert table.shape == (3, 4, 8)

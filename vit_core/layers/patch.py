@@ -3,14 +3,21 @@
 ViT (arXiv 2010.11929) embeds non-overlapping patches with a linear map; the extra LayerNorms
 on the flattened patch and on the embedding follow "Better plain ViT baselines" (arXiv 2205.01580)
 as vit-pytorch does.  One class serves any number of spatial axes and non-square patches.
+
+In training, the embedding is recomputed during backward instead of keeping its three
+intermediates (the flattened patches, the normalised patches and the projection): the recompute
+costs one small matrix product per step, and it is what brings training memory of this
+``LayerNorm -> Linear -> LayerNorm`` stem down to that of a single convolution.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from vit_core.validation import as_tuple, check_positive_int
 
@@ -42,9 +49,13 @@ class PatchEmbedding(nn.Module):
         patch_size: one int per spatial axis (``(ph, pw)`` for images, ``(pf, ph, pw)`` for video).
         dim: embedding width.
         norm_bias: bias in the two LayerNorms.
+        recompute: when gradients are being recorded, keep only the input for backward and
+            recompute the embedding there (same values and gradients, less memory).
     """
 
-    def __init__(self, channels: int, patch_size: Sequence[int], dim: int, *, norm_bias: bool = True) -> None:
+    def __init__(
+        self, channels: int, patch_size: Sequence[int], dim: int, *, norm_bias: bool = True, recompute: bool = True
+    ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
         self.patch_size = as_tuple("patch_size", tuple(patch_size), len(patch_size))
@@ -53,10 +64,22 @@ class PatchEmbedding(nn.Module):
         self.patch_norm = nn.LayerNorm(patch_dim, bias=norm_bias)
         self.proj = nn.Linear(patch_dim, dim)
         self.norm = nn.LayerNorm(dim, bias=norm_bias)
+        self.recompute = recompute
 
     def embed_patches(self, patches: Tensor) -> Tensor:
         """Embed already flattened patches ``(..., patch_dim)``."""
-        return self.norm(self.proj(self.patch_norm(patches)))
+        return self._maybe_recompute(self._project, patches)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.embed_patches(patchify(x, self.patch_size))
+        return self._maybe_recompute(self._patchify_and_project, x)
+
+    def _project(self, patches: Tensor) -> Tensor:
+        return self.norm(self.proj(self.patch_norm(patches)))
+
+    def _patchify_and_project(self, x: Tensor) -> Tensor:
+        return self._project(patchify(x, self.patch_size))
+
+    def _maybe_recompute(self, embed: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(embed, x, use_reentrant=False, preserve_rng_state=False)
+        return embed(x)
