@@ -55,7 +55,7 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
     batches = (2,) if quick else (8, 32)
     if "vit" in only:
         lines += [
-            "## ViT, eager",
+            "## ViT and SimpleViT, eager",
             "",
             "| case | batch | impl | infer img/s | train img/s | vs timm (infer / train) | GFLOPs/img "
             "| train % of matmul rate | train peak RSS MB |",
@@ -76,7 +76,7 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
                     )
         lines.append("")
     if "compile" in only:
-        case, batch = vit_cases[0], batches[-1]
+        case, batch = vit_cases[0], batches[-1]  # ViT-S/16 at the larger batch
         result = cases.vit_throughput(case, batch, rounds, compile_ours=True)
         base = result.get("timm") or result["ours"]
         lines += [

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.harness import interleaved
-from vit_core import NaViT, ViT
+from vit_core import NaViT, SimpleViT, ViT
 from vit_core.layers import Attention
 from vit_core.registry import count_flops
 
@@ -33,6 +33,8 @@ class ViTCase:
     heads: int
     mlp: int
     timm_name: str | None
+    simple: bool = False
+    """SimpleViT (no class token, sin-cos positions, mean pooling, no qkv bias) instead of ViT."""
 
     @property
     def kwargs(self) -> dict:
@@ -45,8 +47,14 @@ class ViTCase:
 FULL = [
     ViTCase("ViT-S/16", 224, 16, 384, 12, 6, 1536, "vit_small_patch16_224"),
     ViTCase("ViT-B/16", 224, 16, 768, 12, 12, 3072, "vit_base_patch16_224"),
+    ViTCase("SimpleViT-S/16", 224, 16, 384, 12, 6, 1536, "vit_small_patch16_224", simple=True),
+    ViTCase("SimpleViT-B/16", 224, 16, 768, 12, 12, 3072, "vit_base_patch16_224", simple=True),
 ]
-QUICK = [ViTCase("tiny", 32, 8, 64, 1, 2, 128, None)]
+QUICK = [ViTCase("tiny", 32, 8, 64, 1, 2, 128, None), ViTCase("tiny-simple", 32, 8, 64, 1, 2, 128, None, simple=True)]
+
+TIMM_SIMPLE_VIT = dict(class_token=False, global_pool="avg", fc_norm=False, qkv_bias=False)
+"""timm's ViT shaped as SimpleViT: no class token, final norm then mean pooling, no qkv bias (its
+positions stay learned, an addition of the same cost as the fixed sin-cos table)."""
 
 
 def available(module: str) -> bool:
@@ -56,14 +64,15 @@ def available(module: str) -> bool:
 def build(impl: str, case: ViTCase) -> torch.nn.Module:
     """``ours``, ``vit-pytorch`` or ``timm`` at the same configuration."""
     if impl == "ours":
-        return ViT(**case.kwargs)
+        return (SimpleViT if case.simple else ViT)(**case.kwargs)
     if impl == "vit-pytorch":
+        from vit_pytorch.simple_vit import SimpleViT as SimpleReference
         from vit_pytorch.vit import ViT as Reference
 
-        return Reference(**case.kwargs)
+        return (SimpleReference if case.simple else Reference)(**case.kwargs)
     import timm
 
-    return timm.create_model(case.timm_name, num_classes=1000)
+    return timm.create_model(case.timm_name, num_classes=1000, **(TIMM_SIMPLE_VIT if case.simple else {}))
 
 
 def implementations(case: ViTCase) -> list[str]:

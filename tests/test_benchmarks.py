@@ -29,9 +29,10 @@ def test_padding_waste_of_padded_packing():
 
 def test_quick_report_has_every_section():
     report = run(quick=True, only=("vit", "navit", "long"))
-    for heading in ("## ViT, eager", "## NaViT", "## One attention layer"):
+    for heading in ("## ViT and SimpleViT, eager", "## NaViT", "## One attention layer"):
         assert heading in report
     assert "| tiny | 2 | ours |" in report
+    assert "| tiny-simple | 2 | ours |" in report
 
 
 @pytest.mark.parametrize(
