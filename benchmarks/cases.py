@@ -112,7 +112,8 @@ def matmul_rate(n: int = 1536, repeats: int = 10) -> float:
 
 
 def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = False) -> dict:
-    """Images/s for inference and training of each implementation, interleaved."""
+    """Images/s for inference and training of each implementation, interleaved, and each one's speed-up
+    over the baseline (timm where installed, else ours) as a median of per-round ratios."""
     torch.manual_seed(0)
     x = torch.randn(batch, 3, case.image, case.image)
     y = torch.randint(0, 1000, (batch,))
@@ -127,10 +128,13 @@ def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = 
     for m in models.values():
         m.train()
     training = interleaved({k: train_step(m, x, y) for k, m in models.items()}, rounds=rounds)
+    baseline = "timm" if "timm" in models else "ours"
     return {
         impl: {
             "infer_ips": batch / inference.median(impl),
             "train_ips": batch / training.median(impl),
+            "infer_speedup": inference.speedup(impl, baseline),
+            "train_speedup": training.speedup(impl, baseline),
             "flops_per_image": flops.get(impl, flops["ours"]),
         }
         for impl in models
@@ -191,7 +195,8 @@ def navit_padding_waste(images: list[torch.Tensor], patch: int, max_len: int) ->
 
 
 def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int) -> dict:
-    """Images/s of our NaViT and vit-pytorch's padded (two packing lengths) and nested-tensor NaViTs."""
+    """Images/s of our NaViT and vit-pytorch's padded (two packing lengths) and nested-tensor NaViTs,
+    and our speed-up over each (median of per-round ratios)."""
     runs: dict[str, Callable[[], object]] = {}
     models = {"ours": NaViT(**cfg)}
     if available("vit_pytorch"):
@@ -214,6 +219,7 @@ def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int) -> dict
         timing = interleaved(runs, rounds=rounds)
         for label in runs:
             results.setdefault(label, {})[f"{mode}_ips"] = len(images) / timing.median(label)
+            results[label][f"ours_{mode}_speedup"] = timing.speedup("ours", label)
     return results
 
 
@@ -278,5 +284,9 @@ def long_sequence(tokens: int, dim: int, heads: int, rounds: int) -> dict:
     for impl in ("ours", "explicit"):
         script = LONG_SCRIPT.format(paths=sys.path, dim=dim, heads=heads, tokens=tokens, impl=impl)
         peak = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-        out[impl] = {"seconds": timing.median(impl), "peak_rss": json.loads(peak.stdout.strip().splitlines()[-1])}
+        out[impl] = {
+            "seconds": timing.median(impl),
+            "speedup": timing.speedup(impl, "explicit"),
+            "peak_rss": json.loads(peak.stdout.strip().splitlines()[-1]),
+        }
     return out

@@ -1,9 +1,11 @@
 """Fair timing on a shared machine: interleaved rounds, warm-up, medians, busy rounds discarded.
 
-Implementations are timed in one process, A B A B ..., so drifts (thermal, frequency, other
-tenants) hit all of them alike.  A round during which other processes used the CPU (the
-machine's busy time, from /proc/stat, exceeds this process's own CPU time by more than
-``busy_tolerance`` of a core) is discarded and repeated, up to a limit.
+Implementations are timed in one process, one call each per round, the order reversed every
+other round (A B, B A, ...), so drifts (thermal, frequency, other tenants) and order effects hit
+all of them alike.  A round during which other processes used the CPU (the machine's busy time,
+from /proc/stat, exceeds this process's own CPU time by more than ``busy_tolerance`` of a core
+during any call) is discarded whole and repeated, up to a limit.  Comparisons are medians of the
+per-round ratios: calls of one round ran seconds apart, under the same conditions.
 """
 
 from __future__ import annotations
@@ -33,13 +35,27 @@ def _own_cpu_seconds() -> float:
 
 @dataclass
 class Timing:
-    """Per-implementation seconds of each kept round."""
+    """Per-implementation seconds of each kept round (index ``i`` of every list is round ``i``)."""
 
     rounds: dict[str, list[float]] = field(default_factory=dict)
     discarded: int = 0
 
     def median(self, name: str) -> float:
         return statistics.median(self.rounds[name])
+
+    def speedup(self, name: str, baseline: str) -> float:
+        """Median over rounds of ``baseline``'s time over ``name``'s (above 1: ``name`` is faster)."""
+        return statistics.median(b / a for a, b in zip(self.rounds[name], self.rounds[baseline]))
+
+
+def _foreign_cpu(fn: Callable[[], object]) -> tuple[float, float | None]:
+    """Run ``fn``; return its wall time and the CPU seconds other processes used meanwhile."""
+    busy0, own0, start = _machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    busy1, own1 = _machine_busy_seconds(), _own_cpu_seconds()
+    foreign = None if busy0 is None or busy1 is None else (busy1 - busy0) - (own1 - own0)
+    return elapsed, foreign
 
 
 def interleaved(
@@ -55,15 +71,18 @@ def interleaved(
         for _ in range(warmup):
             fn()
     timing = Timing({name: [] for name in fns})
-    while min(len(v) for v in timing.rounds.values()) < rounds:
-        for name, fn in fns.items():
-            busy0, own0, start = _machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
-            busy1, own1 = _machine_busy_seconds(), _own_cpu_seconds()
-            foreign = None if busy0 is None or busy1 is None else (busy1 - busy0) - (own1 - own0)
-            if foreign is not None and foreign > busy_tolerance * elapsed and timing.discarded < max_discards:
-                timing.discarded += 1
-                continue
-            timing.rounds[name].append(elapsed)
+    order = list(fns)
+    kept = 0
+    while kept < rounds:
+        times, busy = {}, False
+        for name in order:
+            times[name], foreign = _foreign_cpu(fns[name])
+            busy = busy or (foreign is not None and foreign > busy_tolerance * times[name])
+        order.reverse()
+        if busy and timing.discarded < max_discards:
+            timing.discarded += 1
+            continue
+        for name, seconds in times.items():
+            timing.rounds[name].append(seconds)
+        kept += 1
     return timing

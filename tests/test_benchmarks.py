@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import cases
+from benchmarks import cases, harness
 from benchmarks.__main__ import run
 from benchmarks.harness import interleaved
 from vit_core import NaViT, SimpleViT, ViT
@@ -13,11 +13,32 @@ from vit_core import NaViT, SimpleViT, ViT
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=32, depth=1, heads=2, mlp_dim=64, dim_head=16)
 
 
-def test_interleaved_keeps_the_requested_rounds():
+def test_interleaved_alternates_the_order_of_each_round():
     calls = []
     timing = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
     assert len(timing.rounds["a"]) == len(timing.rounds["b"]) == 3
-    assert calls[:2] == ["a", "b"] and calls.count("a") >= 4
+    warmup, rounds = ["a", "b"], ["a", "b", "b", "a", "a", "b"]
+    assert calls == warmup + rounds
+
+
+def test_a_busy_call_discards_its_whole_round(monkeypatch):
+    foreign = iter([0.0, 5.0, 0.0, 0.0, 0.0, 0.0])  # the second call of the first round saw another process
+    seconds = iter(range(6))  # each call reports its position as its duration
+
+    def timed(fn):
+        fn()
+        return float(next(seconds)), next(foreign)
+
+    monkeypatch.setattr(harness, "_foreign_cpu", timed)
+    timing = interleaved({"a": lambda: None, "b": lambda: None}, rounds=2, warmup=0)
+    assert timing.discarded == 1
+    assert timing.rounds == {"a": [3.0, 4.0], "b": [2.0, 5.0]}  # rounds "b a" and "a b" after the busy one
+
+
+def test_speedup_is_the_median_of_per_round_ratios():
+    timing = harness.Timing({"ours": [1.0, 2.0, 1.0], "theirs": [2.0, 3.0, 1.0]})
+    assert timing.speedup("ours", "theirs") == pytest.approx(1.5)  # ratios 2, 1.5, 1
+    assert timing.speedup("theirs", "theirs") == 1.0
 
 
 def test_padding_waste_of_padded_packing():
