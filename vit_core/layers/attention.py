@@ -35,10 +35,6 @@ class Bucket:
     count: int
     length: int
 
-    @property
-    def stop(self) -> int:
-        return self.start + self.count * self.length
-
 
 @dataclass(frozen=True)
 class SequencePacking:
@@ -272,17 +268,26 @@ class Attention(nn.Module):
                 f"packed input must be (1, {packing.total_tokens}, dim) with context of "
                 f"{kv_packing.total_tokens} tokens; got queries {q.shape[2]} and keys {k.shape[2]}"
             )
+        pairs = paired_buckets(packing, kv_packing)
+        q_buckets, kv_buckets = [qb for qb, _ in pairs], [kb for _, kb in pairs]
+        per_bucket = zip(q_buckets, _unpack(q, q_buckets), _unpack(k, kv_buckets), _unpack(v, kv_buckets))
         outs = []
-        for qb, kb in paired_buckets(packing, kv_packing):
-            out = _scaled_dot_product(_unpack(q, qb), _unpack(k, kb), _unpack(v, kb), mask=None, **attend)
+        for qb, qi, ki, vi in per_bucket:
+            out = _scaled_dot_product(qi, ki, vi, mask=None, **attend)
             outs.append(out.transpose(1, 2).reshape(qb.count * qb.length, q.shape[1] * q.shape[-1]))
         return torch.cat(outs).unsqueeze(0)
 
 
-def _unpack(t: Tensor, bucket: Bucket) -> Tensor:
-    """``(1, heads, total, d)`` slice of one bucket -> ``(count, heads, length, d)``."""
+def _unpack(t: Tensor, buckets: Sequence[Bucket]) -> list[Tensor]:
+    """``(1, heads, total, d)`` -> one ``(count, heads, length, d)`` view per bucket.
+
+    The buckets tile the token axis in order, so this is one ``split``: its backward is a single
+    concatenation, where slicing bucket by bucket would scatter each gradient into a zero-filled
+    copy of the whole axis (quadratic in the number of buckets).
+    """
     h, d = t.shape[1], t.shape[-1]
-    return t[0, :, bucket.start : bucket.stop].reshape(h, bucket.count, bucket.length, d).transpose(0, 1)
+    chunks = t[0].split([b.count * b.length for b in buckets], dim=1)
+    return [c.reshape(h, b.count, b.length, d).transpose(0, 1) for c, b in zip(chunks, buckets)]
 
 
 class CrossAttention(Attention):
