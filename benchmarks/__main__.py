@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--out docs/benchmarks.md] [--only vit,navit,long,compile]``."""
+"""``python -m benchmarks [--quick] [--out docs/benchmarks.md] [--only vit,navit,long,compile]
+[--device cpu|cuda] [--dtype float32|bfloat16|float16]``."""
 
 from __future__ import annotations
 
@@ -18,12 +19,17 @@ import torch  # noqa: E402
 from benchmarks import cases  # noqa: E402
 
 SECTIONS = ("vit", "navit", "long", "compile")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
-def machine_line() -> str:
+def machine_line(setup: cases.Setup) -> str:
+    precision = str(setup.dtype).removeprefix("torch.")
+    if setup.dtype != torch.float32:
+        precision += " autocast"
+    device = torch.cuda.get_device_name(setup.device) if torch.device(setup.device).type == "cuda" else "CPU"
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, fp32, Python {platform.python_version()}"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {precision}, Python {platform.python_version()}"
     )
 
 
@@ -40,13 +46,13 @@ class Report(list):
         return self
 
 
-def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
+def run(quick: bool = False, only: tuple[str, ...] = SECTIONS, setup: cases.Setup = cases.CPU_FP32) -> str:
     """Run the selected sections and return the Markdown report."""
     rounds = 1 if quick else 7
     lines = Report()
-    lines += ["# Benchmarks", "", f"Machine: {machine_line()}", ""]
-    rate = cases.matmul_rate(256 if quick else 1536, repeats=3 if quick else 10)
-    lines += [f"Measured fp32 matrix-product rate: {rate / 1e9:.1f} GFLOP/s", ""]
+    lines += ["# Benchmarks", "", f"Machine: {machine_line(setup)}", ""]
+    rate = cases.matmul_rate(256 if quick else 1536, repeats=3 if quick else 10, setup=setup)
+    lines += [f"Measured matrix-product rate at this precision: {rate / 1e9:.1f} GFLOP/s", ""]
     vit_cases = cases.QUICK if quick else cases.FULL
     batches = (2,) if quick else (8, 32)
     if "vit" in only:
@@ -54,25 +60,25 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
             "## ViT and SimpleViT, eager",
             "",
             "| case | batch | impl | infer img/s | train img/s | vs timm (infer / train) | GFLOPs/img "
-            "| train % of matmul rate | train peak RSS MB |",
+            "| train % of matmul rate | train peak MB |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for case in vit_cases:
             for batch in batches:
-                result = cases.vit_throughput(case, batch, rounds)
+                result = cases.vit_throughput(case, batch, rounds, setup=setup)
                 for impl in cases.implementations(case):
                     r = result[impl]
-                    rss = cases.training_peak_rss(impl, case, batch) / 2**20
+                    peak = cases.training_peak_memory(impl, case, batch, setup) / 2**20
                     share = 3 * r["flops_per_image"] * r["train_ips"] / rate
                     versus = f"{r['infer_speedup']:.2f}x / {r['train_speedup']:.2f}x"
                     lines.append(
                         f"| {case.name} | {batch} | {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} | {versus} "
-                        f"| {r['flops_per_image'] / 1e9:.2f} | {share:.0%} | {rss:.0f} |"
+                        f"| {r['flops_per_image'] / 1e9:.2f} | {share:.0%} | {peak:.0f} |"
                     )
         lines.append("")
     if "compile" in only:
         case, batch = vit_cases[0], batches[-1]  # ViT-S/16 at the larger batch
-        result = cases.vit_throughput(case, batch, rounds, compile_ours=True)
+        result = cases.vit_throughput(case, batch, rounds, compile_ours=True, setup=setup)
         lines += [
             "## ViT under torch.compile",
             "",
@@ -92,7 +98,7 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
         cfg = dict(image_size=high, patch_size=patch, num_classes=1000, dim=64 if quick else 384,
                    depth=1 if quick else 6, heads=2 if quick else 6, mlp_dim=128 if quick else 1536,
                    dim_head=32 if quick else 64, token_dropout_prob=0.0)  # fmt: skip
-        result = cases.navit_throughput(images, cfg, rounds)
+        result = cases.navit_throughput(images, cfg, rounds, setup)
         lines += [
             f"## NaViT: {count} seeded images, sides {low}..{high}, patch {patch}",
             "",
@@ -117,11 +123,11 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> str:
             "|---|---|---|---|---|---|",
         ]
         for tokens in (64, 128) if quick else (1024, 2048, 4096):
-            r = cases.long_sequence(tokens, 384, 6, rounds)
+            r = cases.long_sequence(tokens, 384, 6, rounds, setup)
             lines.append(
                 f"| {tokens} | {r['ours']['seconds']:.3f} | {r['explicit']['seconds']:.3f} "
                 f"| {r['ours']['speedup']:.2f}x "
-                f"| {r['ours']['peak_rss'] / 2**20:.0f} | {r['explicit']['peak_rss'] / 2**20:.0f} |"
+                f"| {r['ours']['peak_memory'] / 2**20:.0f} | {r['explicit']['peak_memory'] / 2**20:.0f} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -132,8 +138,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny configurations (seconds; for the test suite)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: resident set / allocated)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=DTYPES, help="below float32, the models run under autocast"
+    )
     args = parser.parse_args()
-    report = run(args.quick, tuple(args.only.split(",")))
+    setup = cases.Setup(args.device, getattr(torch, args.dtype))
+    report = run(args.quick, tuple(args.only.split(",")), setup)
     if args.out:
         args.out.write_text(report + "\n")
 

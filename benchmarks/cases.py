@@ -5,6 +5,7 @@ Competitors are optional: an implementation whose package is missing is left out
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -21,6 +22,27 @@ from benchmarks.harness import interleaved
 from vit_core import NaViT, SimpleViT, ViT
 from vit_core.layers import Attention
 from vit_core.registry import count_flops
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where and in what precision to run: ``device`` (``"cpu"``, ``"cuda"``) and ``dtype``
+    (``torch.float32``, or a lower precision applied through autocast, e.g. ``torch.bfloat16``)."""
+
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def autocast(self) -> torch.autocast:
+        device_type = torch.device(self.device).type
+        return torch.autocast(device_type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (CUDA runs asynchronously), so that a timed call is complete."""
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.synchronize()
+
+
+CPU_FP32 = Setup()
 
 
 @dataclass(frozen=True)
@@ -84,50 +106,62 @@ def implementations(case: ViTCase) -> list[str]:
     return impls
 
 
-def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def train_step(
+    model: torch.nn.Module, x: object, loss_fn: Callable[[torch.Tensor], torch.Tensor], setup: Setup = CPU_FP32
+) -> Callable[[], None]:
+    """One optimizer step (forward, ``loss_fn(logits)``, backward, AdamW) as a zero-argument call."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
+        with setup.autocast():
+            loss = loss_fn(model(x))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        setup.synchronize()
 
     return step
 
 
-def infer(model: torch.nn.Module, x: object) -> Callable[[], None]:
+def infer(model: torch.nn.Module, x: object, setup: Setup = CPU_FP32, **kwargs: object) -> Callable[[], None]:
     def run() -> None:
-        with torch.no_grad():
-            model(x)
+        with torch.no_grad(), setup.autocast():
+            model(x, **kwargs)
+        setup.synchronize()
 
     return run
 
 
-def matmul_rate(n: int = 1536, repeats: int = 10) -> float:
-    """The machine's fp32 matrix-product rate in FLOP/s (median of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    timing = interleaved({"mm": lambda: a @ b}, rounds=repeats, warmup=2)
+def matmul_rate(n: int = 1536, repeats: int = 10, setup: Setup = CPU_FP32) -> float:
+    """The device's matrix-product rate in FLOP/s at the setup's precision (median of ``repeats``)."""
+    a, b = (torch.randn(n, n, device=setup.device, dtype=setup.dtype) for _ in range(2))
+
+    def mm() -> None:
+        a @ b
+        setup.synchronize()
+
+    timing = interleaved({"mm": mm}, rounds=repeats, warmup=2)
     return 2 * n**3 / timing.median("mm")
 
 
-def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = False) -> dict:
+def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = False, setup: Setup = CPU_FP32) -> dict:
     """Images/s for inference and training of each implementation, interleaved, and each one's speed-up
     over the baseline (timm where installed, else ours) as a median of per-round ratios."""
     torch.manual_seed(0)
-    x = torch.randn(batch, 3, case.image, case.image)
-    y = torch.randint(0, 1000, (batch,))
+    x = torch.randn(batch, 3, case.image, case.image, device=setup.device)
+    y = torch.randint(0, 1000, (batch,), device=setup.device)
     impls = implementations(case)
-    models = {impl: build(impl, case) for impl in impls}
+    models = {impl: build(impl, case).to(setup.device) for impl in impls}
     if compile_ours:
-        models["ours+compile"] = torch.compile(build("ours", case))
+        models["ours+compile"] = torch.compile(build("ours", case).to(setup.device))
     flops = {impl: count_flops(m, x[:1]) for impl, m in models.items() if impl != "ours+compile"}
     for m in models.values():
         m.eval()
-    inference = interleaved({k: infer(m, x) for k, m in models.items()}, rounds=rounds)
+    inference = interleaved({k: infer(m, x, setup) for k, m in models.items()}, rounds=rounds)
     for m in models.values():
         m.train()
-    training = interleaved({k: train_step(m, x, y) for k, m in models.items()}, rounds=rounds)
+    loss = functools.partial(F.cross_entropy, target=y)
+    training = interleaved({k: train_step(m, x, loss, setup) for k, m in models.items()}, rounds=rounds)
     baseline = "timm" if "timm" in models else "ours"
     return {
         impl: {
@@ -142,15 +176,18 @@ def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = 
 
 
 MEMORY_SCRIPT = """
-import json, sys, torch
+import functools, json, sys, torch
+import torch.nn.functional as F
 sys.path[:0] = {paths!r}
-from benchmarks.cases import build, train_step, QUICK, FULL
+from benchmarks.cases import build, train_step, QUICK, FULL, Setup
 from benchmarks.memory import peak_increase
+setup = Setup({device!r}, getattr(torch, {dtype!r}))
 case = next(c for c in QUICK + FULL if c.name == {case!r})
-model = build({impl!r}, case)
-x = torch.randn({batch}, 3, case.image, case.image); y = torch.randint(0, 1000, ({batch},))
-step = train_step(model, x, y)
-print(json.dumps(peak_increase(lambda: (step(), step()))))
+model = build({impl!r}, case).to(setup.device)
+x = torch.randn({batch}, 3, case.image, case.image, device=setup.device)
+y = torch.randint(0, 1000, ({batch},), device=setup.device)
+step = train_step(model, x, functools.partial(F.cross_entropy, target=y), setup)
+print(json.dumps(peak_increase(lambda: (step(), step()), setup.device)))
 """
 
 
@@ -161,13 +198,10 @@ then depends on fragmentation (we saw +-100 MB run to run at ViT-B/16 batch 32);
 is that of the live tensors and repeats to the megabyte."""
 
 
-def training_peak_rss(impl: str, case: ViTCase, batch: int) -> int:
-    """Peak resident-memory increase (bytes) of two training steps (optimizer state included) in a fresh
-    process, over its size once the model and batch are built."""
-    script = MEMORY_SCRIPT.format(paths=sys.path, case=case.name, impl=impl, batch=batch)
-    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
-    return int(out.stdout.strip().splitlines()[-1])
+def training_peak_memory(impl: str, case: ViTCase, batch: int, setup: Setup = CPU_FP32) -> int:
+    """Peak memory increase (bytes) of two training steps (optimizer state included) in a fresh process,
+    over its size once the model and batch are built: resident memory on CPU, allocated memory on CUDA."""
+    return _run_fresh(MEMORY_SCRIPT.format(paths=sys.path, case=case.name, impl=impl, batch=batch, **_where(setup)))
 
 
 def mixed_resolution_images(count: int, low: int, high: int, patch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -194,10 +228,10 @@ def navit_padding_waste(images: list[torch.Tensor], patch: int, max_len: int) ->
     }
 
 
-def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int) -> dict:
+def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int, setup: Setup = CPU_FP32) -> dict:
     """Images/s of our NaViT and vit-pytorch's padded (two packing lengths) and nested-tensor NaViTs,
     and our speed-up over each (median of per-round ratios)."""
-    runs: dict[str, Callable[[], object]] = {}
+    images = [image.to(setup.device) for image in images]
     models = {"ours": NaViT(**cfg)}
     if available("vit_pytorch"):
         from vit_pytorch.na_vit import NaViT as Padded
@@ -205,6 +239,7 @@ def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int) -> dict
 
         models["na_vit"] = Padded(**cfg)
         models["na_vit_nested"] = Nested(**cfg)
+    models = {k: m.to(setup.device) for k, m in models.items()}
     calls = {"ours": {}, "na_vit@1024": {"group_max_seq_len": 1024}, "na_vit@256": {"group_max_seq_len": 256}}
     calls = {k: v for k, v in calls.items() if k.split("@")[0] in models}
     results: dict = {}
@@ -213,9 +248,9 @@ def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int) -> dict
         for label, kwargs in calls.items():
             model = models[label.split("@")[0]]
             grouping = dict(group_images=True, **kwargs) if kwargs else {}
-            runs[label] = _navit_call(model, images, grouping, mode)
+            runs[label] = _navit_call(model, images, grouping, mode, setup)
         if "na_vit_nested" in models:
-            runs["na_vit_nested"] = _navit_call(models["na_vit_nested"], images, {}, mode)
+            runs["na_vit_nested"] = _navit_call(models["na_vit_nested"], images, {}, mode, setup)
         timing = interleaved(runs, rounds=rounds)
         for label in runs:
             results.setdefault(label, {})[f"{mode}_ips"] = len(images) / timing.median(label)
@@ -223,28 +258,12 @@ def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int) -> dict
     return results
 
 
-def _navit_call(model: torch.nn.Module, images: list, grouping: dict, mode: str) -> Callable[[], None]:
+def _navit_call(model: torch.nn.Module, images: list, grouping: dict, mode: str, setup: Setup) -> Callable[[], None]:
     if mode == "infer":
         model.eval()
-        return infer_list(model, images, grouping)
+        return infer(model, images, setup, **grouping)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        loss = model(images, **grouping).logsumexp(-1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def infer_list(model: torch.nn.Module, images: list, grouping: dict) -> Callable[[], None]:
-    def run() -> None:
-        with torch.no_grad():
-            model(images, **grouping)
-
-    return run
+    return train_step(model, images, lambda logits: logits.logsumexp(-1).mean(), setup)
 
 
 def explicit_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -258,35 +277,59 @@ def explicit_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
 LONG_SCRIPT = """
 import json, sys, torch
 sys.path[:0] = {paths!r}
-from benchmarks.cases import explicit_attention
+from benchmarks.cases import Setup, explicit_attention
 from benchmarks.memory import peak_increase
 from vit_core.layers import Attention
-attn = Attention({dim}, {heads}, {dim} // {heads})
-x = torch.randn(1, {tokens}, {dim}, requires_grad=True)
+setup = Setup({device!r}, getattr(torch, {dtype!r}))
+attn = Attention({dim}, {heads}, {dim} // {heads}).to(setup.device)
+x = torch.randn(1, {tokens}, {dim}, device=setup.device, requires_grad=True)
 fn = (lambda: attn(x)) if {impl!r} == "ours" else (lambda: explicit_attention(attn, x))
-print(json.dumps(peak_increase(lambda: fn().sum().backward())))
+
+def step():
+    with setup.autocast():
+        out = fn()
+    out.float().sum().backward()
+
+print(json.dumps(peak_increase(step, setup.device)))
 """
 
 
-def long_sequence(tokens: int, dim: int, heads: int, rounds: int) -> dict:
-    """Forward+backward time and peak RSS of one attention layer, fused vs explicit softmax."""
-    attn = Attention(dim, heads, dim // heads)
-    x = torch.randn(1, tokens, dim, requires_grad=True)
+def long_sequence(tokens: int, dim: int, heads: int, rounds: int, setup: Setup = CPU_FP32) -> dict:
+    """Forward+backward time and peak memory of one attention layer, fused vs explicit softmax."""
+    attn = Attention(dim, heads, dim // heads).to(setup.device)
+    x = torch.randn(1, tokens, dim, device=setup.device, requires_grad=True)
+
+    def step(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with setup.autocast():
+                out = fn()
+            out.float().sum().backward()
+            setup.synchronize()
+
+        return run
+
     timing = interleaved(
-        {
-            "ours": lambda: attn(x).sum().backward(),
-            "explicit": lambda: explicit_attention(attn, x).sum().backward(),
-        },
+        {"ours": step(lambda: attn(x)), "explicit": step(lambda: explicit_attention(attn, x))},
         rounds=rounds,
         warmup=1,
     )
     out = {}
     for impl in ("ours", "explicit"):
-        script = LONG_SCRIPT.format(paths=sys.path, dim=dim, heads=heads, tokens=tokens, impl=impl)
-        peak = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        script = LONG_SCRIPT.format(paths=sys.path, dim=dim, heads=heads, tokens=tokens, impl=impl, **_where(setup))
         out[impl] = {
             "seconds": timing.median(impl),
             "speedup": timing.speedup(impl, "explicit"),
-            "peak_rss": json.loads(peak.stdout.strip().splitlines()[-1]),
+            "peak_memory": _run_fresh(script),
         }
     return out
+
+
+def _where(setup: Setup) -> dict:
+    return {"device": setup.device, "dtype": str(setup.dtype).removeprefix("torch.")}
+
+
+def _run_fresh(script: str) -> int:
+    """Run ``script`` in a fresh Python process (glibc's mmap threshold pinned) and return the number it prints."""
+    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))

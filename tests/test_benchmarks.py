@@ -56,6 +56,12 @@ def test_quick_report_has_every_section():
     assert "| tiny-simple | 2 | ours |" in report
 
 
+def test_quick_report_runs_at_lower_precision():
+    report = run(quick=True, only=("vit", "long"), setup=cases.Setup("cpu", torch.bfloat16))
+    assert "bfloat16 autocast" in report
+    assert "| tiny | 2 | ours |" in report and "| 64 |" in report
+
+
 @pytest.mark.parametrize(
     ("model", "example"),
     [
