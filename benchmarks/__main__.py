@@ -46,9 +46,11 @@ class Report(list):
         return self
 
 
-def run(quick: bool = False, only: tuple[str, ...] = SECTIONS, setup: cases.Setup = cases.CPU_FP32) -> str:
-    """Run the selected sections and return the Markdown report."""
-    rounds = 1 if quick else 7
+def run(
+    quick: bool = False, only: tuple[str, ...] = SECTIONS, setup: cases.Setup = cases.CPU_FP32, rounds: int = 7
+) -> str:
+    """Run the selected sections and return the Markdown report (``rounds`` kept per timing)."""
+    rounds = 1 if quick else rounds
     lines = Report()
     lines += ["# Benchmarks", "", f"Machine: {machine_line(setup)}", ""]
     rate = cases.matmul_rate(256 if quick else 1536, repeats=3 if quick else 10, setup=setup)
@@ -142,9 +144,10 @@ def main() -> None:
     parser.add_argument(
         "--dtype", default="float32", choices=DTYPES, help="below float32, the models run under autocast"
     )
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds kept per comparison")
     args = parser.parse_args()
     setup = cases.Setup(args.device, getattr(torch, args.dtype))
-    report = run(args.quick, tuple(args.only.split(",")), setup)
+    report = run(args.quick, tuple(args.only.split(",")), setup, args.rounds)
     if args.out:
         args.out.write_text(report + "\n")
 

@@ -1,11 +1,16 @@
 """Fair timing on a shared machine: interleaved rounds, warm-up, medians, busy rounds discarded.
 
-Implementations are timed in one process, one call each per round, the order reversed every
-other round (A B, B A, ...), so drifts (thermal, frequency, other tenants) and order effects hit
-all of them alike.  A round during which other processes used the CPU (the machine's busy time,
-from /proc/stat, exceeds this process's own CPU time by more than ``busy_tolerance`` of a core
-during any call) is discarded whole and repeated, up to a limit.  Comparisons are medians of the
-per-round ratios: calls of one round ran seconds apart, under the same conditions.
+Implementations are timed in one process, one call each per round, always in the same order
+(A B C A B C ...), so drifts (thermal, frequency, other tenants) hit all of them alike and every
+call follows a call of another implementation.  (Reversing the order every other round puts two
+calls of one implementation back to back at each round boundary; the second one finds its memory
+already mapped and its caches warm: on small cases the median ratio then strayed up to 10% from
+the ratio of the medians.)
+
+A round during which other processes used the CPU (the machine's busy time, from /proc/stat, exceeds
+this process's own CPU time by more than ``busy_tolerance`` of a core during any call) is discarded
+whole and repeated, up to a limit. Comparisons are medians of the per-round ratios: calls of one
+round ran seconds apart, under the same conditions.
 """
 
 from __future__ import annotations
@@ -71,14 +76,12 @@ def interleaved(
         for _ in range(warmup):
             fn()
     timing = Timing({name: [] for name in fns})
-    order = list(fns)
     kept = 0
     while kept < rounds:
         times, busy = {}, False
-        for name in order:
-            times[name], foreign = _foreign_cpu(fns[name])
+        for name, fn in fns.items():
+            times[name], foreign = _foreign_cpu(fn)
             busy = busy or (foreign is not None and foreign > busy_tolerance * times[name])
-        order.reverse()
         if busy and timing.discarded < max_discards:
             timing.discarded += 1
             continue
