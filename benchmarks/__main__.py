@@ -47,15 +47,24 @@ class Report(list):
 
 
 def run(
-    quick: bool = False, only: tuple[str, ...] = SECTIONS, setup: cases.Setup = cases.CPU_FP32, rounds: int = 7
+    quick: bool = False,
+    only: tuple[str, ...] = SECTIONS,
+    setup: cases.Setup = cases.CPU_FP32,
+    rounds: int = 7,
+    vit_names: tuple[str, ...] | None = None,
 ) -> str:
-    """Run the selected sections and return the Markdown report (``rounds`` kept per timing)."""
+    """Run the selected sections and return the Markdown report (``rounds`` kept per timing;
+    ``vit_names`` restricts the ViT section to those cases)."""
     rounds = 1 if quick else rounds
     lines = Report()
     lines += ["# Benchmarks", "", f"Machine: {machine_line(setup)}", ""]
     rate = cases.matmul_rate(256 if quick else 1536, repeats=3 if quick else 10, setup=setup)
     lines += [f"Measured matrix-product rate at this precision: {rate / 1e9:.1f} GFLOP/s", ""]
     vit_cases = cases.QUICK if quick else cases.FULL
+    if vit_names is not None:
+        unknown = set(vit_names) - {c.name for c in vit_cases}
+        if unknown:
+            raise ValueError(f"unknown --cases {sorted(unknown)}; choose from {[c.name for c in vit_cases]}")
     batches = (2,) if quick else (8, 32)
     if "vit" in only:
         lines += [
@@ -65,7 +74,7 @@ def run(
             "| train % of matmul rate | train peak MB |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for case in vit_cases:
+        for case in [c for c in vit_cases if vit_names is None or c.name in vit_names]:
             for batch in batches:
                 result = cases.vit_throughput(case, batch, rounds, setup=setup)
                 for impl in cases.implementations(case):
@@ -145,9 +154,11 @@ def main() -> None:
         "--dtype", default="float32", choices=DTYPES, help="below float32, the models run under autocast"
     )
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds kept per comparison")
+    parser.add_argument("--cases", help="comma-separated ViT cases to run (default: all), e.g. ViT-S/16,SimpleViT-S/16")
     args = parser.parse_args()
     setup = cases.Setup(args.device, getattr(torch, args.dtype))
-    report = run(args.quick, tuple(args.only.split(",")), setup, args.rounds)
+    names = tuple(args.cases.split(",")) if args.cases else None
+    report = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names)
     if args.out:
         args.out.write_text(report + "\n")
 
