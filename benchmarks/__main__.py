@@ -23,7 +23,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def machine_line(setup: cases.Setup) -> str:
-    precision = str(setup.dtype).removeprefix("torch.")
+    precision = setup.dtype_name
     if setup.dtype != torch.float32:
         precision += " autocast"
     device = torch.cuda.get_device_name(setup.device) if torch.device(setup.device).type == "cuda" else "CPU"

@@ -32,6 +32,11 @@ class Setup:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
 
+    @property
+    def dtype_name(self) -> str:
+        """``"float32"``, ``"bfloat16"``...: the ``torch`` attribute naming ``dtype``."""
+        return str(self.dtype).removeprefix("torch.")
+
     def autocast(self) -> torch.autocast:
         device_type = torch.device(self.device).type
         return torch.autocast(device_type, dtype=self.dtype, enabled=self.dtype != torch.float32)
@@ -325,7 +330,7 @@ def long_sequence(tokens: int, dim: int, heads: int, rounds: int, setup: Setup =
 
 
 def _where(setup: Setup) -> dict:
-    return {"device": setup.device, "dtype": str(setup.dtype).removeprefix("torch.")}
+    return {"device": setup.device, "dtype": setup.dtype_name}
 
 
 def _run_fresh(script: str) -> int:

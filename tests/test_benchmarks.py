@@ -61,6 +61,11 @@ def test_quick_report_runs_at_lower_precision():
     assert "| tiny | 2 | ours |" in report and "| 64 |" in report
 
 
+def test_unknown_case_names_are_refused():
+    with pytest.raises(ValueError, match=r"unknown --cases \['ViT-Z/1'\]; choose from \['tiny', 'tiny-simple'\]"):
+        run(quick=True, only=("vit",), vit_names=("ViT-Z/1",))
+
+
 @pytest.mark.parametrize(
     ("model", "example"),
     [
