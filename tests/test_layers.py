@@ -195,6 +195,39 @@ def test_transformer_contract_and_custom_blocks():
         trunk(torch.randn(2, 5, 8))
 
 
+def test_transformer_queries_returns_the_first_tokens_exactly():
+    trunk = Transformer(16, depth=3, heads=2, dim_head=8, mlp_dim=32).eval()
+    x = torch.randn(2, 6, 16)
+    full = trunk(x)
+    for queries in (1, 2, 6):
+        torch.testing.assert_close(trunk(x, queries=queries), full[:, :queries], atol=1e-6, rtol=1e-5)
+    mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
+    torch.testing.assert_close(trunk(x, mask=mask, queries=1), trunk(x, mask=mask)[:, :1], atol=1e-6, rtol=1e-5)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 6, 6)
+    torch.testing.assert_close(trunk(x, mask=causal, queries=2), trunk(x, mask=causal)[:, :2], atol=1e-6, rtol=1e-5)
+
+
+def test_transformer_queries_are_validated():
+    trunk = Transformer(16, depth=1, heads=2, dim_head=8, mlp_dim=32)
+    x = torch.randn(1, 4, 16)
+    with pytest.raises(ValueError, match="queries must be a positive int, got 0"):
+        trunk(x, queries=0)
+    with pytest.raises(ValueError, match=r"queries must be at most the number of tokens \(4\), got 5"):
+        trunk(x, queries=5)
+    with pytest.raises(ValueError, match="cannot be combined with packing"):
+        Attention(16, 2, 8)(x, packing=SequencePacking.from_sorted_lengths([4]), queries=1)
+
+
+def test_transformer_observed_by_hooks_and_recorders():
+    trunk = Transformer(16, depth=2, heads=2, dim_head=8, mlp_dim=32)
+    assert not trunk.observed()
+    handle = trunk.layers[1].ff.register_forward_hook(lambda *_: None)
+    assert trunk.observed()
+    handle.remove()
+    trunk.layers[0].attn.recorder = lambda *_: None
+    assert trunk.observed()
+
+
 def test_transformer_final_norm_normalises():
     out = Transformer(16, depth=1, heads=2, dim_head=8, mlp_dim=32)(torch.randn(3, 4, 16) * 10)
     torch.testing.assert_close(out.mean(-1), torch.zeros(3, 4), atol=1e-5, rtol=0)

@@ -35,6 +35,46 @@ def test_image_models_interface(build):
     assert model(x).shape == (3, 4) and model.num_classes == 4
 
 
+def test_vit_runs_the_last_block_for_the_class_token_only():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, x = vit(depth=3), torch.randn(2, 3, 32, 32)
+    logits = {}
+    flops = {}
+    for prune in (True, False):
+        model.prune_last_block = prune
+        model.zero_grad()
+        with FlopCounterMode(display=False) as counter:
+            logits[prune] = model(x)
+            logits[prune].square().sum().backward()
+        flops[prune] = counter.get_total_flops()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        if prune:
+            pruned_grads = grads
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(pruned_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    # the last block's MLP, output projection and scores shrink from 17 tokens to 1
+    assert flops[True] < 0.9 * flops[False]
+
+
+def test_vit_keeps_every_token_for_recorder_extractor_and_custom_trunks():
+    from vit_core.tools import Extractor, Recorder
+
+    model, x = vit(depth=2).eval(), torch.randn(2, 3, 32, 32)
+    _, maps = Recorder(model)(x)
+    assert maps.shape == (2, 2, 2, 17, 17)
+    logits, tokens = Extractor(model)(x)
+    assert tokens.shape == (2, 17, 32)
+    torch.testing.assert_close(logits, model.forward_head(tokens))
+    blocks_seen = []
+    model.transformer.layers[-1].register_forward_hook(lambda m, i, out: blocks_seen.append(out.shape))
+    model(x)
+    assert blocks_seen == [(2, 17, 32)]
+    custom = ViT(image_size=32, patch_size=8, num_classes=10, dim=32, transformer=Transformer(32, 1, 2, 16, 64))
+    assert not custom.prune_last_block
+
+
 def test_vit_without_classes_returns_token_features():
     model = vit(num_classes=0)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 17, 32)

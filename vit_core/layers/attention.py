@@ -163,6 +163,16 @@ def _as_key_mask(mask: Tensor | None, batch: int, queries: int, keys: int) -> Te
     return mask
 
 
+def _first_queries(q: Tensor, mask: Tensor | None, queries: int) -> tuple[Tensor, Tensor | None]:
+    """Keep the first ``queries`` queries of ``q`` ``(batch, heads, tokens, d)`` and their mask rows."""
+    check_positive_int("queries", queries)
+    if queries > q.shape[2]:
+        raise ValueError(f"queries must be at most the number of tokens ({q.shape[2]}), got {queries}")
+    if mask is not None and mask.shape[-2] > 1:
+        mask = mask[..., :queries, :]
+    return q[:, :, :queries], mask
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection.
 
@@ -234,13 +244,15 @@ class Attention(nn.Module):
         mask: Tensor | None = None,
         packing: SequencePacking | None = None,
         context_packing: SequencePacking | None = None,
+        queries: int | None = None,
     ) -> Tensor:
         """``x``: ``(batch, tokens, dim)``.
 
         ``mask`` (dense layout): boolean, ``True`` where attending is allowed, as ``(batch, keys)`` or
         broadcastable to ``(batch, heads, queries, keys)``.  ``packing``: the layout of ``x`` when it
         holds packed sequences (batch 1); ``context_packing`` the layout of ``context`` (defaults to
-        ``packing``).
+        ``packing``).  ``queries`` (dense layout): only the first ``queries`` tokens attend and are
+        returned, ``(batch, queries, dim)``; every token still serves as key and value.
         """
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
@@ -250,11 +262,15 @@ class Attention(nn.Module):
         attend = dict(dropout=dropout, scale=self.scale, recorder=self.recorder, module=self)
         if packing is None:
             mask = _as_key_mask(mask, q.shape[0], q.shape[2], k.shape[2])
+            if queries is not None:
+                q, mask = _first_queries(q, mask, queries)
             out = _scaled_dot_product(q, k, v, mask=mask, **attend)
-            out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.heads * self.dim_head)
+            out = out.transpose(1, 2).reshape(x.shape[0], q.shape[2], self.heads * self.dim_head)
         else:
             if mask is not None:
                 raise ValueError("pass either mask (dense layout) or packing (packed layout), not both")
+            if queries is not None:
+                raise ValueError("queries applies to the dense layout; it cannot be combined with packing")
             out = self._packed(q, k, v, packing, context_packing or packing, attend)
         return self.out_dropout(self.to_out(out))
 

@@ -22,7 +22,11 @@ def layer_norm(dim: int, bias: bool = True) -> nn.LayerNorm:
 
 
 class TransformerBlock(nn.Module):
-    """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``."""
+    """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``.
+
+    With ``queries=n`` only the first ``n`` tokens are updated and returned (the mixer must accept
+    ``queries=``, as :class:`Attention` does); every token still serves as key and value.
+    """
 
     def __init__(self, mixer: nn.Module, mlp: nn.Module, dim: int, *, norm_bias: bool = True) -> None:
         super().__init__()
@@ -31,8 +35,18 @@ class TransformerBlock(nn.Module):
         self.ff_norm = layer_norm(dim, norm_bias)
         self.ff = mlp
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, packing: SequencePacking | None = None) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), mask=mask, packing=packing)
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        packing: SequencePacking | None = None,
+        *,
+        queries: int | None = None,
+    ) -> Tensor:
+        if queries is None:
+            x = x + self.attn(self.attn_norm(x), mask=mask, packing=packing)
+        else:
+            x = x[:, :queries] + self.attn(self.attn_norm(x), mask=mask, packing=packing, queries=queries)
         return x + self.ff(self.ff_norm(x))
 
 
@@ -90,9 +104,38 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList((block or default_block)(i) for i in range(depth))
         self.norm = layer_norm(dim, norm_bias) if final_norm else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, packing: SequencePacking | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        packing: SequencePacking | None = None,
+        *,
+        queries: int | None = None,
+    ) -> Tensor:
+        """``queries=n`` returns only the first ``n`` tokens, ``(batch, n, dim)``: the last block then
+        computes attention queries, output projection and MLP for those tokens alone (e.g. the class
+        token, when it is all the head reads), which is exact for them and skips about a
+        ``1 / depth`` share of the work.  Needs default blocks (or blocks accepting ``queries=``)."""
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
-        for layer in self.layers:
+        layers = list(self.layers)
+        last = None
+        if queries is not None:
+            check_positive_int("queries", queries)
+            if queries > x.shape[1]:
+                raise ValueError(f"queries must be at most the number of tokens ({x.shape[1]}), got {queries}")
+            last = layers.pop() if layers else None
+        for layer in layers:
             x = layer(x, mask=mask, packing=packing)
+        if last is not None:
+            x = last(x, mask=mask, packing=packing, queries=queries)
+        elif queries is not None:
+            x = x[:, :queries]
         return self.norm(x)
+
+    def observed(self) -> bool:
+        """Whether a Recorder or a module hook watches this trunk or one of its modules (they expect
+        every token of every block, so ``queries=`` must not be used)."""
+        return any(
+            m._forward_hooks or m._forward_pre_hooks or getattr(m, "recorder", None) is not None for m in self.modules()
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
 from vit_core.models.patch_model import PatchTransformer
@@ -20,6 +20,12 @@ class ViT(PatchTransformer):
     and the pooled vector is LayerNorm-ed before the head, since such trunks need not end with a
     norm.  Images smaller than ``image_size`` use the matching top-left window of the positional
     grid.  ``num_classes=0`` makes ``forward`` return the token features ``(batch, tokens, dim)``.
+
+    With ``pool="cls"`` the head reads the class token alone, so ``forward`` runs the last block's
+    queries, output projection and MLP for that token only: the same logits and gradients for
+    about ``1 / depth`` less work.  The full last block runs whenever a Recorder or a module hook
+    watches the trunk (e.g. an Extractor), for a ``transformer=`` trunk, and when
+    ``prune_last_block`` is set to ``False``.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class ViT(PatchTransformer):
             check_positive_int("heads", heads)
             check_positive_int("mlp_dim", mlp_dim)
             transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
+        self.prune_last_block = not custom
         grid = tuple(i // p for i, p in zip(image_size, patch_size))
         super().__init__(
             input_size=image_size,
@@ -66,4 +73,18 @@ class ViT(PatchTransformer):
             emb_dropout=emb_dropout,
             fc_norm=custom,
             layout=IMAGE_LAYOUT,
+        )
+
+    def forward(self, img: Tensor) -> Tensor:
+        if not self._class_token_suffices():
+            return super().forward(img)
+        return self.forward_head(self.transformer(self.dropout(self.embed(img)), queries=1))
+
+    def _class_token_suffices(self) -> bool:
+        return (
+            self.prune_last_block
+            and self.pool == "cls"
+            and self.head is not None
+            and type(self).forward_features is PatchTransformer.forward_features
+            and not self.transformer.observed()
         )
