@@ -115,8 +115,7 @@ class HeadNorm(nn.Module):
         """``x``: ``(batch, heads, tokens, dim_head)``."""
         if self.kind == "layer":
             return F.layer_norm(x, x.shape[-1:], self.weight, None, 1e-5)
-        normed = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps).to(x.dtype)
-        return normed * self.weight.unsqueeze(-2)
+        return F.rms_norm(x, x.shape[-1:], eps=self.eps) * self.weight.unsqueeze(-2)
 
 
 def _scaled_dot_product(
