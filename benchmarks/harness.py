@@ -38,6 +38,18 @@ def _own_cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """A speed-up: median and interquartile range of the per-round ratios."""
+
+    median: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+
 @dataclass
 class Timing:
     """Per-implementation seconds of each kept round (index ``i`` of every list is round ``i``)."""
@@ -48,9 +60,12 @@ class Timing:
     def median(self, name: str) -> float:
         return statistics.median(self.rounds[name])
 
-    def speedup(self, name: str, baseline: str) -> float:
-        """Median over rounds of ``baseline``'s time over ``name``'s (above 1: ``name`` is faster)."""
-        return statistics.median(b / a for a, b in zip(self.rounds[name], self.rounds[baseline]))
+    def speedup(self, name: str, baseline: str) -> Ratio:
+        """``baseline``'s time over ``name``'s, round by round (above 1: ``name`` is faster): their
+        median and quartiles."""
+        ratios = [b / a for a, b in zip(self.rounds[name], self.rounds[baseline])]
+        low, _, high = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+        return Ratio(statistics.median(ratios), low, high)
 
 
 def _foreign_cpu(fn: Callable[[], object]) -> tuple[float, float | None]:

@@ -36,8 +36,11 @@ def test_a_busy_call_discards_its_whole_round(monkeypatch):
 
 def test_speedup_is_the_median_of_per_round_ratios():
     timing = harness.Timing({"ours": [1.0, 2.0, 1.0], "theirs": [2.0, 3.0, 1.0]})
-    assert timing.speedup("ours", "theirs") == pytest.approx(1.5)  # ratios 2, 1.5, 1
-    assert timing.speedup("theirs", "theirs") == 1.0
+    ratio = timing.speedup("ours", "theirs")  # per round: 2, 1.5, 1
+    assert (ratio.median, ratio.low, ratio.high) == pytest.approx((1.5, 1.25, 1.75))
+    assert str(ratio) == "1.50x (1.25-1.75)"
+    assert timing.speedup("theirs", "theirs") == harness.Ratio(1.0, 1.0, 1.0)
+    assert str(harness.Timing({"a": [1.0], "b": [3.0]}).speedup("a", "b")) == "3.00x (3.00-3.00)"
 
 
 def test_padding_waste_of_padded_packing():
