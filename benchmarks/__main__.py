@@ -58,11 +58,14 @@ def run(
     rounds = 1 if quick else rounds
     lines = Report()
     lines += ["# Benchmarks", "", f"Machine: {machine_line(setup)}", ""]
-    rate = cases.matmul_rate(256 if quick else 1536, repeats=3 if quick else 10, setup=setup)
+    probe_side = 256 if quick else 1536
+    rate = cases.matmul_rate(probe_side, repeats=3 if quick else 10, setup=setup)
     lines += [
-        f"Measured matrix-product rate at this precision: {rate / 1e9:.1f} GFLOP/s",
+        f"Matrix-product rate at this precision, at the start: {rate / 1e9:.1f} GFLOP/s",
         "",
-        "Speed-ups are medians of per-round ratios, with their interquartile range in brackets.",
+        "Speed-ups are medians of per-round ratios, with their interquartile range in brackets. The",
+        "training share of the matrix-product rate compares each step's FLOP rate with that of",
+        f"{probe_side} x {probe_side} matrix products timed in the same round.",
         "",
     ]
     vit_cases = cases.QUICK if quick else cases.FULL
@@ -81,20 +84,19 @@ def run(
         ]
         for case in [c for c in vit_cases if vit_names is None or c.name in vit_names]:
             for batch in batches:
-                result = cases.vit_throughput(case, batch, rounds, setup=setup)
+                result = cases.vit_throughput(case, batch, rounds, setup=setup, probe_side=probe_side)
                 for impl in cases.implementations(case):
                     r = result[impl]
                     peak = cases.training_peak_memory(impl, case, batch, setup) / 2**20
-                    share = 3 * r["flops_per_image"] * r["train_ips"] / rate
                     versus = f"{r['infer_speedup']} / {r['train_speedup']}"
                     lines.append(
                         f"| {case.name} | {batch} | {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} | {versus} "
-                        f"| {r['flops_per_image'] / 1e9:.2f} | {share:.0%} | {peak:.0f} |"
+                        f"| {r['flops_per_image'] / 1e9:.2f} | {r['train_matmul_share'].as_share()} | {peak:.0f} |"
                     )
         lines.append("")
     if "compile" in only:
         case, batch = vit_cases[0], batches[-1]  # ViT-S/16 at the larger batch
-        result = cases.vit_throughput(case, batch, rounds, compile_ours=True, setup=setup)
+        result = cases.vit_throughput(case, batch, rounds, compile_ours=True, setup=setup, probe_side=probe_side)
         lines += [
             "## ViT under torch.compile",
             "",

@@ -137,21 +137,40 @@ def infer(model: torch.nn.Module, x: object, setup: Setup = CPU_FP32, **kwargs: 
     return run
 
 
-def matmul_rate(n: int = 1536, repeats: int = 10, setup: Setup = CPU_FP32) -> float:
-    """The device's matrix-product rate in FLOP/s at the setup's precision (median of ``repeats``)."""
+MATMUL_PROBE = "matmul probe"
+"""Name of the square matrix products timed in the same rounds as the training steps."""
+
+
+def matmul_probe(n: int = 1536, repeats: int = 4, setup: Setup = CPU_FP32) -> tuple[Callable[[], None], float]:
+    """``repeats`` products of two ``n x n`` matrices at the setup's precision, and their FLOPs."""
     a, b = (torch.randn(n, n, device=setup.device, dtype=setup.dtype) for _ in range(2))
 
     def mm() -> None:
-        a @ b
+        for _ in range(repeats):
+            a @ b
         setup.synchronize()
 
+    return mm, 2.0 * n**3 * repeats
+
+
+def matmul_rate(n: int = 1536, repeats: int = 10, setup: Setup = CPU_FP32) -> float:
+    """The device's matrix-product rate in FLOP/s at the setup's precision (median of ``repeats``)."""
+    mm, flops = matmul_probe(n, repeats=1, setup=setup)
     timing = interleaved({"mm": mm}, rounds=repeats, warmup=2)
-    return 2 * n**3 / timing.median("mm")
+    return flops / timing.median("mm")
 
 
-def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = False, setup: Setup = CPU_FP32) -> dict:
-    """Images/s for inference and training of each implementation, interleaved, and each one's speed-up
-    over the baseline (timm where installed, else ours) as a median of per-round ratios."""
+def vit_throughput(
+    case: ViTCase,
+    batch: int,
+    rounds: int,
+    compile_ours: bool = False,
+    setup: Setup = CPU_FP32,
+    probe_side: int = 1536,
+) -> dict:
+    """Images/s for inference and training of each implementation, interleaved, each one's speed-up
+    over the baseline (timm where installed, else ours) as a median of per-round ratios, and its
+    training FLOP rate as a share of the matrix-product rate timed in the same rounds."""
     torch.manual_seed(0)
     x = torch.randn(batch, 3, case.image, case.image, device=setup.device)
     y = torch.randint(0, 1000, (batch,), device=setup.device)
@@ -166,7 +185,9 @@ def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = 
     for m in models.values():
         m.train()
     loss = functools.partial(F.cross_entropy, target=y)
-    training = interleaved({k: train_step(m, x, loss, setup) for k, m in models.items()}, rounds=rounds)
+    probe, probe_flops = matmul_probe(probe_side, setup=setup)
+    steps = {k: train_step(m, x, loss, setup) for k, m in models.items()}
+    training = interleaved(steps | {MATMUL_PROBE: probe}, rounds=rounds)
     baseline = "timm" if "timm" in models else "ours"
     return {
         impl: {
@@ -175,6 +196,10 @@ def vit_throughput(case: ViTCase, batch: int, rounds: int, compile_ours: bool = 
             "infer_speedup": inference.speedup(impl, baseline),
             "train_speedup": training.speedup(impl, baseline),
             "flops_per_image": flops.get(impl, flops["ours"]),
+            # (step FLOP/s) / (probe FLOP/s), round by round: the share of the rate of that very round
+            "train_matmul_share": training.speedup(impl, MATMUL_PROBE).scaled(
+                3 * flops.get(impl, flops["ours"]) * batch / probe_flops
+            ),
         }
         for impl in models
     } | {"discarded_rounds": inference.discarded + training.discarded}

@@ -49,6 +49,12 @@ class Ratio:
     def __str__(self) -> str:
         return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
 
+    def scaled(self, factor: float) -> Ratio:
+        return Ratio(self.median * factor, self.low * factor, self.high * factor)
+
+    def as_share(self) -> str:
+        return f"{self.median:.0%} ({self.low:.0%}-{self.high:.0%})"
+
 
 @dataclass
 class Timing:

@@ -41,6 +41,14 @@ def test_speedup_is_the_median_of_per_round_ratios():
     assert str(ratio) == "1.50x (1.25-1.75)"
     assert timing.speedup("theirs", "theirs") == harness.Ratio(1.0, 1.0, 1.0)
     assert str(harness.Timing({"a": [1.0], "b": [3.0]}).speedup("a", "b")) == "3.00x (3.00-3.00)"
+    assert ratio.scaled(0.5).as_share() == "75% (62%-88%)"
+
+
+def test_matmul_share_is_taken_round_by_round_against_the_probe():
+    # a step of 6 units of work taking 2 s while the probe does 4 units in 1 s: 3/4 of its rate
+    timing = harness.Timing({"ours": [2.0, 4.0], cases.MATMUL_PROBE: [1.0, 2.0]})
+    share = timing.speedup("ours", cases.MATMUL_PROBE).scaled(6 / 4)
+    assert share.median == pytest.approx(0.75) and share.low == share.high == pytest.approx(0.75)
 
 
 def test_padding_waste_of_padded_packing():
