@@ -59,7 +59,6 @@ class ViT(PatchTransformer):
             check_positive_int("heads", heads)
             check_positive_int("mlp_dim", mlp_dim)
             transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
-        self.prune_last_block = not custom
         grid = tuple(i // p for i, p in zip(image_size, patch_size))
         super().__init__(
             input_size=image_size,
@@ -74,6 +73,7 @@ class ViT(PatchTransformer):
             fc_norm=custom,
             layout=IMAGE_LAYOUT,
         )
+        self.prune_last_block = not custom
 
     def forward(self, img: Tensor) -> Tensor:
         if not self._class_token_suffices():
@@ -85,6 +85,7 @@ class ViT(PatchTransformer):
             self.prune_last_block
             and self.pool == "cls"
             and self.head is not None
+            and isinstance(self.transformer, Transformer)
             and type(self).forward_features is PatchTransformer.forward_features
             and not self.transformer.observed()
         )
