@@ -73,6 +73,13 @@ def test_vit_keeps_every_token_for_recorder_extractor_and_custom_trunks():
     assert blocks_seen == [(2, 17, 32)]
     custom = ViT(image_size=32, patch_size=8, num_classes=10, dim=32, transformer=Transformer(32, 1, 2, 16, 64))
     assert not custom.prune_last_block
+    custom.eval()
+    full = custom(x)
+    custom.prune_last_block = True  # a core trunk passed in may opt in
+    torch.testing.assert_close(custom(x), full, atol=1e-5, rtol=1e-5)
+    foreign = ViT(image_size=32, patch_size=8, num_classes=10, dim=32, transformer=torch.nn.Identity())
+    foreign.prune_last_block = True  # a trunk that knows no queries= keeps the full path
+    assert foreign(x).shape == (2, 10)
 
 
 def test_vit_without_classes_returns_token_features():
