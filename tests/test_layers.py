@@ -214,8 +214,13 @@ def test_transformer_queries_are_validated():
         trunk(x, queries=0)
     with pytest.raises(ValueError, match=r"queries must be at most the number of tokens \(4\), got 5"):
         trunk(x, queries=5)
+    attn = Attention(16, 2, 8)
     with pytest.raises(ValueError, match="cannot be combined with packing"):
-        Attention(16, 2, 8)(x, packing=SequencePacking.from_sorted_lengths([4]), queries=1)
+        attn(x, packing=SequencePacking.from_sorted_lengths([4]), queries=1)
+    with pytest.raises(ValueError, match=r"queries must be at most the number of tokens \(4\), got 9"):
+        attn(x, queries=9)
+    with pytest.raises(ValueError, match="queries must be a positive int, got True"):
+        attn(x, queries=True)
 
 
 def test_transformer_observed_by_hooks_and_recorders():
