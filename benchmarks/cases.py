@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import interleaved
+from benchmarks.harness import Ratio, Timing, interleaved
 from vit_core import NaViT, SimpleViT, ViT
 from vit_core.layers import Attention
 from vit_core.registry import count_flops
@@ -160,6 +160,12 @@ def matmul_rate(n: int = 1536, repeats: int = 10, setup: Setup = CPU_FP32) -> fl
     return flops / timing.median("mm")
 
 
+def matmul_share(timing: Timing, name: str, work: float, probe_work: float) -> Ratio:
+    """``name``'s FLOP rate (``work`` FLOPs per call) over the probe's (``probe_work`` per call),
+    round by round: each call is compared with the machine's rate in that very round."""
+    return timing.speedup(name, MATMUL_PROBE).scaled(work / probe_work)
+
+
 def vit_throughput(
     case: ViTCase,
     batch: int,
@@ -196,10 +202,7 @@ def vit_throughput(
             "infer_speedup": inference.speedup(impl, baseline),
             "train_speedup": training.speedup(impl, baseline),
             "flops_per_image": flops.get(impl, flops["ours"]),
-            # (step FLOP/s) / (probe FLOP/s), round by round: the share of the rate of that very round
-            "train_matmul_share": training.speedup(impl, MATMUL_PROBE).scaled(
-                3 * flops.get(impl, flops["ours"]) * batch / probe_flops
-            ),
+            "train_matmul_share": matmul_share(training, impl, 3 * flops.get(impl, flops["ours"]) * batch, probe_flops),
         }
         for impl in models
     } | {"discarded_rounds": inference.discarded + training.discarded}

@@ -45,9 +45,9 @@ def test_speedup_is_the_median_of_per_round_ratios():
 
 
 def test_matmul_share_is_taken_round_by_round_against_the_probe():
-    # a step of 6 units of work taking 2 s while the probe does 4 units in 1 s: 3/4 of its rate
+    # (a step of 6 units every 2 s, then 4 s on a machine half as fast: 3/4 of the probe's rate both times)
     timing = harness.Timing({"ours": [2.0, 4.0], cases.MATMUL_PROBE: [1.0, 2.0]})
-    share = timing.speedup("ours", cases.MATMUL_PROBE).scaled(6 / 4)
+    share = cases.matmul_share(timing, "ours", work=6.0, probe_work=4.0)
     assert share.median == pytest.approx(0.75) and share.low == share.high == pytest.approx(0.75)
 
 

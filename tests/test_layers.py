@@ -203,6 +203,8 @@ def test_transformer_queries_returns_the_first_tokens_exactly():
         torch.testing.assert_close(trunk(x, queries=queries), full[:, :queries], atol=1e-6, rtol=1e-5)
     mask = torch.tensor([[True] * 4 + [False] * 2, [True] * 6])
     torch.testing.assert_close(trunk(x, mask=mask, queries=1), trunk(x, mask=mask)[:, :1], atol=1e-6, rtol=1e-5)
+    empty = Transformer(16, depth=0)
+    torch.testing.assert_close(empty(x, queries=2), empty(x)[:, :2])
     causal = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 6, 6)
     torch.testing.assert_close(trunk(x, mask=causal, queries=2), trunk(x, mask=causal)[:, :2], atol=1e-6, rtol=1e-5)
 

@@ -162,11 +162,17 @@ def _as_key_mask(mask: Tensor | None, batch: int, queries: int, keys: int) -> Te
     return mask
 
 
+def check_queries(queries: int, tokens: int) -> int:
+    """``queries=``: how many leading tokens to compute, a positive int no larger than ``tokens``."""
+    check_positive_int("queries", queries)
+    if queries > tokens:
+        raise ValueError(f"queries must be at most the number of tokens ({tokens}), got {queries}")
+    return queries
+
+
 def _first_queries(q: Tensor, mask: Tensor | None, queries: int) -> tuple[Tensor, Tensor | None]:
     """Keep the first ``queries`` queries of ``q`` ``(batch, heads, tokens, d)`` and their mask rows."""
-    check_positive_int("queries", queries)
-    if queries > q.shape[2]:
-        raise ValueError(f"queries must be at most the number of tokens ({q.shape[2]}), got {queries}")
+    check_queries(queries, q.shape[2])
     if mask is not None and mask.shape[-2] > 1:
         mask = mask[..., :queries, :]
     return q[:, :, :queries], mask

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from vit_core.layers.attention import Attention, SequencePacking
+from vit_core.layers.attention import Attention, SequencePacking, check_queries
 from vit_core.layers.feedforward import FeedForward
 from vit_core.validation import check_non_negative_int, check_positive_int
 
@@ -118,19 +118,15 @@ class Transformer(nn.Module):
         ``1 / depth`` share of the work.  Needs default blocks (or blocks accepting ``queries=``)."""
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
+        if queries is None:
+            for layer in self.layers:
+                x = layer(x, mask=mask, packing=packing)
+            return self.norm(x)
+        check_queries(queries, x.shape[1])
         layers = list(self.layers)
-        last = None
-        if queries is not None:
-            check_positive_int("queries", queries)
-            if queries > x.shape[1]:
-                raise ValueError(f"queries must be at most the number of tokens ({x.shape[1]}), got {queries}")
-            last = layers.pop() if layers else None
-        for layer in layers:
+        for layer in layers[:-1]:
             x = layer(x, mask=mask, packing=packing)
-        if last is not None:
-            x = last(x, mask=mask, packing=packing, queries=queries)
-        elif queries is not None:
-            x = x[:, :queries]
+        x = layers[-1](x, mask=mask, packing=packing, queries=queries) if layers else x[:, :queries]
         return self.norm(x)
 
     def observed(self) -> bool:
