@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
+from tests.helpers import perturb
 from vit_core import NaViT, SimpleViT, ViT, load_reference_weights
 
 pytestmark = pytest.mark.oracle
@@ -13,7 +15,11 @@ SMALL = dict(num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
 
 
 def imported(ours, reference):
-    reference.eval()
+    """``ours`` with the weights of ``reference``, after moving every reference weight off its initial value.
+
+    vit-pytorch's bias-free LayerNorm (NaViT) keeps its zero bias as a ``beta`` buffer: a constant.
+    """
+    perturb(reference, constants=("beta",)).eval()
     return load_reference_weights(ours, reference.state_dict()).eval()
 
 
@@ -123,3 +129,44 @@ def test_navit_nested_tensor_flavour(oracle):
     ours = imported(NaViT.nested_tensor_flavour(**cfg), reference)
     flat = [torch.randn(3, h, w) for h, w in [(64, 64), (32, 32), (32, 64), (8, 64)]]
     torch.testing.assert_close(ours(flat), reference(flat), **TOL)
+
+
+# The perturbation every parity test starts with, and why.
+
+
+def swap_block_norms(model: nn.Module) -> nn.Module:
+    """A misplaced norm: the first block's MLP norm stands before its attention and vice versa."""
+    first, second = [m for m in model.transformer.layers[0].children() if isinstance(m, nn.LayerNorm)]
+    for name in ("weight", "bias"):
+        a, b = getattr(first, name), getattr(second, name)
+        setattr(first, name, b)
+        setattr(second, name, a)
+    return model
+
+
+@pytest.mark.parametrize("perturbed", [False, True], ids=["initial-weights", "perturbed"])
+def test_only_perturbed_weights_expose_a_misplaced_norm(oracle, perturbed):
+    """At the reference's initial weights (every gain 1, every bias 0) a misplaced norm gives the right output."""
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=32, patch_size=8) | SMALL
+    reference = Reference(**cfg)
+    if perturbed:
+        perturb(reference)
+    reference.eval()
+    broken = swap_block_norms(load_reference_weights(ViT(**cfg), reference.state_dict())).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(broken(x), reference(x), **TOL) is not perturbed
+
+
+def test_perturb_moves_every_parameter_and_state_buffer():
+    module = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.BatchNorm1d(4))
+    module.register_buffer("table", torch.zeros(3), persistent=False)
+    module.register_buffer("beta", torch.zeros(4))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    perturb(module, constants=("beta",))
+    after = module.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {f"{i}.{p}" for i in range(3) for p in ("weight", "bias")} | {"2.running_mean", "2.running_var"}
+    assert (after["2.running_var"] > 0).all()
+    assert torch.equal(module.table, torch.zeros(3))
