@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers import perturb
 from vit_core.layers import (
     Attention,
     CrossAttention,
@@ -20,27 +21,43 @@ from vit_core.layers import (
 )
 
 
-def explicit_attention(attn: Attention, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def explicit_head_norm(x: torch.Tensor, weight: torch.Tensor | None, kind: str | None) -> torch.Tensor:
+    """QK-norm written out: RMSNorm with a gain per head and channel, or a bias-free LayerNorm shared by all heads."""
+    if kind is None:
+        return x
+    if kind == "rms":
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight[:, None, :]
+    centred = x - x.mean(-1, keepdim=True)
+    return centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + 1e-5) * weight
+
+
+def explicit_attention(
+    attn: Attention, x: torch.Tensor, mask: torch.Tensor | None = None, qk_norm: str | None = None
+) -> torch.Tensor:
+    """Multi-head softmax attention from the layer's weight tensors alone (none of its modules run)."""
     b, n, _ = x.shape
-    q, k, v = attn.to_qkv(x).view(b, n, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    scale = attn.scale or attn.dim_head**-0.5
-    scores = q @ k.transpose(-1, -2) * scale
+    h, d = attn.heads, attn.dim_head
+    qkv = x @ attn.to_qkv.weight.T
+    q, k, v = qkv.view(b, n, 3, h, d).permute(2, 0, 3, 1, 4)
+    q_weight, k_weight = (getattr(norm, "weight", None) for norm in (attn.q_norm, attn.k_norm))
+    q, k = explicit_head_norm(q, q_weight, qk_norm), explicit_head_norm(k, k_weight, qk_norm)
+    scores = q @ k.transpose(-1, -2) * d**-0.5
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
-    return attn.to_out(out)
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, h * d)
+    return out @ attn.to_out.weight.T + attn.to_out.bias
 
 
 @pytest.mark.parametrize("qk_norm", [None, "rms", "layer"])
 def test_attention_matches_explicit_softmax(qk_norm):
-    attn = Attention(24, heads=3, dim_head=5, qk_norm=qk_norm).eval()
+    """Perturbed first: at gain 1 a per-head gain broadcast over the wrong axis would pass."""
+    attn = perturb(Attention(24, heads=3, dim_head=5, qk_norm=qk_norm)).eval()
     x = torch.randn(2, 7, 24)
-    torch.testing.assert_close(attn(x), explicit_attention(attn, x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attn(x), explicit_attention(attn, x, qk_norm=qk_norm), atol=1e-5, rtol=1e-5)
 
 
 def test_attention_key_padding_mask_ignores_masked_keys():
-    attn = Attention(16, heads=2, dim_head=8).eval()
+    attn = perturb(Attention(16, heads=2, dim_head=8)).eval()
     x = torch.randn(1, 6, 16)
     mask = torch.tensor([[True, True, True, True, False, False]])
     y = torch.cat([x[:, :4], torch.randn(1, 2, 16)], dim=1)
@@ -177,7 +194,9 @@ def test_factorized_positions_sum_per_axis_tables():
     pos = FactorizedPositionalEmbedding((3, 5), 4)
     coords = grid_coordinates((2, 3))
     assert coords.tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
-    torch.testing.assert_close(pos(coords)[4], pos.tables[0][1] + pos.tables[1][1])
+    rows, columns = pos.tables
+    torch.testing.assert_close(pos(coords)[5], rows[1] + columns[2])  # (row 1, column 2): not symmetric
+    torch.testing.assert_close(pos(coords), rows[coords[:, 0]] + columns[coords[:, 1]])
 
 
 def test_transformer_contract_and_custom_blocks():
@@ -238,6 +257,7 @@ def test_transformer_observed_by_hooks_and_recorders():
 def test_transformer_final_norm_normalises():
     out = Transformer(16, depth=1, heads=2, dim_head=8, mlp_dim=32)(torch.randn(3, 4, 16) * 10)
     torch.testing.assert_close(out.mean(-1), torch.zeros(3, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(3, 4), atol=1e-3, rtol=0)
 
 
 def test_scaled_dot_product_is_the_kernel():
