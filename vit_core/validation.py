@@ -78,13 +78,22 @@ def check_tensor(
     channels: int | None = None,
     max_size: Sequence[int] | None = None,
     patch: Sequence[int] | None = None,
+    size_name: str = "image_size",
+    patch_name: str = "patch_size",
 ) -> tuple[int, ...]:
-    """Validate a ``([batch,] channels, *spatial)`` tensor; return its patch grid (its spatial size without ``patch``).
+    """Validate a ``([batch,] channels, *spatial)`` floating-point tensor; return its patch grid (its
+    spatial size without ``patch``).
 
-    ``layout`` describes the expected shape for the message, e.g. ``"(batch, channels, height, width)"``.
+    ``layout`` describes the expected shape for the message, e.g. ``"(batch, channels, height, width)"``;
+    ``size_name`` and ``patch_name`` are the model's own arguments for ``max_size`` and ``patch``.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it first, "
+            "e.g. x.float() / 255 for uint8 images"
+        )
     ndim = spatial_dims + 1 + int(batched)
     if x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions {layout}, got shape {tuple(x.shape)}")
@@ -96,9 +105,9 @@ def check_tensor(
     spatial = tuple(x.shape[channel_axis + 1 :])
     if max_size is not None and any(s > m for s, m in zip(spatial, max_size)):
         raise ValueError(
-            f"{name} spatial size {spatial} is larger than image_size {tuple(max_size)}; "
+            f"{name} spatial size {spatial} is larger than {size_name} {tuple(max_size)}; "
             "inputs must be no larger than the size the model was built for"
         )
     if patch is not None:
-        return check_grid(f"{name} spatial size", spatial, "patch_size", patch)
+        return check_grid(f"{name} spatial size", spatial, patch_name, patch)
     return spatial

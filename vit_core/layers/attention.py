@@ -8,8 +8,9 @@ Three layouts share one kernel call:
   stored sorted by length, so every run of equal-length sequences is a contiguous slice that
   is attended as one ``(count, heads, length, dim_head)`` batch: no padding, no dense mask,
   and no attention between sequences;
-* recording: when a :class:`~vit_core.tools.Recorder` asks, the softmax maps are computed
-  explicitly and handed to it; otherwise they are never materialised.
+* recording: when a :class:`~vit_core.tools.Recorder` asks (or a subclass transforms the
+  scores), the softmax maps are computed explicitly and handed to it; otherwise they are never
+  materialised.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -118,29 +120,6 @@ class HeadNorm(nn.Module):
         return F.rms_norm(x, x.shape[-1:], eps=self.eps) * self.weight.unsqueeze(-2)
 
 
-def _scaled_dot_product(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    mask: Tensor | None,
-    dropout: float,
-    scale: float | None,
-    recorder: AttentionRecorder | None,
-    module: nn.Module,
-) -> Tensor:
-    """``q, k, v``: ``(batch, heads, tokens, dim_head)``; returns the same layout as ``q``."""
-    if recorder is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = (q @ k.transpose(-1, -2)) * scale
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = scores.softmax(dim=-1)
-    recorder(module, weights)
-    return F.dropout(weights, dropout) @ v
-
-
 def _as_key_mask(mask: Tensor | None, batch: int, queries: int, keys: int) -> Tensor | None:
     """Accept a key-padding mask ``(batch, keys)`` or an attention mask broadcastable to
     ``(batch, heads, queries, keys)``; ``True`` means "may attend"."""
@@ -178,8 +157,48 @@ def _first_queries(q: Tensor, mask: Tensor | None, queries: int) -> tuple[Tensor
     return q[:, :, :queries], mask
 
 
+def _check_bias(bias: Tensor | None, batch: int, heads: int, queries: int, keys: int) -> Tensor | None:
+    """An additive float bias broadcastable to ``(batch, heads, queries, keys)``."""
+    if bias is None:
+        return None
+    if not isinstance(bias, Tensor) or not bias.is_floating_point():
+        raise TypeError(f"bias must be a floating-point tensor (added to the scores), got {bias!r:.60}")
+    try:
+        torch.broadcast_shapes(bias.shape, (batch, heads, queries, keys))
+    except RuntimeError:
+        raise ValueError(
+            f"bias must broadcast to (batch, heads, queries, keys)=({batch}, {heads}, {queries}, {keys}), "
+            f"got shape {tuple(bias.shape)}"
+        ) from None
+    return bias
+
+
+def _combine(mask: Tensor | None, bias: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """One ``attn_mask`` for SDPA: the boolean mask, the float bias, or the bias with -inf where masked."""
+    if bias is None:
+        return mask
+    bias = bias.to(dtype)
+    if mask is None:
+        return bias
+    return bias.masked_fill(~mask, float("-inf"))
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection.
+    """Multi-head self-attention with a fused qkv projection, open at every step of the computation.
+
+    ``forward`` calls, in order: :meth:`project` (queries, keys, values), the QK-norms,
+    :meth:`score_bias` (an additive bias such as a relative-position table), then :meth:`attend`,
+    the attention step itself.  The dense, packed and ``queries=`` paths all go through these, so
+    a subclass changes one step without re-writing ``forward``:
+
+    * override :meth:`project` for other projections (``grid=`` gives the token grid, e.g. for
+      convolutional projections);
+    * override :meth:`score_bias` to add a bias; it stays on the fused kernel;
+    * override :meth:`transform_scores` (pre-softmax) or :meth:`transform_weights` (post-softmax,
+      e.g. mixing across heads): the layer then computes the scores explicitly (the class
+      attribute ``explicit_scores`` is set automatically);
+    * override :meth:`attend` to change the computation and call ``super().attend`` with
+      transformed queries, keys or values (a learned temperature, attention over channels).
 
     Args:
         dim: token width.
@@ -193,6 +212,16 @@ class Attention(nn.Module):
         project_out: ``None`` projects back to ``dim`` unless one head already has width ``dim``.
         out_dropout: dropout on the output projection; ``None`` means ``dropout``.
     """
+
+    explicit_scores: ClassVar[bool] = False
+    """Whether scores are always computed explicitly (set for subclasses that transform them)."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "explicit_scores" not in cls.__dict__:
+            cls.explicit_scores = cls.explicit_scores or any(
+                name in cls.__dict__ for name in ("transform_scores", "transform_weights")
+            )
 
     def __init__(
         self,
@@ -213,7 +242,7 @@ class Attention(nn.Module):
         self.heads = check_positive_int("heads", heads)
         self.dim_head = check_positive_int("dim_head", dim_head)
         self.dropout = check_probability("dropout", dropout)
-        if scale is not None and not scale > 0:
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
             raise ValueError(f"scale must be a positive float or None, got {scale!r}")
         self.scale = scale
         inner = heads * dim_head
@@ -233,13 +262,61 @@ class Attention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
 
-    def project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys and values as ``(batch, heads, tokens, dim_head)``."""
+    def project(
+        self, x: Tensor, context: Tensor | None = None, *, grid: tuple[int, ...] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values as ``(batch, heads, tokens, dim_head)``.
+
+        ``grid``: the spatial grid of ``x``'s tokens when the caller passes it (unused here)."""
         if context is not None:
             raise ValueError("this Attention is self-attention; use CrossAttention to pass context")
         b, n, _ = x.shape
         q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
         return q, k, v
+
+    def score_bias(self, q: Tensor, k: Tensor) -> Tensor | None:
+        """An additive bias for the scores, broadcastable to ``(batch, heads, queries, keys)``; none here."""
+        return None
+
+    def transform_scores(self, scores: Tensor) -> Tensor:
+        """Pre-softmax scores ``(batch, heads, queries, keys)`` (scaled, bias added) -> scores."""
+        return scores
+
+    def transform_weights(self, weights: Tensor) -> Tensor:
+        """Post-softmax weights ``(batch, heads, queries, keys)`` -> the weights applied to the values."""
+        return weights
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        scale: float | None = None,
+    ) -> Tensor:
+        """The attention step: ``(batch, heads, queries, d)`` outputs from queries, keys and values.
+
+        ``mask``: boolean, ``True`` = may attend, broadcastable to ``(batch, heads, queries, keys)``;
+        ``bias``: float, added to the scores.  ``scale`` defaults to the layer's.  The fused kernel runs
+        unless the scores must be seen: a Recorder is attached or the subclass transforms them.
+        """
+        scale = (self.scale if self.scale is not None else q.shape[-1] ** -0.5) if scale is None else scale
+        dropout = self.dropout if self.training else 0.0
+        if self.recorder is None and not self.explicit_scores:
+            attn_mask = _combine(mask, bias, q.dtype)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
+        scores = (q @ k.transpose(-1, -2)) * scale
+        if bias is not None:
+            scores = scores + bias.to(scores.dtype)
+        scores = self.transform_scores(scores)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = self.transform_weights(scores.softmax(dim=-1))
+        if self.recorder is not None:
+            self.recorder(self, weights)
+        return F.dropout(weights, dropout) @ v
 
     def forward(
         self,
@@ -247,42 +324,54 @@ class Attention(nn.Module):
         context: Tensor | None = None,
         *,
         mask: Tensor | None = None,
+        bias: Tensor | None = None,
         packing: SequencePacking | None = None,
         context_packing: SequencePacking | None = None,
         queries: int | None = None,
+        grid: tuple[int, ...] | None = None,
     ) -> Tensor:
         """``x``: ``(batch, tokens, dim)``.
 
         ``mask`` (dense layout): boolean, ``True`` where attending is allowed, as ``(batch, keys)`` or
-        broadcastable to ``(batch, heads, queries, keys)``.  ``packing``: the layout of ``x`` when it
-        holds packed sequences (batch 1); ``context_packing`` the layout of ``context`` (defaults to
-        ``packing``).  ``queries`` (dense layout): only the first ``queries`` tokens attend and are
-        returned, ``(batch, queries, dim)``; every token still serves as key and value.
+        broadcastable to ``(batch, heads, queries, keys)``.  ``bias`` (dense layout): a float tensor
+        added to the scores, broadcastable to ``(batch, heads, queries, keys)`` (summed with
+        :meth:`score_bias`).  ``packing``: the layout of ``x`` when it holds packed sequences
+        (batch 1); ``context_packing`` the layout of ``context`` (defaults to ``packing``).
+        ``queries`` (dense layout): only the first ``queries`` tokens attend and are returned,
+        ``(batch, queries, dim)``; every token still serves as key and value.  ``grid``: the spatial
+        grid of ``x``'s tokens, handed to :meth:`project`.
         """
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
-        q, k, v = self.project(x, context)
+        q, k, v = self.project(x, context, grid=grid) if grid is not None else self.project(x, context)
         q, k = self.q_norm(q), self.k_norm(k)
-        dropout = self.dropout if self.training else 0.0
-        attend = dict(dropout=dropout, scale=self.scale, recorder=self.recorder, module=self)
         if packing is None:
+            bias = self._total_bias(bias, q, k)
             mask = _as_key_mask(mask, q.shape[0], q.shape[2], k.shape[2])
             if queries is not None:
                 q, mask = _first_queries(q, mask, queries)
-            out = _scaled_dot_product(q, k, v, mask=mask, **attend)
-            out = out.transpose(1, 2).reshape(x.shape[0], q.shape[2], self.heads * self.dim_head)
+                if bias is not None and bias.shape[-2] > 1:
+                    bias = bias[..., :queries, :]
+            out = self.attend(q, k, v, mask=mask, bias=bias)
+            out = out.transpose(1, 2).reshape(x.shape[0], q.shape[2], -1)
         else:
-            if mask is not None:
-                raise ValueError("pass either mask (dense layout) or packing (packed layout), not both")
+            if mask is not None or bias is not None:
+                raise ValueError("mask and bias apply to the dense layout; they cannot be combined with packing")
             if queries is not None:
                 raise ValueError("queries applies to the dense layout; it cannot be combined with packing")
-            out = self._packed(q, k, v, packing, context_packing or packing, attend)
+            out = self._packed(q, k, v, packing, context_packing or packing)
         return self.out_dropout(self.to_out(out))
 
-    @staticmethod
-    def _packed(
-        q: Tensor, k: Tensor, v: Tensor, packing: SequencePacking, kv_packing: SequencePacking, attend: dict
-    ) -> Tensor:
+    def _total_bias(self, bias: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
+        b, h, n, m = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+        bias = _check_bias(bias, b, h, n, m)
+        own = self.score_bias(q, k)
+        if own is None:
+            return bias
+        own = _check_bias(own, b, h, n, m)
+        return own if bias is None else own + bias
+
+    def _packed(self, q: Tensor, k: Tensor, v: Tensor, packing: SequencePacking, kv_packing: SequencePacking) -> Tensor:
         """Attention per bucket; returns ``(1, total_queries, heads * dim_head)``."""
         if q.shape[0] != 1 or q.shape[2] != packing.total_tokens or k.shape[2] != kv_packing.total_tokens:
             raise ValueError(
@@ -294,8 +383,8 @@ class Attention(nn.Module):
         per_bucket = zip(q_buckets, _unpack(q, q_buckets), _unpack(k, kv_buckets), _unpack(v, kv_buckets))
         outs = []
         for qb, qi, ki, vi in per_bucket:
-            out = _scaled_dot_product(qi, ki, vi, mask=None, **attend)
-            outs.append(out.transpose(1, 2).reshape(qb.count * qb.length, q.shape[1] * q.shape[-1]))
+            out = self.attend(qi, ki, vi, bias=self.score_bias(qi, ki))
+            outs.append(out.transpose(1, 2).reshape(qb.count * qb.length, -1))
         return torch.cat(outs).unsqueeze(0)
 
 
@@ -318,7 +407,9 @@ class CrossAttention(Attention):
         self.to_q = nn.Linear(dim, inner, bias=bias)
         self.to_kv = nn.Linear(dim, inner * 2, bias=bias)
 
-    def project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def project(
+        self, x: Tensor, context: Tensor | None = None, *, grid: tuple[int, ...] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         context = x if context is None else context
         if context.ndim != 3 or context.shape[-1] != self.dim:
             raise ValueError(f"context must be (batch, tokens, dim={self.dim}), got shape {tuple(context.shape)}")

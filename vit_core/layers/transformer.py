@@ -3,37 +3,79 @@
 Contract: ``Transformer.forward(x, mask=None, packing=None)`` maps ``(batch, tokens, dim)`` to
 ``(batch, tokens, dim)``.  Any module honouring ``(batch, tokens, dim) -> (batch, tokens, dim)``
 can replace it in :class:`vit_core.ViT` (``transformer=``).  Blocks are built by a factory, so a
-plugin swaps the token mixer or the MLP without copying the encoder.
+plugin swaps the token mixer or the MLP without copying the encoder; :class:`TransformerBlock`
+takes stochastic depth, LayerScale, the norm and a context as options; modules can be inserted
+after any block (token merging or sampling) and the hidden states of chosen blocks returned,
+without re-writing the layer loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from vit_core.layers.attention import Attention, SequencePacking, check_queries
-from vit_core.layers.feedforward import FeedForward
-from vit_core.validation import check_non_negative_int, check_positive_int
+from vit_core.layers.feedforward import Activation, FeedForward
+from vit_core.layers.regularization import DropPath, LayerScale, drop_path_rates
+from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
+
+NormFactory = Callable[[int], nn.Module]
+BlockFactory = Callable[[int], nn.Module]
 
 
 def layer_norm(dim: int, bias: bool = True) -> nn.LayerNorm:
     return nn.LayerNorm(dim, bias=bias)
 
 
-class TransformerBlock(nn.Module):
-    """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``.
+def _branch_scale(dim: int, layer_scale: float | None) -> nn.Module:
+    return nn.Identity() if layer_scale is None else LayerScale(dim, layer_scale)
 
-    With ``queries=n`` only the first ``n`` tokens are updated and returned (the mixer must accept
-    ``queries=``, as :class:`Attention` does); every token still serves as key and value.
+
+class TransformerBlock(nn.Module):
+    """``x + drop_path(ls1(mixer(norm(x))))`` then ``x + drop_path(ls2(mlp(norm(x))))``.
+
+    Args:
+        mixer: the token mixer (an :class:`Attention`, or any module taking the same keywords).
+        mlp: the position-wise MLP.
+        dim: token width.
+        norm_bias: bias of the default LayerNorms.
+        norm: ``norm(dim) -> module`` builds both norms instead of LayerNorm.
+        drop_path: stochastic-depth probability of both branches (arXiv 1603.09382).
+        layer_scale: initial LayerScale gain of both branches (CaiT, arXiv 2103.17239); ``None``: none.
+        context_norm: normalise ``context`` with a norm of its own before the mixer sees it.
+
+    ``forward(x, mask, packing, *, queries, context, bias, grid)``: the keywords are handed to the
+    mixer when given.  With ``queries=n`` only the first ``n`` tokens are updated and returned
+    (every token still serves as key and value), so ``queries=1`` over ``cat(class, tokens)`` is a
+    class-attention layer (CaiT).
     """
 
-    def __init__(self, mixer: nn.Module, mlp: nn.Module, dim: int, *, norm_bias: bool = True) -> None:
+    supports_queries: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        mixer: nn.Module,
+        mlp: nn.Module,
+        dim: int,
+        *,
+        norm_bias: bool = True,
+        norm: NormFactory | None = None,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+        context_norm: bool = False,
+    ) -> None:
         super().__init__()
-        self.attn_norm = layer_norm(dim, norm_bias)
+        make_norm = norm or (lambda d: layer_norm(d, norm_bias))
+        self.attn_norm = make_norm(dim)
         self.attn = mixer
-        self.ff_norm = layer_norm(dim, norm_bias)
+        self.attn_scale = _branch_scale(dim, layer_scale)
+        self.ff_norm = make_norm(dim)
         self.ff = mlp
+        self.ff_scale = _branch_scale(dim, layer_scale)
+        self.context_norm = make_norm(dim) if context_norm else None
+        self.drop_path = DropPath(drop_path, "drop_path")
 
     def forward(
         self,
@@ -42,36 +84,64 @@ class TransformerBlock(nn.Module):
         packing: SequencePacking | None = None,
         *,
         queries: int | None = None,
+        context: Tensor | None = None,
+        bias: Tensor | None = None,
+        grid: tuple[int, ...] | None = None,
     ) -> Tensor:
-        if queries is None:
-            x = x + self.attn(self.attn_norm(x), mask=mask, packing=packing)
-        else:
-            x = x[:, :queries] + self.attn(self.attn_norm(x), mask=mask, packing=packing, queries=queries)
-        return x + self.ff(self.ff_norm(x))
+        if context is not None and self.context_norm is not None:
+            context = self.context_norm(context)
+        given = dict(context=context, bias=bias, grid=grid, queries=queries)
+        kwargs = {k: v for k, v in given.items() if v is not None}
+        mixed = self.attn(self.attn_norm(x), mask=mask, packing=packing, **kwargs)
+        residual = x if queries is None else x[:, :queries]
+        x = residual + self.drop_path(self.attn_scale(mixed))
+        return x + self.drop_path(self.ff_scale(self.ff(self.ff_norm(x))))
 
 
-BlockFactory = Callable[[int], nn.Module]
+def _resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[int]:
+    """timm's meaning: ``None`` every block, ``n`` the last ``n`` blocks, a sequence of (negative-ok) indices."""
+    if indices is None:
+        return list(range(depth))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 <= indices <= depth:
+            raise ValueError(f"indices={indices} asks for the last {indices} blocks of a depth-{depth} trunk")
+        return list(range(depth - indices, depth))
+    out = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not -depth <= i < depth:
+            raise ValueError(f"indices must be block indices in [-{depth}, {depth}), got {list(indices)}")
+        out.append(i % depth)
+    return sorted(set(out))
+
+
+_ATTENTION_ARGS = ("heads", "dim_head", "mlp_dim", "dropout", "qk_norm", "attn_scale", "project_out", "activation")
 
 
 class Transformer(nn.Module):
     """A stack of pre-norm blocks followed by a final LayerNorm.
 
     Args:
-        dim, depth, heads, dim_head, mlp_dim, dropout: as in the ViT paper (arXiv 2010.11929).
+        dim, depth, heads, dim_head, mlp_dim, dropout: as in the ViT paper (arXiv 2010.11929);
+            defaults 8 heads of 64, ``mlp_dim = 4 * dim``, no dropout.
         norm_bias: bias in every LayerNorm (NaViT drops it).
         qk_norm, attn_scale, qkv_bias, out_bias, project_out: forwarded to :class:`Attention`.
+        activation: the MLP's non-linearity (default GELU).
         final_norm: end with a LayerNorm.
-        block: ``block(layer_index) -> nn.Module`` builds each block instead of the default one.
+        drop_path_rate: stochastic depth rising linearly from 0 to this rate over the blocks.
+        layer_scale: initial LayerScale gain of every block (``None``: no LayerScale).
+        norm: ``norm(dim) -> module`` replaces every LayerNorm (blocks and final).
+        block: ``block(layer_index) -> nn.Module`` builds each block instead of the default one;
+            arguments that only the default block reads cannot be given with it.
     """
 
     def __init__(
         self,
         dim: int,
         depth: int,
-        heads: int = 8,
-        dim_head: int = 64,
+        heads: int | None = None,
+        dim_head: int | None = None,
         mlp_dim: int | None = None,
-        dropout: float = 0.0,
+        dropout: float | None = None,
         *,
         norm_bias: bool = True,
         qk_norm: str | None = None,
@@ -79,15 +149,44 @@ class Transformer(nn.Module):
         qkv_bias: bool = False,
         out_bias: bool = True,
         project_out: bool | None = None,
+        activation: Activation | None = None,
         final_norm: bool = True,
+        drop_path_rate: float = 0.0,
+        layer_scale: float | None = None,
+        norm: NormFactory | None = None,
         block: BlockFactory | None = None,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int("dim", dim)
-        check_non_negative_int("depth", depth)
+        self.depth = check_non_negative_int("depth", depth)
+        check_probability("drop_path_rate", drop_path_rate)
+        given = dict(
+            heads=heads,
+            dim_head=dim_head,
+            mlp_dim=mlp_dim,
+            dropout=dropout,
+            qk_norm=qk_norm,
+            attn_scale=attn_scale,
+            project_out=project_out,
+            activation=activation,
+        )
+        if block is not None:
+            ignored = [name for name in _ATTENTION_ARGS if given[name] is not None]
+            ignored += [name for name, on in (("qkv_bias", qkv_bias), ("out_bias", not out_bias)) if on]
+            ignored += [name for name, on in (("drop_path_rate", drop_path_rate), ("layer_scale", layer_scale)) if on]
+            if ignored:
+                raise TypeError(
+                    f"Transformer(block=...) builds its own blocks, so {', '.join(ignored)} would be ignored; "
+                    "pass them to the block factory instead"
+                )
+        heads = 8 if heads is None else heads
+        dim_head = 64 if dim_head is None else dim_head
         mlp_dim = 4 * dim if mlp_dim is None else mlp_dim
+        dropout = 0.0 if dropout is None else dropout
+        rates = drop_path_rates(drop_path_rate, depth)
+        make_norm = norm or (lambda d: layer_norm(d, norm_bias))
 
-        def default_block(_: int) -> nn.Module:
+        def default_block(i: int) -> nn.Module:
             mixer = Attention(
                 dim,
                 heads,
@@ -99,10 +198,42 @@ class Transformer(nn.Module):
                 out_bias=out_bias,
                 project_out=project_out,
             )
-            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim, norm_bias=norm_bias)
+            mlp = FeedForward(dim, mlp_dim, dropout, activation=activation or nn.GELU)
+            return TransformerBlock(mixer, mlp, dim, norm=make_norm, drop_path=rates[i], layer_scale=layer_scale)
 
         self.layers = nn.ModuleList((block or default_block)(i) for i in range(depth))
-        self.norm = layer_norm(dim, norm_bias) if final_norm else nn.Identity()
+        self.inserted = nn.ModuleDict()
+        self.norm = make_norm(dim) if final_norm else nn.Identity()
+
+    def insert_after(self, index: int, module: nn.Module) -> None:
+        """Run ``module`` on the tokens after block ``index`` (e.g. a token merger).
+
+        ``module(x)`` returns the new tokens (any count) or ``(tokens, mask)``, the key mask
+        ``(batch, tokens)`` the following blocks then use.
+        """
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.layers):
+            raise ValueError(f"index must be a block index in [0, {len(self.layers)}), got {index!r}")
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        if str(index) in self.inserted:
+            raise ValueError(f"a module is already inserted after block {index}: {type(self.inserted[str(index)])}")
+        self.inserted[str(index)] = module
+
+    @property
+    def supports_queries(self) -> bool:
+        """Whether ``forward(queries=n)`` is exact: every block declares it and nothing is inserted."""
+        return not self.inserted and all(getattr(layer, "supports_queries", False) for layer in self.layers)
+
+    def _check(self, x: Tensor) -> None:
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
+
+    def _run(self, i: int, layer: nn.Module, x: Tensor, mask: Tensor | None, **kwargs: Any) -> tuple[Tensor, Any]:
+        x = layer(x, mask=mask, **kwargs)
+        if str(i) in self.inserted:
+            out = self.inserted[str(i)](x)
+            x, mask = out if isinstance(out, tuple) else (out, None)
+        return x, mask
 
     def forward(
         self,
@@ -111,27 +242,69 @@ class Transformer(nn.Module):
         packing: SequencePacking | None = None,
         *,
         queries: int | None = None,
+        **block_kwargs: Any,
     ) -> Tensor:
-        """``queries=n`` returns only the first ``n`` tokens, ``(batch, n, dim)``: the last block then
+        """``block_kwargs`` (``context``, ``bias``, ``grid``) are handed to every block.
+
+        ``queries=n`` returns only the first ``n`` tokens, ``(batch, n, dim)``: the last block then
         computes attention queries, output projection and MLP for those tokens alone (e.g. the class
         token, when it is all the head reads), which is exact for them and skips about a
-        ``1 / depth`` share of the work.  Needs default blocks (or blocks accepting ``queries=``)."""
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
-        if queries is None:
-            for layer in self.layers:
-                x = layer(x, mask=mask, packing=packing)
-            return self.norm(x)
-        check_queries(queries, x.shape[1])
-        layers = list(self.layers)
-        for layer in layers[:-1]:
-            x = layer(x, mask=mask, packing=packing)
-        x = layers[-1](x, mask=mask, packing=packing, queries=queries) if layers else x[:, :queries]
+        ``1 / depth`` share of the work.  Needs :attr:`supports_queries`.
+        """
+        self._check(x)
+        if packing is not None:
+            block_kwargs["packing"] = packing
+        last = len(self.layers) - 1
+        if queries is not None:
+            check_queries(queries, x.shape[1])
+            if not self.supports_queries:
+                raise ValueError("queries= needs blocks that declare supports_queries and no inserted module")
+            if last < 0:
+                return self.norm(x[:, :queries])
+        for i, layer in enumerate(self.layers):
+            extra = {"queries": queries} if queries is not None and i == last else {}
+            x, mask = self._run(i, layer, x, mask, **block_kwargs, **extra)
         return self.norm(x)
 
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        mask: Tensor | None = None,
+        packing: SequencePacking | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        **block_kwargs: Any,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Run the trunk and also return the tokens after the blocks chosen by ``indices``.
+
+        ``indices``: ``None`` (every block), an int ``n`` (the last ``n``) or a sequence of block
+        indices (negatives count from the end).  ``norm`` applies the final norm to each
+        intermediate; ``stop_early`` stops after the last chosen block (the returned final tensor is
+        then that block's output, un-normed).  Returns ``(final, intermediates)``.
+        """
+        self._check(x)
+        if packing is not None:
+            block_kwargs["packing"] = packing
+        chosen = _resolve_indices(indices, len(self.layers))
+        stop = chosen[-1] if stop_early and chosen else len(self.layers) - 1
+        intermediates = []
+        for i, layer in enumerate(self.layers[: stop + 1]):
+            x, mask = self._run(i, layer, x, mask, **block_kwargs)
+            if i in chosen:
+                intermediates.append(self.norm(x) if norm else x)
+        final = x if stop_early and stop < len(self.layers) - 1 else self.norm(x)
+        return final, intermediates
+
     def observed(self) -> bool:
-        """Whether a Recorder or a module hook watches this trunk or one of its modules (they expect
-        every token of every block, so ``queries=`` must not be used)."""
-        return any(
-            m._forward_hooks or m._forward_pre_hooks or getattr(m, "recorder", None) is not None for m in self.modules()
-        )
+        """Whether a Recorder or a module hook watches this trunk (see :func:`is_observed`)."""
+        return is_observed(self)
+
+
+def is_observed(module: nn.Module) -> bool:
+    """Whether a Recorder or a module hook watches ``module`` or one of its submodules (they expect
+    every token of every block, so ``queries=`` must not be used)."""
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or getattr(m, "recorder", None) is not None for m in module.modules()
+    )

@@ -5,7 +5,12 @@
   pooled vector of width ``num_features``;
 * ``reset_classifier(num_classes)``: a fresh classifier (``0`` removes it);
 * ``num_features``: width of the pooled vector;
-* ``forward(x) == forward_head(forward_features(x))``.
+* ``forward(x) == forward_head(forward_features(x))``;
+* ``forward_intermediates(x, indices=None, norm=False, output_fmt="NLC", intermediates_only=False)``
+  (timm's meaning): ``(final, intermediates)``, the features after chosen blocks (single-scale
+  models: tokens ``(batch, tokens, dim)``) or stages (hierarchical models: maps
+  ``(batch, channels, height, width)``), and ``final == forward_features(x)``; ``feature_info``
+  describes each (``module``, ``num_chs``, ``reduction``).
 
 With ``num_classes=0`` a model is a feature extractor: ``forward_head`` returns the features
 unchanged (the token sequence for ViT, as vit-pytorch does).  Trainers and tools rely on this
@@ -14,11 +19,22 @@ interface and on the public ``transformer`` attribute, never on private names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from vit_core.validation import check_non_negative_int
+from vit_core.validation import check_choice, check_non_negative_int
+
+OUTPUT_FORMATS = ("NLC", "NCHW")
+
+
+def check_output_fmt(output_fmt: str, spatial_dims: int = 2) -> str:
+    """``output_fmt`` of ``forward_intermediates``: ``"NLC"`` tokens, or ``"NCHW"`` maps of 2-D inputs."""
+    check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
+    if output_fmt == "NCHW" and spatial_dims != 2:
+        raise ValueError(f"output_fmt='NCHW' needs 2-D inputs; this model's inputs have {spatial_dims} spatial axes")
+    return output_fmt
 
 
 class VisionModel(nn.Module):
@@ -51,3 +67,19 @@ class VisionModel(nn.Module):
 
     def forward(self, x: Any) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: Any,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+    ) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward_intermediates")
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """One entry per intermediate :meth:`forward_intermediates` can return."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its features (feature_info)")

@@ -3,22 +3,43 @@
 ``ViT`` and ``SimpleViT`` here, and the 3-D (video) models of ``vit_video``, are this class with
 different positional embeddings, pooling and trunk: patch embedding, optional class token,
 positions for the patch grid actually seen, the transformer, pooling and a linear head.
+
+The embedding is a sequence of documented steps (the *encoder protocol*, see
+:data:`ENCODER_PROTOCOL`) that trainers compose: MAE encodes a random subset of the positioned
+tokens, SimMIM swaps masked patch tokens for a mask token before positions are added, MP3 runs
+the trunk on tokens without positions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import PatchEmbedding, pool_tokens
-from vit_core.models.base import VisionModel
+from vit_core.layers import PatchEmbedding, patchify, pool_tokens
+from vit_core.models.base import VisionModel, check_output_fmt
 from vit_core.validation import check_choice, check_grid, check_non_negative_int, check_probability, check_tensor
+
+ENCODER_PROTOCOL = ("num_prefix_tokens", "patches", "tokenize", "add_positions", "prepend_prefix", "encode", "embed")
+"""What an encoder exposes for trainers; :class:`PatchTransformer` implements every step."""
+
+_HEAD_READ_PATH = ("forward", "forward_features", "encode", "prepend_prefix", "pool_features", "forward_head")
+
+
+def check_encoder(model: Any, needs: Sequence[str] = ENCODER_PROTOCOL, *, user: str = "this trainer") -> None:
+    """Raise a TypeError naming the members of the encoder protocol ``model`` lacks."""
+    missing = [name for name in needs if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"{user} needs an encoder implementing {', '.join(needs)} (vit_core's encoder protocol, e.g. "
+            f"vit_core.ViT or SimpleViT); {type(model).__name__} lacks {', '.join(missing)}"
+        )
 
 
 class PatchTransformer(VisionModel):
-    """Patch embedding -> (+ class token) -> + positions -> dropout -> transformer -> pool -> head.
+    """Patch embedding -> + positions -> (+ class token) -> dropout -> transformer -> pool -> head.
 
     Args:
         input_size, patch_size: one int per spatial axis; sides must divide.
@@ -29,7 +50,19 @@ class PatchTransformer(VisionModel):
         class_token: prepend a class token; ``None`` means only with ``pool="cls"`` (``True`` with
             ``pool="mean"`` averages it with the patch tokens).
         layout: the expected input shape, for error messages.
+        size_name: the constructor argument that sets ``input_size``, for error messages.
+
+    The encoder protocol: :meth:`patches` / :meth:`tokenize` (validate, cut, embed),
+    :meth:`add_positions`, :meth:`prepend_prefix` (``num_prefix_tokens`` tokens in front),
+    :meth:`encode` (dropout, then the trunk), and ``embed = prepend_prefix(add_positions(tokenize))``.
     """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # A subclass that changes what the head reads must state again how many leading tokens
+        # that is; until it does, the model runs every block in full (never a silent pruning).
+        super().__init_subclass__(**kwargs)
+        if "head_reads_leading_tokens" not in cls.__dict__ and any(n in cls.__dict__ for n in _HEAD_READ_PATH):
+            cls.head_reads_leading_tokens = PatchTransformer.head_reads_leading_tokens
 
     def __init__(
         self,
@@ -46,10 +79,12 @@ class PatchTransformer(VisionModel):
         fc_norm: bool = False,
         class_token: bool | None = None,
         layout: str,
+        size_name: str = "image_size",
     ) -> None:
         super().__init__()
         self.input_size, self.patch_size = tuple(input_size), tuple(patch_size)
-        self.grid = check_grid("image_size", self.input_size, "patch_size", self.patch_size)
+        self.size_name = size_name
+        self.grid = check_grid(size_name, self.input_size, "patch_size", self.patch_size)
         self.pool = check_choice("pool", pool, ("cls", "mean"))
         self.num_classes = check_non_negative_int("num_classes", num_classes)
         self.channels, self.layout, self.num_features = channels, layout, dim
@@ -63,6 +98,11 @@ class PatchTransformer(VisionModel):
         self.fc_norm = nn.LayerNorm(dim) if fc_norm else nn.Identity()
         self.head = self.make_head(num_classes)
 
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens :meth:`prepend_prefix` puts in front of the patch tokens (the class token)."""
+        return int(self.cls_token is not None)
+
     def patch_grid(self, x: Tensor) -> tuple[int, ...]:
         """Validate ``x`` and return its patch grid."""
         return check_tensor(
@@ -73,19 +113,84 @@ class PatchTransformer(VisionModel):
             channels=self.channels,
             max_size=self.input_size,
             patch=self.patch_size,
+            size_name=self.size_name,
         )
 
-    def embed(self, x: Tensor) -> Tensor:
-        """Input -> ``(batch, tokens, dim)`` tokens with positions (class token first), before dropout."""
+    def patches(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """Validate ``x``; its raw patches ``(batch, patches, patch_dim)`` (as ``patch_embed.embed_patches``
+        takes them) and its patch grid."""
         grid = self.patch_grid(x)
-        tokens = self.patch_embed(x) + self.pos_embed(grid)
-        if self.cls_token is not None:
-            cls = (self.cls_token + self.cls_pos).expand(tokens.shape[0], 1, -1)
-            tokens = torch.cat((cls, tokens), dim=1)
-        return tokens
+        return patchify(x, self.patch_size), grid
+
+    def tokenize(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """Validate ``x``; its patch tokens ``(batch, patches, dim)`` (no positions) and its patch grid."""
+        grid = self.patch_grid(x)
+        return self.patch_embed(x), grid
+
+    def add_positions(self, tokens: Tensor, grid: Sequence[int]) -> Tensor:
+        """``tokens`` of the patch grid ``grid`` (row-major) plus their positional embeddings."""
+        return tokens + self.pos_embed(tuple(grid))
+
+    def prepend_prefix(self, tokens: Tensor) -> Tensor:
+        """Put the class token (with its position) in front of ``tokens`` ``(batch, n, dim)``."""
+        if self.cls_token is None:
+            return tokens
+        cls = (self.cls_token + self.cls_pos).expand(tokens.shape[0], 1, -1)
+        return torch.cat((cls, tokens), dim=1)
+
+    def encode(self, tokens: Tensor, **trunk_kwargs: Any) -> Tensor:
+        """Embedding dropout, then the trunk, on any tokens (a subset, masked, without positions)."""
+        return self.transformer(self.dropout(tokens), **trunk_kwargs)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Input -> ``(batch, tokens, dim)`` tokens with positions (prefix tokens first), before dropout."""
+        return self.prepend_prefix(self.add_positions(*self.tokenize(x)))
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return self.transformer(self.dropout(self.embed(x)))
+        return self.encode(self.embed(x))
 
     def pool_features(self, features: Tensor) -> Tensor:
         return self.fc_norm(pool_tokens(features, self.pool))
+
+    def head_reads_leading_tokens(self) -> int | None:
+        """How many leading tokens ``forward_head`` reads, when that is all it reads; ``None``: every token."""
+        return None
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        layers = getattr(self.transformer, "layers", ())
+        reduction = max(self.patch_size)
+        return [
+            {"module": f"transformer.layers.{i}", "num_chs": self.num_features, "reduction": reduction}
+            for i in range(len(layers))
+        ]
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+        """The tokens after the blocks chosen by ``indices`` (timm's meaning), and ``forward_features(x)``.
+
+        ``output_fmt="NLC"`` gives ``(batch, tokens, dim)`` (prefix tokens included);
+        ``"NCHW"`` gives patch-token maps ``(batch, dim, height, width)`` (2-D inputs).
+        ``norm`` applies the trunk's final norm to each intermediate.
+        """
+        check_output_fmt(output_fmt, spatial_dims=len(self.patch_size))
+        trunk = getattr(self.transformer, "forward_intermediates", None)
+        if trunk is None:
+            raise TypeError(
+                f"forward_intermediates needs a trunk with forward_intermediates (vit_core.layers.Transformer); "
+                f"{type(self.transformer).__name__} has none"
+            )
+        tokens, grid = self.tokenize(x)
+        tokens = self.prepend_prefix(self.add_positions(tokens, grid))
+        final, hidden = trunk(self.dropout(tokens), indices, norm=norm, stop_early=intermediates_only)
+        if output_fmt == "NCHW":
+            n = self.num_prefix_tokens
+            hidden = [h[:, n:].transpose(1, 2).reshape(h.shape[0], h.shape[-1], *grid) for h in hidden]
+        return hidden if intermediates_only else (final, hidden)

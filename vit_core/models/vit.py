@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
+from vit_core.layers.transformer import is_observed
 from vit_core.models.patch_model import PatchTransformer
 from vit_core.validation import as_tuple, check_positive_int
 
@@ -21,9 +22,13 @@ class ViT(PatchTransformer):
     norm.  Images smaller than ``image_size`` use the matching top-left window of the positional
     grid.  ``num_classes=0`` makes ``forward`` return the token features ``(batch, tokens, dim)``.
 
-    With ``pool="cls"`` the head reads the class token alone, so ``forward`` runs the last block's
-    queries, output projection and MLP for that token only: the same logits and gradients for
-    about ``1 / depth`` less work.  The full last block runs whenever a Recorder or a module hook
+    When the head reads only leading tokens (:meth:`head_reads_leading_tokens`: the class token
+    with ``pool="cls"``), ``forward`` runs the last block's queries, output projection and MLP for
+    those tokens only: the same logits and gradients for about ``1 / depth`` less work.  It is
+    decided by what the model and the trunk declare: the trunk must declare ``supports_queries``
+    (a core :class:`~vit_core.layers.Transformer` of core blocks does), and a subclass that changes
+    what the head reads must declare its own ``head_reads_leading_tokens`` (until it does, every
+    block runs in full).  The full last block also runs whenever a Recorder or a module hook
     watches the trunk (e.g. an Extractor), for a ``transformer=`` trunk, and when
     ``prune_last_block`` is set to ``False``.
     """
@@ -75,17 +80,20 @@ class ViT(PatchTransformer):
         )
         self.prune_last_block = not custom
 
-    def forward(self, img: Tensor) -> Tensor:
-        if not self._class_token_suffices():
-            return super().forward(img)
-        return self.forward_head(self.transformer(self.dropout(self.embed(img)), queries=1))
+    def head_reads_leading_tokens(self) -> int | None:
+        return 1 if self.pool == "cls" and self.head is not None else None
 
-    def _class_token_suffices(self) -> bool:
-        return (
-            self.prune_last_block
-            and self.pool == "cls"
-            and self.head is not None
-            and isinstance(self.transformer, Transformer)
-            and type(self).forward_features is PatchTransformer.forward_features
-            and not self.transformer.observed()
-        )
+    def forward(self, img: Tensor) -> Tensor:
+        queries = self.pruned_queries()
+        if queries is None:
+            return self.forward_head(self.forward_features(img))
+        return self.forward_head(self.encode(self.embed(img), queries=queries))
+
+    def pruned_queries(self) -> int | None:
+        """The ``queries=`` the trunk runs its last block with in ``forward``, or ``None`` (every token)."""
+        queries = self.head_reads_leading_tokens()
+        if queries is None or not self.prune_last_block:
+            return None
+        if not getattr(self.transformer, "supports_queries", False) or is_observed(self.transformer):
+            return None
+        return queries
