@@ -68,10 +68,10 @@ def registry_with(*infos: ModelInfo, plugin: str = "fake") -> Registry:
     return registry
 
 
-def expect_failure(model: ModelInfo, check: str, *fragments: str) -> ConformanceError:
+def expect_failure(model: ModelInfo, check: str, *fragments: str, registry: Registry | None = None) -> ConformanceError:
     """``model`` fails exactly ``check`` and the message names the model, the check and each fragment."""
     with pytest.raises(ConformanceError) as caught:
-        check_model(model.name, registry=registry_with(model))
+        check_model(model.name, registry=registry or registry_with(model))
     error = caught.value
     assert (error.model, error.check) == (model.name, check), str(error)
     message = str(error)
@@ -120,6 +120,68 @@ def ignores_num_classes(*, num_classes: int = 10, **config: Any) -> ViT:
     return ViT(**{**config, "num_classes": 10})
 
 
+class UnpacksTheShape(ViT):
+    """Checks channels but not rank: a 3-D input dies in ``b, c, h, w = img.shape`` with a bare ValueError."""
+
+    def forward(self, img: Tensor) -> Tensor:
+        _batch, _channels, _height, _width = img.shape
+        return super().forward(img)
+
+
+class NamesOnlyTheShape(ViT):
+    def forward(self, img: Tensor) -> Tensor:
+        if img.ndim != 4:
+            raise ValueError(f"expected a batch of images, got shape {tuple(img.shape)}")
+        return super().forward(img)
+
+
+class ZeroGradient(ViT):
+    """The classifier's bias is used, then cancelled out: its gradient is all zeros (not ``None``)."""
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        out = super().forward_head(features, pre_logits)
+        return out if pre_logits else out - self.head.bias + self.head.bias.detach()
+
+
+class NaNOutput(ViT):
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        return super().forward_head(features, pre_logits) * float("nan")
+
+
+class NarrowPreLogits(ViT):
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        out = super().forward_head(features, pre_logits)
+        return out[:, :-1] if pre_logits else out
+
+
+class NoNumFeatures(ViT):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        del self.num_features
+
+
+class MixesTheBatch(ViT):
+    """Centres the pooled vectors over the batch: each output depends on the other examples."""
+
+    def pool_features(self, features: Tensor) -> Tensor:
+        pooled = super().pool_features(features)
+        return pooled - pooled.mean(0, keepdim=True)
+
+
+def not_a_module(**config: Any) -> Any:
+    return lambda x: x
+
+
+NOT_CALLABLE = 3
+
+
+class HidingRegistry(Registry):
+    """Builds models but lists none of them."""
+
+    def list(self, *args: Any, **kwargs: Any) -> list[ModelInfo]:
+        return []
+
+
 def here(attr: str) -> str:
     return f"{__name__}:{attr}"
 
@@ -160,6 +222,69 @@ def test_reset_classifier_must_change_width() -> None:
 
 def test_overrides_must_reach_the_model() -> None:
     expect_failure(info("stubborn", here("ignores_num_classes")), "overrides", "num_classes=15")
+
+
+def test_bad_input_error_must_name_the_argument_or_the_shape() -> None:
+    expect_failure(
+        info("unpacks", here("UnpacksTheShape")),
+        "bad-input",
+        "wrong rank",
+        "ValueError: not enough values to unpack",
+        "names neither the argument 'img' nor the received shape (3, 32, 32)",
+    )
+
+
+def test_bad_input_error_naming_only_the_shape_passes() -> None:
+    model = info("shape-only", here("NamesOnlyTheShape"))
+    check_model(model.name, registry=registry_with(model), skip=[c for c in CHECKS if c != "bad-input"])
+
+
+def test_all_zero_gradient_is_named() -> None:
+    error = expect_failure(info("zero-grad", here("ZeroGradient")), "gradients", "all-zero gradient: head.bias", "1 of")
+    assert "never used" not in str(error)
+
+
+def test_non_finite_output() -> None:
+    expect_failure(info("nan-output", here("NaNOutput")), "forward", "NaN or inf")
+
+
+def test_pre_logits_must_have_num_features() -> None:
+    expect_failure(
+        info("narrow", here("NarrowPreLogits")), "interface", "(batch, num_features) = (2, 64)", "got (2, 63)"
+    )
+
+
+def test_missing_num_features() -> None:
+    expect_failure(info("no-width", here("NoNumFeatures")), "interface", "missing VisionModel members", "num_features")
+
+
+def test_output_must_not_depend_on_the_rest_of_the_batch() -> None:
+    expect_failure(
+        info("batch-mixer", here("MixesTheBatch")), "batch-independence", "model(x)[:1] differs from model(x[:1])"
+    )
+
+
+def test_unlisted_model() -> None:
+    model = info("hidden")
+    registry = HidingRegistry()
+    registry.add_plugin(FakePlugin([model]), "fake")
+    expect_failure(model, "listing", "not returned by list_models()", registry=registry)
+
+
+def test_create_must_return_a_module() -> None:
+    expect_failure(info("function", here("not_a_module")), "listing", "returned function, not a torch.nn.Module")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"target": here("NOT_CALLABLE")}, "is not a class or factory"),
+        ({"importer": here("NOT_CALLABLE")}, "importer 'test_plugin_kit:NOT_CALLABLE' is not callable"),
+    ],
+    ids=["target", "importer"],
+)
+def test_target_and_importer_must_be_callable(changes: dict[str, Any], fragment: str) -> None:
+    expect_failure(info("not-callable", **changes), "metadata", fragment)
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,12 @@ The checks, in order (see :data:`CHECKS`):
 ``forward``      the default configuration gives ``(batch, num_classes)`` on ``info.example_input``;
 ``interface``    ``forward == forward_head(forward_features)``, ``pre_logits`` gives
                  ``(batch, num_features)``, ``reset_classifier`` changes the output width;
+``batch-independence``  in eval mode each example's output does not depend on the others in its
+                 batch: ``model(x)[:1]`` equals ``model(x[:1])`` within ``1e-5``;
 ``num-params``   ``ModelInfo.num_params`` equals the built model's parameter count;
 ``gradients``    a backward pass of the output reaches every trainable parameter;
-``bad-input``    wrong channels and wrong rank raise ``ValueError``/``TypeError``, not a bare shape error;
+``bad-input``    wrong channels and wrong rank raise ``ValueError``/``TypeError`` whose message names the
+                 input argument or the received shape, not a bare shape error;
 ``overrides``    ``create_model(name, num_classes=...)`` changes the output width.
 
 The kit imports torch (it builds models); pytest is imported only by :func:`parametrize_models`.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -206,6 +210,30 @@ def check_interface(s: Subject) -> None:
     _expect_width(s, "interface", out, width, f"after reset_classifier({width})")
 
 
+BATCH_TOLERANCE = 1e-5
+"""Absolute and relative tolerance of the ``batch-independence`` check."""
+
+
+def check_batch_independence(s: Subject) -> None:
+    model = _build(s, "batch-independence").eval()
+    x = s.info.example_input(max(2, s.batch))
+    with torch.no_grad():
+        whole = _forward(s, "batch-independence", model, x)[:1]
+        alone = _forward(s, "batch-independence", model, x[:1])
+    if whole.shape != alone.shape or not torch.allclose(whole, alone, atol=BATCH_TOLERANCE, rtol=BATCH_TOLERANCE):
+        detail = (
+            f"max abs difference {(whole - alone).abs().max().item():.2e}"
+            if whole.shape == alone.shape
+            else f"shapes {tuple(whole.shape)} and {tuple(alone.shape)}"
+        )
+        raise s.fail(
+            "batch-independence",
+            f"in eval mode, model(x)[:1] differs from model(x[:1]) ({detail}, tolerance {BATCH_TOLERANCE}): "
+            "an example's output depends on the rest of its batch (batch statistics, a norm or pooling "
+            "over the batch axis, tokens mixed across examples)",
+        )
+
+
 def check_num_params(s: Subject) -> None:
     counted = count_parameters(_build(s, "num-params"))
     if counted != s.info.num_params:
@@ -249,14 +277,47 @@ def _bad_inputs(info: ModelInfo, batch: int) -> list[tuple[str, Any]]:
     ]
 
 
+def _input_argument(model: nn.Module) -> str | None:
+    """The name of ``model.forward``'s first argument (``img``, ``video``, ...), if it has one."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    return parameters[0].name if parameters and parameters[0].kind != parameters[0].VAR_POSITIONAL else None
+
+
+def _shapes(x: Any) -> list[tuple[int, ...]]:
+    """The shape of ``x``, or of every tensor in a list of them."""
+    if isinstance(x, Tensor):
+        return [tuple(x.shape)]
+    return [tuple(t.shape) for t in x if isinstance(t, Tensor)] if isinstance(x, (list, tuple)) else []
+
+
+def _names_the_input(message: str, argument: str | None, x: Any) -> bool:
+    """Whether an error message names the input argument (as a word) or a received shape (``(3, 32, 32)``
+    or ``[3, 32, 32]``): "not enough values to unpack" does neither."""
+    if argument and re.search(rf"(?<![\w.]){re.escape(argument)}(?!\w)", message):
+        return True
+    return any(str(shape) in message or str(list(shape)) in message for shape in _shapes(x))
+
+
 def check_bad_input(s: Subject) -> None:
     model = _build(s, "bad-input").eval()
+    argument = _input_argument(model)
     for what, x in _bad_inputs(s.info, s.batch):
         try:
             with torch.no_grad():
                 model(x)
-        except (ValueError, TypeError):
-            continue
+        except (ValueError, TypeError) as exc:
+            if _names_the_input(str(exc), argument, x):
+                continue
+            shapes = " or ".join(map(str, _shapes(x))) or _shape(x)
+            raise s.fail(
+                "bad-input",
+                f"input with {what} raised {_describe(exc)}, which names neither the argument "
+                f"{argument!r} nor the received shape {shapes}; validate the input and say which argument "
+                "is wrong, what it got and what was expected (see vit_core.validation.check_tensor)",
+            ) from exc
         except Exception as exc:
             raise s.fail(
                 "bad-input",
@@ -288,6 +349,7 @@ CHECKS: dict[str, Callable[[Subject], None]] = {
     "listing": check_listing,
     "forward": check_forward,
     "interface": check_interface,
+    "batch-independence": check_batch_independence,
     "num-params": check_num_params,
     "gradients": check_gradients,
     "bad-input": check_bad_input,
