@@ -1,6 +1,7 @@
 """Building blocks shared by every model of the ecosystem."""
 
 from vit_core.layers.attention import Attention, Bucket, CrossAttention, HeadNorm, SequencePacking
+from vit_core.layers.cct import CCTBlock, ConvTokenizer, cct_init_weights, conv_output_size
 from vit_core.layers.feedforward import FeedForward
 from vit_core.layers.patch import PatchEmbedding, patchify
 from vit_core.layers.pooling import POOLS, AttentionPool, SequencePool, pool_tokens
@@ -11,31 +12,58 @@ from vit_core.layers.positional import (
     grid_coordinates,
     grid_window,
     sincos_2d,
+    sinusoidal_1d,
 )
-from vit_core.layers.regularization import DropPath
-from vit_core.layers.transformer import Transformer, TransformerBlock, layer_norm
+from vit_core.layers.regularization import DropPath, LayerScale, drop_path_rates
+from vit_core.layers.spatial import (
+    ChannelLayerNorm,
+    DepthwiseConv2d,
+    RelativePositionBias,
+    map_to_tokens,
+    relative_position_index,
+    tokens_to_map,
+    window_merge,
+    window_partition,
+)
+from vit_core.layers.transformer import Transformer, TransformerBlock, is_observed, layer_norm
 
 __all__ = [
     "POOLS",
     "Attention",
     "AttentionPool",
     "Bucket",
+    "CCTBlock",
+    "ChannelLayerNorm",
+    "ConvTokenizer",
     "CrossAttention",
+    "DepthwiseConv2d",
     "DropPath",
     "FactorizedPositionalEmbedding",
     "FeedForward",
     "FixedPositionalEmbedding",
     "HeadNorm",
+    "LayerScale",
     "LearnedPositionalEmbedding",
     "PatchEmbedding",
+    "RelativePositionBias",
     "SequencePacking",
     "SequencePool",
     "Transformer",
     "TransformerBlock",
+    "cct_init_weights",
+    "conv_output_size",
+    "drop_path_rates",
     "grid_coordinates",
     "grid_window",
+    "is_observed",
     "layer_norm",
+    "map_to_tokens",
     "patchify",
     "pool_tokens",
+    "relative_position_index",
     "sincos_2d",
+    "sinusoidal_1d",
+    "tokens_to_map",
+    "window_merge",
+    "window_partition",
 ]

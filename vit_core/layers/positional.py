@@ -4,6 +4,8 @@
   smaller than the grid the model was built for use the matching top-left window of the grid,
   so a patch keeps the embedding of its row and column (not the first N rows of a flat table).
 * :func:`sincos_2d`: fixed 2-D sin-cos table (Simple ViT, arXiv 2205.01580).
+* :func:`sinusoidal_1d`: the Transformer's interleaved sin / cos table over a flat sequence
+  (arXiv 1706.03762), as CCT's ``positional_embedding="sine"`` uses it (arXiv 2104.05704).
 * :class:`FactorizedPositionalEmbedding`: a sum of per-axis learned tables indexed by each
   token's grid coordinates (NaViT, arXiv 2307.06304), for any resolution and dropped tokens.
 """
@@ -85,3 +87,13 @@ def grid_coordinates(grid: Sequence[int], device: torch.device | None = None) ->
     """Row-major integer coordinates of every cell of ``grid``, shape ``(prod(grid), len(grid))``."""
     axes = torch.meshgrid(*(torch.arange(g, device=device) for g in grid), indexing="ij")
     return torch.stack(axes, dim=-1).reshape(math.prod(grid), len(grid))
+
+
+def sinusoidal_1d(length: int, dim: int, base: float = 10000.0) -> Tensor:
+    """A fixed ``(length, dim)`` table: channel ``i`` of position ``p`` is ``sin`` (even ``i``) or
+    ``cos`` (odd ``i``) of ``p / base ** (2 * (i // 2) / dim)``."""
+    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)
+    pair_index = torch.arange(dim, dtype=torch.float64) // 2
+    angles = position / base ** (2 * pair_index / dim)
+    table = torch.where(torch.arange(dim) % 2 == 0, angles.sin(), angles.cos())
+    return table.float()

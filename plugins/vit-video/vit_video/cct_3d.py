@@ -9,18 +9,18 @@ fixed sinusoidal or absent (``positional_embedding``).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from vit_core.layers import (
-    Attention,
-    DropPath,
-    FeedForward,
+    CCTBlock,
+    ConvTokenizer,
     FixedPositionalEmbedding,
     LearnedPositionalEmbedding,
-    SequencePacking,
     SequencePool,
     Transformer,
+    cct_init_weights,
+    drop_path_rates,
+    sinusoidal_1d,
 )
 from vit_core.models.base import VisionModel
 from vit_core.validation import (
@@ -32,52 +32,9 @@ from vit_core.validation import (
     check_probability,
     check_tensor,
 )
-from vit_video.positional import sinusoidal_1d
-from vit_video.tokenizer import ConvTokenizer3D
 from vit_video.validation import VIDEO_LAYOUT, check_video
 
 POSITIONAL_EMBEDDINGS = ("sine", "learnable", "none")
-
-
-class CCTBlock(nn.Module):
-    """CCT's encoder layer: ``x + drop(attn(norm(x)))``, then ``LayerNorm``, then ``x + drop(mlp(x))``.
-
-    Unlike the pre-norm :class:`~vit_core.layers.TransformerBlock`, the MLP sees the normalised
-    stream itself (and adds to it), not a normalised copy.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        mlp_dim: int,
-        *,
-        dropout: float,
-        attention_dropout: float,
-        drop_path: float,
-    ) -> None:
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dim // heads, attention_dropout, project_out=True, out_dropout=dropout)
-        self.post_attn_norm = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, mlp_dim, dropout)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None, packing: SequencePacking | None = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.attn_norm(x), mask=mask, packing=packing))
-        x = self.post_attn_norm(x)
-        return x + self.drop_path(self.ff(x))
-
-
-def _init_weights(module: nn.Module) -> None:
-    """CCT's initialisation: truncated-normal linear weights (std 0.02), zero biases, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class CCT3D(VisionModel):
@@ -146,7 +103,7 @@ class CCT3D(VisionModel):
             pool_stride=(("frame_pooling_stride", frame_pooling_stride), ("pooling_stride", pooling_stride)),
             pool_padding=(("frame_pooling_padding", frame_pooling_padding), ("pooling_padding", pooling_padding)),
         )
-        self.tokenizer = ConvTokenizer3D(self.channels, dim, n_conv_layers=n_conv_layers, **geometry)
+        self.tokenizer = ConvTokenizer(self.channels, dim, n_conv_layers=n_conv_layers, **geometry)
         self.token_grid = self.tokenizer.output_grid(self.input_size)
         if min(self.token_grid) <= 0:
             raise ValueError(
@@ -164,7 +121,7 @@ class CCT3D(VisionModel):
         self.dropout = nn.Dropout(check_probability("dropout_rate", dropout_rate))
         check_probability("attention_dropout", attention_dropout)
         check_probability("stochastic_depth_rate", stochastic_depth_rate)
-        drop_paths = torch.linspace(0, stochastic_depth_rate, num_layers).tolist()
+        drop_paths = drop_path_rates(stochastic_depth_rate, num_layers)
         mlp_dim = int(dim * mlp_ratio)
         self.transformer = Transformer(
             dim,
@@ -184,7 +141,7 @@ class CCT3D(VisionModel):
         self.head = self.make_head(num_classes)
         for module in (self.transformer, self.seq_pool, self.head):
             if module is not None:
-                module.apply(_init_weights)
+                module.apply(cct_init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Video -> ``(batch, tokens, embedding_dim)`` encoder output."""

@@ -1,0 +1,137 @@
+"""Compact Convolutional Transformer pieces (Hassani et al., arXiv 2104.05704), for any number of axes.
+
+CCT replaces patches by a convolutional tokenizer (``conv -> ReLU -> max-pool`` stages; every cell
+of the last map becomes a token) and uses encoder layers that LayerNorm the residual stream
+after attention.  The 2-D CCT (vit-variants) and the 3-D one (vit-video) share these.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from vit_core.layers.attention import Attention, SequencePacking
+from vit_core.layers.feedforward import FeedForward
+from vit_core.layers.regularization import DropPath
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
+class CCTBlock(nn.Module):
+    """CCT's encoder layer: ``x + drop(attn(norm(x)))``, then ``LayerNorm``, then ``x + drop(mlp(x))``.
+
+    Unlike the pre-norm :class:`~vit_core.layers.TransformerBlock`, the MLP sees the normalised
+    stream itself (and adds to it), not a normalised copy.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        *,
+        dropout: float,
+        attention_dropout: float,
+        drop_path: float,
+    ) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dim // heads, attention_dropout, project_out=True, out_dropout=dropout)
+        self.post_attn_norm = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, mlp_dim, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, packing: SequencePacking | None = None) -> Tensor:
+        x = x + self.drop_path(self.attn(self.attn_norm(x), mask=mask, packing=packing))
+        x = self.post_attn_norm(x)
+        return x + self.drop_path(self.ff(x))
+
+
+def cct_init_weights(module: nn.Module) -> None:
+    """CCT's initialisation: truncated-normal linear weights (std 0.02), zero biases, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution or max-pool (dilation 1, floor rounding) along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class ConvTokenizer(nn.Module):
+    """``(batch, channels, *spatial) -> (batch, tokens, dim)`` through ``conv -> ReLU -> max-pool`` stages.
+
+    Args:
+        channels: input channels.
+        dim: output channels of the last stage (the token width).
+        n_conv_layers: number of stages; the inner ones have ``in_planes`` channels.
+        kernel, stride, padding: the convolutions' geometry, one int per spatial axis.
+        pool_kernel, pool_stride, pool_padding: the max-pools' geometry (``pooling=False``: no pool).
+        activation: apply ReLU after each convolution.
+        conv_bias: bias in the convolutions.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        *,
+        n_conv_layers: int,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[int],
+        pool_kernel: Sequence[int],
+        pool_stride: Sequence[int],
+        pool_padding: Sequence[int],
+        in_planes: int = 64,
+        pooling: bool = True,
+        activation: bool = True,
+        conv_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        geometry = tuple(tuple(g) for g in (kernel, stride, padding, pool_kernel, pool_stride, pool_padding))
+        axes = len(geometry[0])
+        if axes not in _CONV or any(len(g) != axes for g in geometry):
+            raise ValueError(f"the tokenizer geometry needs one int per spatial axis (1 to 3 axes), got {geometry}")
+        self.geometry, self.pooling = geometry, pooling
+        widths = [channels] + [in_planes] * (n_conv_layers - 1) + [dim]
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                OrderedDict(
+                    conv=_CONV[axes](c_in, c_out, geometry[0], stride=geometry[1], padding=geometry[2], bias=conv_bias),
+                    act=nn.ReLU() if activation else nn.Identity(),
+                    pool=_POOL[axes](geometry[3], stride=geometry[4], padding=geometry[5])
+                    if pooling
+                    else nn.Identity(),
+                )
+            )
+            for c_in, c_out in itertools.pairwise(widths)
+        )
+        for stage in self.stages:
+            nn.init.kaiming_normal_(stage.conv.weight)
+
+    def output_grid(self, size: Sequence[int]) -> tuple[int, ...]:
+        """The token grid for an input of spatial ``size``; an entry <= 0 means the input is too small."""
+        kernel, stride, padding, pool_kernel, pool_stride, pool_padding = self.geometry
+        steps = [(kernel, stride, padding)] + ([(pool_kernel, pool_stride, pool_padding)] if self.pooling else [])
+        grid = tuple(size)
+        for _ in self.stages:
+            for k_, s_, p_ in steps:
+                grid = tuple(conv_output_size(n, k, s, p) for n, k, s, p in zip(grid, k_, s_, p_, strict=True))
+                if min(grid) <= 0:
+                    return grid
+        return grid
+
+    def forward(self, x: Tensor) -> Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x.flatten(2).transpose(1, 2)
