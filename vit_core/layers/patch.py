@@ -49,21 +49,31 @@ class PatchEmbedding(nn.Module):
         patch_size: one int per spatial axis (``(ph, pw)`` for images, ``(pf, ph, pw)`` for video).
         dim: embedding width.
         norm_bias: bias in the two LayerNorms.
+        patch_norm, out_norm: keep the LayerNorm on the flattened patch / on the embedding (without
+            both, this is ViT's plain linear patch embedding).
         recompute: when gradients are being recorded, keep only the input for backward and
             recompute the embedding there (same values and gradients, less memory).
     """
 
     def __init__(
-        self, channels: int, patch_size: Sequence[int], dim: int, *, norm_bias: bool = True, recompute: bool = True
+        self,
+        channels: int,
+        patch_size: Sequence[int],
+        dim: int,
+        *,
+        norm_bias: bool = True,
+        patch_norm: bool = True,
+        out_norm: bool = True,
+        recompute: bool = True,
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
         self.patch_size = as_tuple("patch_size", tuple(patch_size), len(patch_size))
         self.dim = check_positive_int("dim", dim)
-        patch_dim = channels * math.prod(self.patch_size)
-        self.patch_norm = nn.LayerNorm(patch_dim, bias=norm_bias)
+        self.patch_dim = patch_dim = channels * math.prod(self.patch_size)
+        self.patch_norm = nn.LayerNorm(patch_dim, bias=norm_bias) if patch_norm else nn.Identity()
         self.proj = nn.Linear(patch_dim, dim)
-        self.norm = nn.LayerNorm(dim, bias=norm_bias)
+        self.norm = nn.LayerNorm(dim, bias=norm_bias) if out_norm else nn.Identity()
         self.recompute = recompute
 
     def embed_patches(self, patches: Tensor) -> Tensor:
