@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vit_core import Extractor, Recorder, create_model, list_models, load_reference_weights
-from vit_core.registry import count_parameters, get_registry
+from vit_core.registry import get_registry
 
 vit_video = pytest.importorskip("vit_video")
 
@@ -383,7 +383,6 @@ def test_registry_metadata() -> None:
         info = registry.info(name)
         assert info.input_kind == "video" and info.importer and info.reference and info.citation
         model = create_model(name).eval()
-        assert count_parameters(model) == info.num_params, name
         with torch.no_grad():
             assert model(info.example_input(2)).shape == (2, info.default_config["num_classes"])
 

@@ -1,23 +1,34 @@
 """The ``vit`` command line: list, describe and inspect the models of every installed plugin.
 
 Only ``vit describe`` imports torch (to build the default configuration and count parameters
-and FLOPs); ``vit --help``, ``vit list`` and ``vit plugins`` read metadata only.
+and FLOPs); ``vit --help``, ``vit list`` and ``vit plugins`` read metadata only.  Errors are one
+line on stderr and exit code 1: an unknown, ambiguous or unavailable name, a filter of
+``vit list`` that matches nothing, a target that does not import or a configuration that does not
+build.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-import warnings
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from vit_core.registry import ALLOWLIST_ENV, ModelInfo, UnknownModelError, get_registry, human
+from vit_core.registry import (
+    ALLOWLIST_ENV,
+    KINDS,
+    Component,
+    ModelInfo,
+    ModelLookupError,
+    Registry,
+    TargetImportError,
+    get_registry,
+    human,
+)
 
 app = typer.Typer(
     name="vit",
@@ -27,12 +38,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(soft_wrap=True)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
-def _info_dict(info: ModelInfo) -> dict[str, Any]:
+def _fail(message: str) -> NoReturn:
+    errors.print("[red]error:[/red] ", end="")
+    errors.print(message, markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Component):
+        return value.to_json()
+    return repr(value)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_json_value)
+
+
+def _info_dict(registry: Registry, info: ModelInfo) -> dict[str, Any]:
     return {
-        "name": info.name,
+        "name": registry.key(info),
+        "qualified_name": info.qualified_name,
+        "kind": info.kind,
+        "preset_of": info.preset_of,
         "plugin": info.plugin,
         "distribution": info.distribution,
         "version": info.version,
@@ -44,36 +74,99 @@ def _info_dict(info: ModelInfo) -> dict[str, Any]:
         "summary": info.summary,
         "target": info.target,
         "default_config": dict(info.default_config),
-        "num_params": info.num_params,
+        "presets": list(info.presets),
+        "components": {arg: c.to_json() for arg, c in info.components.items()},
+        "takes_labels": info.takes_labels,
+        "plugs_into": info.plugs_into.to_json() if info.plugs_into else None,
         "reference": info.reference,
+        "ambiguous": info.name in registry.conflicts,
     }
+
+
+def _warn_registry(registry: Registry) -> None:
+    """One stderr line each: plugins that failed, shared names, allowlist entries naming nothing."""
+    broken = [p.name for p in registry.plugins.values() if not p.ok]
+    if broken:
+        errors.print(
+            f"[yellow]{len(broken)} plugin(s) failed to load: {', '.join(broken)} (see `vit plugins`)[/yellow]"
+        )
+    for name, claims in registry.conflicts.items():
+        use = " or ".join(c.qualified_name for c in claims)
+        errors.print(f"[yellow]name {name!r} is claimed by several plugins; use {use}[/yellow]")
+    if registry.unmatched_allowlist:
+        installed = sorted({p.split(" (")[0] for p in registry.skipped} | set(registry.plugins) - {"vit-core"})
+        errors.print(
+            f"[yellow]{ALLOWLIST_ENV} names {', '.join(map(repr, registry.unmatched_allowlist))}, which match no "
+            f"installed plugin (entry-point or distribution name); installed: {', '.join(installed) or 'none'}"
+            "[/yellow]"
+        )
+
+
+def _check_filters(registry: Registry, plugin: str | None, family: str | None, kind: str | None) -> None:
+    """A filter value that no entry could match is an error that lists the valid values."""
+    if kind is not None and kind not in KINDS:
+        _fail(f"no kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if plugin is not None:
+        names = {r.name for r in registry.plugins.values()} | {r.distribution for r in registry.plugins.values()}
+        if plugin not in names:
+            _fail(f"no plugin {plugin!r} is loaded; plugins: {', '.join(sorted(registry.plugins))}")
+        record = next((r for r in registry.plugins.values() if plugin in (r.name, r.distribution)), None)
+        if record is not None and not record.loaded:
+            _fail(f"plugin {plugin!r} failed to load, so it lists nothing: {record.cause}")
+    if family is not None:
+        families = sorted({i.family for i in registry.entries.values()})
+        if family not in families:
+            _fail(f"no family {family!r}; families: {', '.join(families)}")
 
 
 @app.command("list")
 def list_command(
     pattern: Annotated[str | None, typer.Argument(help="Shell-style wildcard on the name, e.g. 'vit*'.")] = None,
-    plugin: Annotated[str | None, typer.Option("--plugin", "-p", help="Only models of this plugin.")] = None,
-    family: Annotated[str | None, typer.Option("--family", "-f", help="Only models of this family.")] = None,
+    plugin: Annotated[str | None, typer.Option("--plugin", "-p", help="Only entries of this plugin.")] = None,
+    family: Annotated[str | None, typer.Option("--family", "-f", help="Only entries of this family.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", "-k", help=f"Only this kind: {', '.join(KINDS)}.")] = None,
+    presets: Annotated[bool, typer.Option(help="Include named architecture presets.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List every registered model: name, plugin, family, input kind, paper."""
+    """List every registered model, trainer, backend and preset: name, kind, plugin, family, input, paper.
+
+    Exits 1 (with a message on stderr) when nothing matches.
+    """
     registry = get_registry()
-    infos = [i for i in registry.list(pattern, plugin) if family is None or i.family == family]
+    _check_filters(registry, plugin, family, kind)
+    infos = registry.list(pattern, plugin, kind=kind, family=family, presets=presets)
     if as_json:
-        print(json.dumps([_info_dict(i) for i in infos], indent=2))
-        return
-    table = Table(title=f"{len(infos)} models", title_justify="left")
-    for column in ("name", "plugin", "family", "input", "paper"):
+        print(_dumps([_info_dict(registry, i) for i in infos]))
+    elif infos:
+        _print_table(registry, infos)
+    _warn_registry(registry)
+    if not infos:
+        filters = [f"{k}={v!r}" for k, v in (("plugin", plugin), ("family", family), ("kind", kind)) if v is not None]
+        what = f"matches {pattern!r}" if pattern is not None else "is registered"
+        _fail(f"no entry {what}" + (f" with {', '.join(filters)}" if filters else "") + "; run `vit list` for all")
+
+
+def _print_table(registry: Registry, infos: list[ModelInfo]) -> None:
+    n_presets = sum(i.preset_of is not None for i in infos)
+    title = f"{len(infos) - n_presets} models" + (f" and {n_presets} presets" if n_presets else "")
+    table = Table(title=title, title_justify="left")
+    columns = ["name", "kind", "preset of", "plugin", "family", "input", "paper"]
+    if not n_presets:
+        columns.remove("preset of")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for info in infos:
-        table.add_row(info.name, info.plugin, info.family, info.input_kind, _short_paper(info.paper_url))
+        row = {
+            "name": registry.key(info),
+            "kind": info.kind,
+            "preset of": info.preset_of or "",
+            "plugin": info.plugin,
+            "family": info.family,
+            "input": info.input_kind,
+            "paper": _short_paper(info.paper_url),
+        }
+        table.add_row(*(row[c] for c in columns))
     console.print(table)
-    broken = [p for p in registry.plugins.values() if not p.ok]
-    if broken:
-        errors.print(
-            f"[yellow]{len(broken)} plugin(s) failed to load: {', '.join(p.name for p in broken)} "
-            "(see `vit plugins`)[/yellow]"
-        )
 
 
 def _short_paper(url: str) -> str:
@@ -82,67 +175,141 @@ def _short_paper(url: str) -> str:
     return "arXiv:" + url[len(prefix) :] if url.startswith(prefix) else url
 
 
-def _measure(info: ModelInfo) -> tuple[int, int | None]:
-    """Parameters and FLOPs of the default configuration (FLOPs ``None`` where counting fails)."""
+def _fix(info: ModelInfo) -> str:
+    where = f"plugin {info.plugin!r} ({info.distribution})" if info.plugin else "its plugin"
+    return f"fix the ModelInfo that {where} returns from vit_register_models"
+
+
+def _checked_signature(info: ModelInfo) -> str:
+    """The target's signature, after checking it imports and fits the default configuration (or exit 1)."""
+    import inspect
+
+    try:
+        signature = info.signature().replace(return_annotation=inspect.Signature.empty)
+    except TargetImportError as exc:
+        _fail(f"{exc}; {_fix(info)}, or install what the target imports")
+    except (TypeError, ValueError) as exc:
+        _fail(f"{info.describe_origin()}: target {info.target!r} is not a class or factory ({exc}); {_fix(info)}")
+    try:
+        signature.bind_partial(**info.default_config)
+    except TypeError as exc:
+        what = "preset config" if info.preset_of else "default_config"
+        _fail(f"{info.describe_origin()}: {what} does not fit {info.target}{signature}: {exc}; {_fix(info)}")
+    return str(signature)
+
+
+def _measure(registry: Registry, info: ModelInfo) -> tuple[int, int | None]:
+    """Parameters and FLOPs of the default configuration (FLOPs ``None`` where counting fails); exit 1
+    with one line when the configuration does not build.
+
+    Measured on the meta device first (no memory, no arithmetic: a ViT-L preset takes a moment), and
+    on real tensors where a model cannot run there (data-dependent shapes such as NaViT's packing).
+    """
+    import torch
+
     from vit_core.registry import count_flops, count_parameters
 
-    with warnings.catch_warnings():  # torch warns once when numpy, which we do not need, is absent
-        warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-        model = info.build()
-        try:
-            flops = count_flops(model, info.example_input(1))
-        except Exception:
-            flops = None
+    try:
+        with torch.device("meta"):
+            model, parts = registry.create_with_parts(registry.key(info))
+            return count_parameters(model), count_flops(model, *registry.example_args(info, parts, 1))
+    except Exception:
+        pass
+    try:
+        model, parts = registry.create_with_parts(registry.key(info))
+    except Exception as exc:
+        what = "its preset config" if info.preset_of else "its default_config"
+        _fail(f"building {info.describe_origin()} from {what} raised {type(exc).__name__}: {exc}; {_fix(info)}")
+    try:
+        flops = count_flops(model, *registry.example_args(info, parts, 1))
+    except Exception:
+        flops = None
     return count_parameters(model), flops
+
+
+def _kind_lines(registry: Registry, info: ModelInfo) -> list[tuple[str, str]]:
+    """What ``vit describe`` says about how a trainer or backend is used."""
+    if info.kind == "trainer":
+        call = "trainer(images, labels)" if info.takes_labels else "trainer(images)"
+        lines = [("kind", f"trainer: {call} returns a scalar loss; backward trains the wrapped model")]
+        for arg, component in info.components.items():
+            role = "trained" if component.trained else "frozen"
+            lines.append(("wraps", f"{arg}={component}  ({role}; pass your own: {arg}=model)"))
+        return lines
+    if info.kind == "backend":
+        host = info.plugs_into
+        assert host is not None  # ModelInfo validation guarantees it for backends
+        return [
+            ("kind", f"backend: {info.input_layout} -> the same shape, a trunk for transformer="),
+            ("plugs into", f"{host}: create_model({host.model!r}, transformer=create_model({info.name!r}))"),
+        ]
+    return [("kind", "model")]
 
 
 @app.command()
 def describe(
-    name: Annotated[str, typer.Argument(help="Registered model name (see `vit list`).")],
+    name: Annotated[str, typer.Argument(help="Registered name, bare or 'plugin:name' (see `vit list`).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     measure: Annotated[
         bool, typer.Option(help="Build the default configuration to count parameters and FLOPs.")
     ] = True,
 ) -> None:
     """Summary, paper, citation, signature, parameters and FLOPs of the default configuration, and an example."""
+    registry = get_registry()
     try:
-        info = get_registry().info(name)
-    except UnknownModelError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    signature = str(info.signature().replace(return_annotation=inspect.Signature.empty))
-    params, flops = _measure(info) if measure else (info.num_params, None)
+        info = registry.info(name)
+    except ModelLookupError as exc:
+        _fail(str(exc))
+    signature = _checked_signature(info)
+    for arg, component in info.components.items():
+        try:
+            registry.info(component.model)
+        except ModelLookupError as exc:
+            _fail(f"{info.describe_origin()}: {arg}={component} cannot be built: {exc}; {_fix(info)}")
+    params, flops = _measure(registry, info) if measure else (None, None)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    **_info_dict(info),
-                    "signature": signature,
-                    "measured_params": params,
-                    "flops": flops,
-                    "citation": info.citation,
-                    "example": info.example,
-                },
-                indent=2,
-            )
-        )
+        data = {
+            **_info_dict(registry, info),
+            "signature": signature,
+            "num_params": params,
+            "flops": flops,
+            "citation": info.citation,
+            "example": info.example,
+            "importer": info.importer,
+        }
+        print(_dumps(data))
         return
-    console.rule(f"[bold]{info.name}[/bold]  ({info.plugin} {info.version})")
-    console.print(info.summary)
-    console.print(f"[bold]paper[/bold]      {info.paper_title}\n           {info.paper_url}")
-    console.print(
-        f"[bold]class[/bold]      {info.target}" + (f"   (mirrors {info.reference})" if info.reference else "")
-    )
-    console.print(f"[bold]input[/bold]      {info.input_kind}: {info.input_layout}; default sample {info.input_shape}")
-    console.print(f"[bold]signature[/bold]  {info.name}{signature}")
-    config = ", ".join(f"{k}={v!r}" for k, v in info.default_config.items())
-    console.print(f"[bold]default[/bold]    {config}")
-    flop_text = f"{human(flops)}FLOPs per sample" if flops is not None else "FLOPs not measured"
-    console.print(f"[bold]size[/bold]       {human(params)} parameters ({params:,}); {flop_text}")
+    _print_description(registry, info, signature, params, flops)
+
+
+def _print_description(
+    registry: Registry, info: ModelInfo, signature: str, params: int | None, flops: int | None
+) -> None:
+    def line(label: str, text: str) -> None:
+        console.print(f"[bold]{label:<10}[/bold] ", end="")
+        console.print(text, markup=False, highlight=False)
+
+    console.rule(f"[bold]{registry.key(info)}[/bold]  ({info.kind}, {info.plugin} {info.version})")
+    console.print(info.summary, markup=False)
+    if info.preset_of:
+        line("preset of", f"{info.preset_of}: a named architecture; `vit describe {info.preset_of}` for its model")
+    line("paper", f"{info.paper_title}\n           {info.paper_url}")
+    line("class", info.target + (f"   (mirrors {info.reference})" if info.reference else ""))
+    for label, text in _kind_lines(registry, info):
+        line(label, text)
+    line("input", f"{info.input_kind}: {info.input_layout}; default sample {info.input_shape}")
+    line("signature", f"{info.name}{signature}")
+    config = ", ".join(f"{k}={v}" if isinstance(v, Component) else f"{k}={v!r}" for k, v in info.default_config.items())
+    line("preset" if info.preset_of else "default", config)
+    if info.presets:
+        line("presets", ", ".join(info.presets) + "  (create_model(name) builds one)")
+    if params is None:
+        line("size", "not measured (--no-measure)")
+    else:
+        flop_text = f"{human(flops)}FLOPs per sample" if flops is not None else "FLOPs not measured"
+        line("size", f"{human(params)} parameters ({params:,}); {flop_text}")
     if info.importer:
-        console.print(
-            f"[bold]weights[/bold]    vit_core.load_reference_weights(model, state_dict)  via {info.importer}"
-        )
+        line("weights", f"vit_core.load_reference_weights(model, state_dict)  via {info.importer}")
     if info.example:
         console.print("[bold]example[/bold]")
         console.print(Syntax("import torch\n" + info.example, "python", theme="ansi_dark"))
@@ -153,30 +320,37 @@ def describe(
 
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Installed plugins: version, hook API version, the models each registers, and load errors."""
+    """Installed plugins: version, hook API version, what each registers, load errors and name conflicts."""
     from vit_core import __version__
     from vit_core.hookspecs import HOOK_API_VERSION
 
     registry = get_registry()
     records = list(registry.plugins.values())
     if as_json:
-        print(json.dumps([vars(r) | {"ok": r.ok} for r in records], indent=2))
+        print(_dumps([r.to_json() for r in records]))
+        _warn_registry(registry)
         return
     console.print(f"vit-core {__version__}, hook API version {HOOK_API_VERSION}")
     table = Table(title_justify="left")
-    for column in ("plugin", "distribution", "version", "api", "models", "status"):
+    for column in ("plugin", "distribution", "version", "api", "registers", "status"):
         table.add_column(column, overflow="fold")
     for r in records:
         status = "[green]ok[/green]" if r.ok else f"[red]{len(r.errors)} error(s)[/red]"
-        table.add_row(r.name, r.distribution, r.version, str(r.api_version or "-"), ", ".join(r.models) or "-", status)
+        if r.warnings:
+            status += f", [yellow]{len(r.warnings)} warning(s)[/yellow]"
+        registers = ", ".join(r.models) + (f" (+{len(r.presets)} presets)" if r.presets else "")
+        table.add_row(r.name, r.distribution, r.version, str(r.api_version or "-"), registers or "-", status)
     console.print(table)
     if registry.skipped:
         allowlist = os.environ.get(ALLOWLIST_ENV, "")
         console.print(f"not loaded ({ALLOWLIST_ENV}={allowlist!r}): {', '.join(registry.skipped)}", markup=False)
     for r in records:
-        for error in r.errors:
-            console.print(f"[red]error[/red] in plugin {r.name} ({r.distribution} {r.version}): ", end="")
-            console.print(error, markup=False, highlight=False)
+        where = f"plugin {r.name} ({r.distribution} {r.version})".replace(" )", ")")
+        for label, messages in (("[red]error[/red]", r.errors), ("[yellow]warning[/yellow]", r.warnings)):
+            for message in messages:
+                console.print(f"{label} in {where}: ", end="")
+                console.print(message, markup=False, highlight=False)
+    _warn_registry(registry)
 
 
 @app.command("new-plugin")
@@ -190,8 +364,7 @@ def new_plugin(
     try:
         written = generate_plugin(name, directory)
     except (ValueError, FileExistsError) as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     root = plugin_root(name, directory)
     console.print(f"created plugin {name} in {root} ({len(written)} files); next:", highlight=False)
     console.print(next_steps(name, root), markup=False, highlight=False)
@@ -199,3 +372,7 @@ def new_plugin(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -13,16 +13,18 @@ import pluggy
 
 PROJECT = "vit_core"
 ENTRY_POINT_GROUP = "vit_core.plugins"
-HOOK_API_VERSION = 1
-"""Version of this hook API.  A plugin states the version it targets with ``vit_api_version``;
-a plugin targeting another major version is reported and skipped."""
+HOOK_API_VERSION = 2
+"""Version of this hook API (the hooks and the ``ModelInfo`` fields).  A plugin states the version
+it targets with ``vit_api_version``; a plugin targeting another version is reported and skipped.
+Version 2 (vit-core 0.2): ``ModelInfo`` lost ``num_params`` (counts are measured) and gained
+``kind``, ``presets``, ``takes_labels`` and ``plugs_into``."""
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class VitHookSpecs:
-    """Hooks a plugin may implement (all optional but ``vit_register_models``)."""
+    """The hooks a plugin implements (``vit_register_models`` is required, ``vit_api_version`` checked)."""
 
     @hookspec(firstresult=True)
     def vit_api_version(self) -> int:  # type: ignore[empty-body]
@@ -30,8 +32,12 @@ class VitHookSpecs:
 
     @hookspec
     def vit_register_models(self) -> list:  # type: ignore[empty-body]
-        """Return a list of :class:`vit_core.registry.ModelInfo`, one per model the plugin provides.
+        """Return a list of :class:`vit_core.registry.ModelInfo`, one per model, trainer or backend.
 
-        Metadata only: the model classes are named by ``"module:attr"`` strings and imported the
-        first time a model is built or described.
+        Metadata only: the classes are named by ``"module:attr"`` strings and imported the first
+        time an entry is built or described.
         """
+
+
+HOOK_NAMES = tuple(name for name in vars(VitHookSpecs) if name.startswith("vit_"))
+"""Every hook name (a plugin function named like one but not marked with :data:`hookimpl` is reported)."""

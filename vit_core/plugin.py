@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-from vit_core.registry import ModelInfo
+from vit_core.registry import ModelInfo, Preset
 
 VIT_PAPER = "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale"
 VIT_CITATION = (
@@ -20,6 +20,28 @@ SIMPLE_VIT_CITATION = (
 """Paper metadata plugins reuse for models derived from ViT and SimpleViT."""
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
+"""The small default configuration of the core models (builds in milliseconds; tests and `vit describe`)."""
+
+SIZES = {
+    "ti": dict(dim=192, depth=12, heads=3, mlp_dim=768),
+    "s": dict(dim=384, depth=12, heads=6, mlp_dim=1536),
+    "b": dict(dim=768, depth=12, heads=12, mlp_dim=3072),
+    "l": dict(dim=1024, depth=24, heads=16, mlp_dim=4096),
+}
+"""The ViT sizes of the papers (and timm): Tiny, Small, Base, Large; 64 dimensions per head."""
+SIZE_NAMES = {"ti": "Tiny", "s": "Small", "b": "Base", "l": "Large"}
+
+
+def size_presets(prefix: str, label: str, sizes: tuple[str, ...]) -> dict[str, Preset]:
+    """``{prefix}-{size}-16`` presets: 224x224 images, 16x16 patches, 1000 classes (ImageNet-1k)."""
+    return {
+        f"{prefix}-{size}-16": Preset(
+            dict(image_size=224, patch_size=16, num_classes=1000, **SIZES[size], dim_head=64),
+            input_shape=(3, 224, 224),
+            summary=f"{label}-{SIZE_NAMES[size]}/16 on 224x224 images, 1000 classes.",
+        )
+        for size in sizes
+    }
 
 
 @hookimpl
@@ -40,7 +62,7 @@ def vit_register_models() -> list[ModelInfo]:
             input_kind="image",
             default_config=SMALL,
             input_shape=(3, 32, 32),
-            num_params=81_354,
+            presets=size_presets("vit", "ViT", ("ti", "s", "b", "l")),
             citation=VIT_CITATION,
             example=(
                 "from vit_core import ViT\n"
@@ -61,7 +83,7 @@ def vit_register_models() -> list[ModelInfo]:
             input_kind="image",
             default_config=SMALL,
             input_shape=(3, 32, 32),
-            num_params=80_074,
+            presets=size_presets("simple-vit", "SimpleViT", ("s", "b")),
             citation=SIMPLE_VIT_CITATION,
             example=(
                 "from vit_core import SimpleViT\n"
@@ -82,7 +104,6 @@ def vit_register_models() -> list[ModelInfo]:
             input_kind="image-list",
             default_config={**SMALL, "token_dropout_prob": 0.1},
             input_shape=(3, 32, 32),
-            num_params=96_960,
             citation=(
                 "@inproceedings{dehghani2023patch,\n  title={Patch n' Pack: NaViT, a Vision Transformer for any "
                 "Aspect Ratio and Resolution},\n  author={Mostafa Dehghani and Basil Mustafa and Josip Djolonga "

@@ -52,9 +52,9 @@ def check_name(name: str) -> str:
         raise ValueError(f"a module named {package!r} is already importable here; pick another plugin name")
     from vit_core.registry import get_registry
 
-    held = get_registry().models.get(name)
-    if held is not None:
-        raise ValueError(f"model name {name!r} is already registered by plugin {held.plugin!r}; pick another name")
+    held = [e.plugin for e in get_registry().entries.values() if e.name == name]
+    if held:
+        raise ValueError(f"model name {name!r} is already registered by plugin {held[0]!r}; pick another name")
     return package
 
 

@@ -1,4 +1,4 @@
-"""Conformance kit: the checks every registered model must pass, first- or third-party.
+"""Conformance kit: the checks every registered model, trainer and backend must pass, first- or third-party.
 
 A plugin's own test suite runs them on each of its models::
 
@@ -10,21 +10,31 @@ A plugin's own test suite runs them on each of its models::
 
 or all at once with ``check_plugin("my-plugin")``.  Each failed check raises a
 :class:`ConformanceError` (an ``AssertionError``) whose message names the model and the check.
-The checks, in order (see :data:`CHECKS`):
+Each kind has its profile (:data:`PROFILES`); the checks of a model, in order (see :data:`CHECKS`):
 
-``metadata``     the ModelInfo is complete (citation and example included), its target imports, and
-                 its default configuration only uses arguments of the constructor;
+``metadata``     the ModelInfo is complete (citation and example included), its target imports, its
+                 default configuration and every preset's only use arguments of the constructor, and
+                 its components (and a backend's ``plugs_into``) name registered models;
 ``listing``      the model is reachable through ``list_models`` and ``create_model``;
 ``forward``      the default configuration gives ``(batch, num_classes)`` on ``info.example_input``;
 ``interface``    ``forward == forward_head(forward_features)``, ``pre_logits`` gives
                  ``(batch, num_features)``, ``reset_classifier`` changes the output width;
 ``batch-independence``  in eval mode each example's output does not depend on the others in its
                  batch: ``model(x)[:1]`` equals ``model(x[:1])`` within ``1e-5``;
-``num-params``   ``ModelInfo.num_params`` equals the built model's parameter count;
 ``gradients``    a backward pass of the output reaches every trainable parameter;
 ``bad-input``    wrong channels and wrong rank raise ``ValueError``/``TypeError`` whose message names the
                  input argument or the received shape, not a bare shape error;
 ``overrides``    ``create_model(name, num_classes=...)`` changes the output width.
+
+A trainer (:data:`TRAINER_CHECKS`): ``metadata``, ``listing``; ``loss``: built from its default
+configuration (the kit builds its components), called on a batch (``trainer(images)``, or
+``trainer(images, labels)`` with ``takes_labels``) it returns a finite scalar; ``gradients``: the
+backward pass reaches every trained component (its patch embedding too, when it has one) and every
+trainable parameter of the trainer's own.  A backend (:data:`BACKEND_CHECKS`): ``metadata``,
+``listing``; ``shape``: ``(batch, tokens, dim)`` in, the same shape out, finite; ``gradients``;
+``bad-input``: a wrong ``dim`` and a wrong rank raise ``ValueError``/``TypeError`` naming ``dim`` or the
+shape; ``plugs-into``: ``plugs_into``'s model built with ``transformer=`` the backend classifies its
+example input.  Presets are not built (they are large): ``metadata`` checks their configurations.
 
 The kit imports torch (it builds models); pytest is imported only by :func:`parametrize_models`.
 """
@@ -32,6 +42,7 @@ The kit imports torch (it builds models); pytest is imported only by :func:`para
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import inspect
 import re
 from collections.abc import Callable, Iterable
@@ -44,7 +55,6 @@ from torch import Tensor, nn
 from vit_core.registry import (
     ModelInfo,
     Registry,
-    count_parameters,
     create_model,
     get_registry,
     list_models,
@@ -71,14 +81,23 @@ class Subject:
     registry: Registry | None = None
     batch: int = 2
 
+    @property
+    def key(self) -> str:
+        """The name to build it by: bare, or ``"plugin:name"`` when another plugin claims the bare name too."""
+        return (self.registry if self.registry is not None else get_registry()).key(self.info)
+
     def create(self, **overrides: Any) -> nn.Module:
         if self.registry is not None:
-            return self.registry.create(self.info.name, **overrides)
-        return create_model(self.info.name, **overrides)
+            return self.registry.create(self.key, **overrides)
+        return create_model(self.key, **overrides)
+
+    def create_with_parts(self, **overrides: Any) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """A trainer and the components the registry built for it."""
+        return (self.registry if self.registry is not None else get_registry()).create_with_parts(self.key, **overrides)
 
     def listed(self, pattern: str) -> list[str]:
         if self.registry is not None:
-            return [i.name for i in self.registry.list(pattern)]
+            return [self.registry.key(i) for i in self.registry.list(pattern)]
         return list_models(pattern)
 
     def example(self) -> Any:
@@ -126,10 +145,31 @@ def check_metadata(s: Subject) -> None:
             raise s.fail("metadata", f"importer {info.importer!r} does not import: {_describe(exc)}") from exc
         if not callable(importer):
             raise s.fail("metadata", f"importer {info.importer!r} is not callable")
+    _check_presets_and_components(s)
+
+
+def _check_presets_and_components(s: Subject) -> None:
+    info, reg = s.info, (s.registry if s.registry is not None else get_registry())
+    signature = info.signature()
+    for name, preset in info.presets.items():
+        try:
+            signature.bind_partial(**preset.config)
+        except TypeError as exc:
+            raise s.fail(
+                "metadata", f"preset {name!r} config {dict(preset.config)} does not fit {info.target}{signature}: {exc}"
+            ) from exc
+    named = {f"{arg}=": c for arg, c in info.components.items()}
+    if info.plugs_into is not None:
+        named["plugs_into="] = info.plugs_into
+    for where, component in named.items():
+        try:
+            reg.info(component.model)
+        except KeyError as exc:
+            raise s.fail("metadata", f"{where}{component} names no registered model: {exc}") from None
 
 
 def check_listing(s: Subject) -> None:
-    if s.info.name not in s.listed(s.info.name):
+    if s.key not in s.listed(s.info.name):
         raise s.fail("listing", "not returned by list_models(); is its plugin installed and allowed by VIT_PLUGINS?")
     model = _build(s, "listing")
     if not isinstance(model, nn.Module):
@@ -234,17 +274,6 @@ def check_batch_independence(s: Subject) -> None:
         )
 
 
-def check_num_params(s: Subject) -> None:
-    counted = count_parameters(_build(s, "num-params"))
-    if counted != s.info.num_params:
-        raise s.fail(
-            "num-params",
-            f"metadata says num_params={s.info.num_params:_} but the default configuration "
-            f"has {counted:_} parameters (off by {counted - s.info.num_params:+_}); "
-            f"set num_params={counted:_}",
-        )
-
-
 def check_gradients(s: Subject) -> None:
     model = _build(s, "gradients").train()
     out = _forward(s, "gradients", model, s.example())
@@ -344,37 +373,185 @@ def check_overrides(s: Subject) -> None:
     _expect_width(s, "overrides", out, width, f"create_model(..., num_classes={width})")
 
 
+# The trainer profile.
+
+
+def _assemble(s: Subject, check: str) -> tuple[nn.Module, dict[str, nn.Module]]:
+    try:
+        return s.create_with_parts()
+    except Exception as exc:
+        config = dict(s.info.default_config)
+        raise s.fail(check, f"building {s.info.target} from {config} raised {_describe(exc)}") from exc
+
+
+def _loss(s: Subject, check: str, trainer: nn.Module, parts: dict[str, nn.Module]) -> Tensor:
+    reg = s.registry if s.registry is not None else get_registry()
+    call = "trainer(images, labels)" if s.info.takes_labels else "trainer(images)"
+    try:
+        loss = trainer(*reg.example_args(s.info, parts, s.batch))
+    except Exception as exc:
+        raise s.fail(check, f"{call} on a batch of {s.batch} raised {_describe(exc)}") from exc
+    if not isinstance(loss, Tensor) or loss.ndim != 0 or not loss.is_floating_point():
+        raise s.fail(check, f"{call} must return a scalar floating-point loss tensor, got {_shape(loss)}")
+    if not torch.isfinite(loss):
+        raise s.fail(check, f"{call} returned a non-finite loss {loss.item()}")
+    return loss
+
+
+def check_loss(s: Subject) -> None:
+    trainer, parts = _assemble(s, "loss")
+    _loss(s, "loss", trainer.train(), parts)
+
+
+def check_trainer_gradients(s: Subject) -> None:
+    trainer, parts = _assemble(s, "gradients")
+    _loss(s, "gradients", trainer.train(), parts).backward()
+    part_params = {id(p) for part in parts.values() for p in part.parameters()}
+    for arg, component in s.info.components.items():
+        part = parts.get(arg)
+        if not component.trained or part is None:
+            continue
+        reached = {id(p) for p in part.parameters() if p.grad is not None and p.grad.any()}
+        if not reached:
+            raise s.fail(
+                "gradients",
+                f"the loss does not reach {arg}={component}: none of its parameters gets a gradient; "
+                f"the trainer must train the model passed as {arg}=",
+            )
+        embed = getattr(part, "patch_embed", None)
+        if isinstance(embed, nn.Module) and not any(id(p) in reached for p in embed.parameters()):
+            raise s.fail(
+                "gradients",
+                f"the loss reaches {arg}={component} but not its patch embedding ({arg}.patch_embed): "
+                "the gradient must flow through the whole encoder",
+            )
+    own = [(n, p) for n, p in trainer.named_parameters() if p.requires_grad and id(p) not in part_params]
+    dead = [n for n, p in own if p.grad is None or not p.grad.any()]
+    if dead:
+        raise s.fail(
+            "gradients",
+            f"{len(dead)} of the trainer's own {len(own)} trainable parameters get no gradient: {', '.join(dead)}",
+        )
+
+
+# The backend profile.
+
+
+def check_shape(s: Subject) -> None:
+    backend = _build(s, "shape").eval()
+    x = s.example()
+    with torch.no_grad():
+        out = _forward(s, "shape", backend, x)
+    if out.shape != x.shape:
+        raise s.fail(
+            "shape", f"a backend maps (batch, tokens, dim) to the same shape: {tuple(x.shape)} gave {tuple(out.shape)}"
+        )
+    if not torch.isfinite(out).all():
+        raise s.fail("shape", "output holds NaN or inf")
+
+
+def check_backend_input(s: Subject) -> None:
+    backend = _build(s, "bad-input").eval()
+    tokens, dim = s.info.input_shape
+    cases = [
+        (f"dim {dim + 1} instead of {dim}", torch.randn(s.batch, tokens, dim + 1)),
+        ("no batch dimension (wrong rank)", torch.randn(tokens, dim)),
+    ]
+    for what, x in cases:
+        try:
+            with torch.no_grad():
+                backend(x)
+        except (ValueError, TypeError) as exc:
+            if _names_the_input(str(exc), "dim", x):
+                continue
+            raise s.fail(
+                "bad-input", f"input with {what} raised {_describe(exc)}, which names neither dim nor {tuple(x.shape)}"
+            ) from exc
+        except Exception as exc:
+            raise s.fail(
+                "bad-input",
+                f"input with {what} raised a bare {_describe(exc)}; check the input and raise "
+                "ValueError/TypeError naming dim and the shape received (see vit_core.validation.check_tensor)",
+            ) from exc
+        raise s.fail("bad-input", f"input with {what} ({tuple(x.shape)}) was accepted; it must raise ValueError")
+
+
+def check_plugs_into(s: Subject) -> None:
+    host = s.info.plugs_into
+    if host is None:
+        raise s.fail("plugs-into", "a backend must name the model it plugs into (plugs_into=Component(...))")
+    reg = s.registry if s.registry is not None else get_registry()
+    backend = _build(s, "plugs-into")
+    try:
+        model = reg.create(host.model, **host.config, transformer=backend).eval()
+        x = reg.info(host.model).example_input(s.batch)
+    except Exception as exc:
+        raise s.fail(
+            "plugs-into",
+            f"building {host} with transformer=<this backend> raised {_describe(exc)}; plugs_into must give a "
+            "configuration whose dim and token count fit the backend's default configuration",
+        ) from exc
+    with torch.no_grad():
+        out = _forward(s, "plugs-into", model, x)
+    _expect_width(s, "plugs-into", out, _num_classes(s, "plugs-into", model), f"{host} with transformer=")
+
+
 CHECKS: dict[str, Callable[[Subject], None]] = {
     "metadata": check_metadata,
     "listing": check_listing,
     "forward": check_forward,
     "interface": check_interface,
     "batch-independence": check_batch_independence,
-    "num-params": check_num_params,
     "gradients": check_gradients,
     "bad-input": check_bad_input,
     "overrides": check_overrides,
 }
-"""Every check by name, in the order :func:`check_model` runs them."""
+"""Every check of a model by name, in the order :func:`check_model` runs them."""
+
+TRAINER_CHECKS: dict[str, Callable[[Subject], None]] = {
+    "metadata": check_metadata,
+    "listing": check_listing,
+    "loss": check_loss,
+    "gradients": check_trainer_gradients,
+}
+"""The checks of a trainer (``kind="trainer"``)."""
+
+BACKEND_CHECKS: dict[str, Callable[[Subject], None]] = {
+    "metadata": check_metadata,
+    "listing": check_listing,
+    "shape": check_shape,
+    "gradients": check_gradients,
+    "bad-input": check_backend_input,
+    "plugs-into": check_plugs_into,
+}
+"""The checks of a backend (``kind="backend"``)."""
+
+PROFILES: dict[str, dict[str, Callable[[Subject], None]]] = {
+    "model": CHECKS,
+    "trainer": TRAINER_CHECKS,
+    "backend": BACKEND_CHECKS,
+}
+"""The checks of each kind."""
 
 
 def check_model(name: str, *, registry: Registry | None = None, skip: Iterable[str] = (), batch: int = 2) -> None:
-    """Run every conformance check (but those in ``skip``) on the registered model ``name``.
+    """Run every conformance check of its kind (but those in ``skip``) on the registered entry ``name``.
 
     ``registry`` defaults to the process-wide one (installed plugins); pass a
     :class:`~vit_core.registry.Registry` to check models of plugins added in-process.
     Raises :class:`ConformanceError` on the first failed check.
     """
-    unknown = set(skip) - set(CHECKS)
+    known = dict.fromkeys(check for profile in PROFILES.values() for check in profile)
+    unknown = set(skip) - set(known)
     if unknown:
-        raise ValueError(f"skip names unknown checks {sorted(unknown)}; known: {', '.join(CHECKS)}")
+        raise ValueError(f"skip names unknown checks {sorted(unknown)}; known: {', '.join(known)}")
     reg = registry if registry is not None else get_registry()
     try:
         info = reg.info(name)
     except KeyError as exc:
         raise ConformanceError(name, "metadata", str(exc)) from None
     subject = Subject(info, registry, batch)
-    for check, run in CHECKS.items():
+    for check, run in PROFILES[info.kind].items():
         if check not in skip:
             run(subject)
 
@@ -401,18 +578,32 @@ def check_plugin(
             kind="plugin",
         )
     if record.errors:
-        raise ConformanceError(plugin, "plugin", f"failed to load: {' | '.join(record.errors)}", kind="plugin")
+        raise ConformanceError(plugin, "plugin", f"failed to load: {record.cause}", kind="plugin")
+    if record.warnings:
+        raise ConformanceError(plugin, "plugin", f"name conflicts: {' | '.join(record.warnings)}", kind="plugin")
     if not record.models:
         raise ConformanceError(plugin, "plugin", "registered no models", kind="plugin")
     for name in record.models if check_models else ():
-        check_model(name, registry=registry, skip=skip, batch=batch)
+        check_model(f"{record.name}:{name}", registry=registry, skip=skip, batch=batch)
     return list(record.models)
 
 
 def model_names(pattern: str | None = None, plugin: str | None = None, registry: Registry | None = None) -> list[str]:
-    """Registered model names to check (of one ``plugin`` and/or matching a wildcard ``pattern``)."""
+    """Names to check (of one ``plugin`` and/or matching a wildcard ``pattern``): every registered model,
+    trainer and backend (presets are checked through their model's metadata), and what plugins that
+    failed to load would have registered, so that their checks fail with the plugin's error: their
+    names where known, else ``"plugin:plugin"`` (without a ``pattern``).
+    """
     reg = registry if registry is not None else get_registry()
-    return [info.name for info in reg.list(pattern, plugin)]
+    names = [reg.key(info) for info in reg.list(pattern, plugin, presets=False)]
+    for key, record in reg.plugins.items():
+        if record.loaded or key != record.name or plugin not in (None, record.name, record.distribution):
+            continue
+        if record.claims:
+            names += [f"{record.name}:{n}" for n in record.claims if pattern is None or fnmatch.fnmatchcase(n, pattern)]
+        elif pattern is None:
+            names.append(f"{record.name}:{record.name}")
+    return names
 
 
 def parametrize_models(

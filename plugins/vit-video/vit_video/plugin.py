@@ -32,7 +32,6 @@ def vit_register_models() -> list[ModelInfo]:
             input_kind="video",
             default_config={**SMALL, "depth": 2},
             input_shape=INPUT_SHAPE,
-            num_params=93_514,
             citation=VIT_CITATION,
             example=(
                 "from vit_video import ViT3D\n"
@@ -54,7 +53,6 @@ def vit_register_models() -> list[ModelInfo]:
             input_kind="video",
             default_config={**SMALL, "depth": 2},
             input_shape=INPUT_SHAPE,
-            num_params=92_746,
             citation=SIMPLE_VIT_CITATION,
             example=(
                 "from vit_video import SimpleViT3D\n"
@@ -91,7 +89,6 @@ def vit_register_models() -> list[ModelInfo]:
                 positional_embedding="learnable",
             ),
             input_shape=INPUT_SHAPE,
-            num_params=88_970,
             citation=(
                 "@article{hassani2021escaping,\n  title={Escaping the Big Data Paradigm with Compact "
                 "Transformers},\n  author={Ali Hassani and Steven Walton and Nikhil Shah and Abulikailik "
@@ -125,7 +122,6 @@ def vit_register_models() -> list[ModelInfo]:
                 "variant": "factorized_encoder",
             },
             input_shape=INPUT_SHAPE,
-            num_params=93_642,
             citation=(
                 "@inproceedings{arnab2021vivit,\n  title={ViViT: A Video Vision Transformer},\n  "
                 "author={Anurag Arnab and Mostafa Dehghani and Georg Heigold and Chen Sun and "
