@@ -100,11 +100,16 @@ def rename_transformer(state: StateDict, prefix: str = "transformer.") -> StateD
 
 
 def import_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
-    """``vit_pytorch.vit.ViT`` (or ``efficient.ViT`` without its external trunk) -> ``vit_core.ViT``."""
+    """``vit_pytorch.vit.ViT`` -> ``vit_core.ViT``; ``vit_pytorch.efficient.ViT`` -> ``vit_core.ViT(transformer=...)``
+    with the same third-party trunk (whose keys are kept as they are)."""
+    from vit_core.layers import Transformer
+
     state = dict(state)
     pos = state.pop("pos_embedding").reshape(-1, model.num_features)
     cls = state.pop("cls_token").reshape(-1, model.num_features)
-    out = rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, (r"(transformer\..*)", r"\1")]))
+    out = rename(state, [*PATCH_RULES, *HEAD_RULES, (r"(transformer\..*)", r"\1")])
+    if isinstance(model.transformer, Transformer):  # a third-party trunk keeps its own keys
+        out = rename_transformer(out)
     if model.cls_token is not None:
         out["cls_token"], out["cls_pos"], pos = cls, pos[:1], pos[1:]
     out["pos_embed.weight"] = pos.reshape(model.pos_embed.weight.shape)

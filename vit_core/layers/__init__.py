@@ -25,7 +25,7 @@ from vit_core.layers.spatial import (
     window_merge,
     window_partition,
 )
-from vit_core.layers.transformer import Transformer, TransformerBlock, is_observed, layer_norm
+from vit_core.layers.transformer import Transformer, TransformerBlock, is_observed, layer_norm, resolve_indices
 
 __all__ = [
     "POOLS",
@@ -61,6 +61,7 @@ __all__ = [
     "patchify",
     "pool_tokens",
     "relative_position_index",
+    "resolve_indices",
     "sincos_2d",
     "sinusoidal_1d",
     "tokens_to_map",

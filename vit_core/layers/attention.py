@@ -191,8 +191,8 @@ class Attention(nn.Module):
     the attention step itself.  The dense, packed and ``queries=`` paths all go through these, so
     a subclass changes one step without re-writing ``forward``:
 
-    * override :meth:`project` for other projections (``grid=`` gives the token grid, e.g. for
-      convolutional projections);
+    * override :meth:`build_projections` and :meth:`project` for other projections (``grid=``
+      gives the token grid, e.g. for convolutional projections);
     * override :meth:`score_bias` to add a bias; it stays on the fused kernel;
     * override :meth:`transform_scores` (pre-softmax) or :meth:`transform_weights` (post-softmax,
       e.g. mixing across heads): the layer then computes the scores explicitly (the class
@@ -211,6 +211,8 @@ class Attention(nn.Module):
         out_bias: bias on the output projection.
         project_out: ``None`` projects back to ``dim`` unless one head already has width ``dim``.
         out_dropout: dropout on the output projection; ``None`` means ``dropout``.
+        dim_value: width of each head's values (and of the output projection's input per head);
+            ``None`` means ``dim_head`` (LeViT uses wider values than keys).
     """
 
     explicit_scores: ClassVar[bool] = False
@@ -236,31 +238,35 @@ class Attention(nn.Module):
         out_bias: bool = True,
         project_out: bool | None = None,
         out_dropout: float | None = None,
+        dim_value: int | None = None,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.heads = check_positive_int("heads", heads)
         self.dim_head = check_positive_int("dim_head", dim_head)
+        self.dim_value = dim_head if dim_value is None else check_positive_int("dim_value", dim_value)
         self.dropout = check_probability("dropout", dropout)
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
             raise ValueError(f"scale must be a positive float or None, got {scale!r}")
         self.scale = scale
-        inner = heads * dim_head
-        self._build_projections(dim, inner, qkv_bias)
+        self.build_projections(dim, heads * dim_head, heads * self.dim_value, qkv_bias)
         self.q_norm = HeadNorm(heads, dim_head, qk_norm) if qk_norm else nn.Identity()
         self.k_norm = HeadNorm(heads, dim_head, qk_norm) if qk_norm else nn.Identity()
         if project_out is None:
-            project_out = not (heads == 1 and dim_head == dim)
-        self.to_out = nn.Linear(inner, dim, bias=out_bias) if project_out else nn.Identity()
+            project_out = not (heads == 1 and self.dim_value == dim)
+        self.to_out = nn.Linear(heads * self.dim_value, dim, bias=out_bias) if project_out else nn.Identity()
         self.out_dropout = nn.Dropout(dropout if out_dropout is None else check_probability("out_dropout", out_dropout))
         self.recorder: AttentionRecorder | None = None
 
-    def _build_projections(self, dim: int, inner: int, bias: bool) -> None:
-        self.to_qkv = nn.Linear(dim, inner * 3, bias=bias)
+    def build_projections(self, dim: int, key_width: int, value_width: int, bias: bool) -> None:
+        """Create the input projections (called once by ``__init__``): one fused ``to_qkv`` here.
+
+        ``key_width = heads * dim_head`` (queries and keys), ``value_width = heads * dim_value``."""
+        self.to_qkv = nn.Linear(dim, 2 * key_width + value_width, bias=bias)
 
     def _heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape
-        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)
+        return t.view(b, n, self.heads, -1).transpose(1, 2)
 
     def project(
         self, x: Tensor, context: Tensor | None = None, *, grid: tuple[int, ...] | None = None
@@ -271,8 +277,13 @@ class Attention(nn.Module):
         if context is not None:
             raise ValueError("this Attention is self-attention; use CrossAttention to pass context")
         b, n, _ = x.shape
-        q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
-        return q, k, v
+        qkv = self.to_qkv(x)
+        if self.dim_value == self.dim_head:
+            q, k, v = qkv.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+            return q, k, v
+        key_width = self.heads * self.dim_head
+        q, k, v = qkv.split([key_width, key_width, self.heads * self.dim_value], dim=-1)
+        return self._heads(q), self._heads(k), self._heads(v)
 
     def score_bias(self, q: Tensor, k: Tensor) -> Tensor | None:
         """An additive bias for the scores, broadcastable to ``(batch, heads, queries, keys)``; none here."""
@@ -403,9 +414,9 @@ def _unpack(t: Tensor, buckets: Sequence[Bucket]) -> list[Tensor]:
 class CrossAttention(Attention):
     """Attention whose keys and values come from ``context`` (itself when omitted)."""
 
-    def _build_projections(self, dim: int, inner: int, bias: bool) -> None:
-        self.to_q = nn.Linear(dim, inner, bias=bias)
-        self.to_kv = nn.Linear(dim, inner * 2, bias=bias)
+    def build_projections(self, dim: int, key_width: int, value_width: int, bias: bool) -> None:
+        self.to_q = nn.Linear(dim, key_width, bias=bias)
+        self.to_kv = nn.Linear(dim, key_width + value_width, bias=bias)
 
     def project(
         self, x: Tensor, context: Tensor | None = None, *, grid: tuple[int, ...] | None = None
@@ -413,5 +424,5 @@ class CrossAttention(Attention):
         context = x if context is None else context
         if context.ndim != 3 or context.shape[-1] != self.dim:
             raise ValueError(f"context must be (batch, tokens, dim={self.dim}), got shape {tuple(context.shape)}")
-        k, v = self.to_kv(context).chunk(2, dim=-1)
+        k, v = self.to_kv(context).split([self.heads * self.dim_head, self.heads * self.dim_value], dim=-1)
         return self._heads(self.to_q(x)), self._heads(k.contiguous()), self._heads(v.contiguous())

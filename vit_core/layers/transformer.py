@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from vit_core.layers.attention import Attention, SequencePacking, check_queries
@@ -88,17 +89,36 @@ class TransformerBlock(nn.Module):
         bias: Tensor | None = None,
         grid: tuple[int, ...] | None = None,
     ) -> Tensor:
+        x = self.mix(x, mask, packing, queries=queries, context=context, bias=bias, grid=grid)
+        return self.feed_forward(x)
+
+    def mix(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        packing: SequencePacking | None = None,
+        *,
+        queries: int | None = None,
+        **mixer_kwargs: Any,
+    ) -> Tensor:
+        """The token-mixing residual step, ``x + drop_path(ls1(mixer(norm(x))))``; keyword arguments
+        (``context``, ``bias``, ``grid``) reach the mixer when not ``None``."""
+        context = mixer_kwargs.get("context")
         if context is not None and self.context_norm is not None:
-            context = self.context_norm(context)
-        given = dict(context=context, bias=bias, grid=grid, queries=queries)
-        kwargs = {k: v for k, v in given.items() if v is not None}
+            mixer_kwargs["context"] = self.context_norm(context)
+        kwargs = {k: v for k, v in mixer_kwargs.items() if v is not None}
+        if queries is not None:
+            kwargs["queries"] = queries
         mixed = self.attn(self.attn_norm(x), mask=mask, packing=packing, **kwargs)
         residual = x if queries is None else x[:, :queries]
-        x = residual + self.drop_path(self.attn_scale(mixed))
+        return residual + self.drop_path(self.attn_scale(mixed))
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The MLP residual step, ``x + drop_path(ls2(mlp(norm(x))))``."""
         return x + self.drop_path(self.ff_scale(self.ff(self.ff_norm(x))))
 
 
-def _resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[int]:
+def resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[int]:
     """timm's meaning: ``None`` every block, ``n`` the last ``n`` blocks, a sequence of (negative-ok) indices."""
     if indices is None:
         return list(range(depth))
@@ -129,6 +149,8 @@ class Transformer(nn.Module):
         final_norm: end with a LayerNorm.
         drop_path_rate: stochastic depth rising linearly from 0 to this rate over the blocks.
         layer_scale: initial LayerScale gain of every block (``None``: no LayerScale).
+        layer_drop: LayerDrop (Fan et al., arXiv 1909.11556): while training, each block is skipped
+            with this probability (at least one block runs); in eval every block runs.
         norm: ``norm(dim) -> module`` replaces every LayerNorm (blocks and final).
         block: ``block(layer_index) -> nn.Module`` builds each block instead of the default one;
             arguments that only the default block reads cannot be given with it.
@@ -153,12 +175,14 @@ class Transformer(nn.Module):
         final_norm: bool = True,
         drop_path_rate: float = 0.0,
         layer_scale: float | None = None,
+        layer_drop: float = 0.0,
         norm: NormFactory | None = None,
         block: BlockFactory | None = None,
     ) -> None:
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.depth = check_non_negative_int("depth", depth)
+        self.layer_drop = check_probability("layer_drop", layer_drop)
         check_probability("drop_path_rate", drop_path_rate)
         given = dict(
             heads=heads,
@@ -208,8 +232,9 @@ class Transformer(nn.Module):
     def insert_after(self, index: int, module: nn.Module) -> None:
         """Run ``module`` on the tokens after block ``index`` (e.g. a token merger).
 
-        ``module(x)`` returns the new tokens (any count) or ``(tokens, mask)``, the key mask
-        ``(batch, tokens)`` the following blocks then use.
+        ``module(x)`` returns the new tokens or ``(tokens, mask)``, the key mask ``(batch, tokens)``
+        the following blocks then use.  Returning tokens alone keeps the current mask when the
+        token count is unchanged and drops it otherwise.
         """
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.layers):
             raise ValueError(f"index must be a block index in [0, {len(self.layers)}), got {index!r}")
@@ -228,11 +253,28 @@ class Transformer(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (batch, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
 
-    def _run(self, i: int, layer: nn.Module, x: Tensor, mask: Tensor | None, **kwargs: Any) -> tuple[Tensor, Any]:
-        x = layer(x, mask=mask, **kwargs)
+    def _active_layers(self) -> list[bool]:
+        """Which blocks run in this forward pass (LayerDrop skips some while training)."""
+        if not self.training or self.layer_drop == 0.0 or not self.layers:
+            return [True] * len(self.layers)
+        keep = torch.rand(len(self.layers)) >= self.layer_drop
+        if not keep.any():
+            keep[torch.randint(len(self.layers), ())] = True
+        return keep.tolist()
+
+    def _run(
+        self, i: int, active: bool, x: Tensor, mask: Tensor | None, queries: int | None = None, **kwargs: Any
+    ) -> tuple[Tensor, Any]:
+        if active:
+            x = self.layers[i](x, mask=mask, **kwargs, **({} if queries is None else {"queries": queries}))
+        elif queries is not None:
+            x = x[:, :queries]
         if str(i) in self.inserted:
             out = self.inserted[str(i)](x)
-            x, mask = out if isinstance(out, tuple) else (out, None)
+            new, new_mask = out if isinstance(out, tuple) else (out, None)
+            if not isinstance(out, tuple) and new.shape[1] == x.shape[1]:
+                new_mask = mask
+            x, mask = new, new_mask
         return x, mask
 
     def forward(
@@ -261,9 +303,8 @@ class Transformer(nn.Module):
                 raise ValueError("queries= needs blocks that declare supports_queries and no inserted module")
             if last < 0:
                 return self.norm(x[:, :queries])
-        for i, layer in enumerate(self.layers):
-            extra = {"queries": queries} if queries is not None and i == last else {}
-            x, mask = self._run(i, layer, x, mask, **block_kwargs, **extra)
+        for i, active in enumerate(self._active_layers()):
+            x, mask = self._run(i, active, x, mask, queries if i == last else None, **block_kwargs)
         return self.norm(x)
 
     def forward_intermediates(
@@ -287,11 +328,11 @@ class Transformer(nn.Module):
         self._check(x)
         if packing is not None:
             block_kwargs["packing"] = packing
-        chosen = _resolve_indices(indices, len(self.layers))
+        chosen = resolve_indices(indices, len(self.layers))
         stop = chosen[-1] if stop_early and chosen else len(self.layers) - 1
         intermediates = []
-        for i, layer in enumerate(self.layers[: stop + 1]):
-            x, mask = self._run(i, layer, x, mask, **block_kwargs)
+        for i, active in enumerate(self._active_layers()[: stop + 1]):
+            x, mask = self._run(i, active, x, mask, **block_kwargs)
             if i in chosen:
                 intermediates.append(self.norm(x) if norm else x)
         final = x if stop_early and stop < len(self.layers) - 1 else self.norm(x)

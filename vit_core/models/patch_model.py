@@ -13,7 +13,7 @@ the trunk on tokens without positions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,15 @@ from vit_core.validation import check_choice, check_grid, check_non_negative_int
 ENCODER_PROTOCOL = ("num_prefix_tokens", "patches", "tokenize", "add_positions", "prepend_prefix", "encode", "embed")
 """What an encoder exposes for trainers; :class:`PatchTransformer` implements every step."""
 
-_HEAD_READ_PATH = ("forward", "forward_features", "encode", "prepend_prefix", "pool_features", "forward_head")
+_HEAD_READ_PATH = (
+    "forward",
+    "forward_features",
+    "encode_input",
+    "encode",
+    "prepend_prefix",
+    "pool_features",
+    "forward_head",
+)
 
 
 def check_encoder(model: Any, needs: Sequence[str] = ENCODER_PROTOCOL, *, user: str = "this trainer") -> None:
@@ -51,11 +59,20 @@ class PatchTransformer(VisionModel):
             ``pool="mean"`` averages it with the patch tokens).
         layout: the expected input shape, for error messages.
         size_name: the constructor argument that sets ``input_size``, for error messages.
+        patch_embed: the tokenizer to use instead of ``PatchEmbedding(channels, patch_size, dim)``;
+            one with an ``output_grid(size)`` method (a convolutional or tokens-to-token stem)
+            decides the token grid itself, and ``patch_size`` is then only its overall stride.
+
+    Class attribute ``trunk_needs_grid``: hand the token grid to the trunk (``grid=``) in
+    :meth:`forward_features` and :meth:`forward_intermediates`, for blocks that reshape tokens to a
+    map.  ``to_latent`` (an identity) sees the pooled vector, for ``Extractor``/``hidden_layer``.
 
     The encoder protocol: :meth:`patches` / :meth:`tokenize` (validate, cut, embed),
     :meth:`add_positions`, :meth:`prepend_prefix` (``num_prefix_tokens`` tokens in front),
     :meth:`encode` (dropout, then the trunk), and ``embed = prepend_prefix(add_positions(tokenize))``.
     """
+
+    trunk_needs_grid: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # A subclass that changes what the head reads must state again how many leading tokens
@@ -80,15 +97,19 @@ class PatchTransformer(VisionModel):
         class_token: bool | None = None,
         layout: str,
         size_name: str = "image_size",
+        patch_embed: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.input_size, self.patch_size = tuple(input_size), tuple(patch_size)
         self.size_name = size_name
-        self.grid = check_grid(size_name, self.input_size, "patch_size", self.patch_size)
+        self.patch_embed = PatchEmbedding(channels, self.patch_size, dim) if patch_embed is None else patch_embed
+        if self._stem_grid() is None:
+            self.grid = check_grid(size_name, self.input_size, "patch_size", self.patch_size)
+        else:
+            self.grid = self._stem_grid()(self.input_size)
         self.pool = check_choice("pool", pool, ("cls", "mean"))
         self.num_classes = check_non_negative_int("num_classes", num_classes)
         self.channels, self.layout, self.num_features = channels, layout, dim
-        self.patch_embed = PatchEmbedding(channels, self.patch_size, dim)
         self.pos_embed = positional
         class_token = pool == "cls" if class_token is None else class_token
         self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02) if class_token else None
@@ -96,7 +117,11 @@ class PatchTransformer(VisionModel):
         self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
         self.transformer = transformer
         self.fc_norm = nn.LayerNorm(dim) if fc_norm else nn.Identity()
+        self.to_latent = nn.Identity()
         self.head = self.make_head(num_classes)
+
+    def _stem_grid(self) -> Any:
+        return getattr(self.patch_embed, "output_grid", None)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -105,16 +130,23 @@ class PatchTransformer(VisionModel):
 
     def patch_grid(self, x: Tensor) -> tuple[int, ...]:
         """Validate ``x`` and return its patch grid."""
-        return check_tensor(
+        stem_grid = self._stem_grid()
+        grid = check_tensor(
             "img",
             x,
             layout=self.layout,
             spatial_dims=len(self.patch_size),
             channels=self.channels,
             max_size=self.input_size,
-            patch=self.patch_size,
+            patch=None if stem_grid is not None else self.patch_size,
             size_name=self.size_name,
         )
+        if stem_grid is None:
+            return grid
+        grid = tuple(stem_grid(grid))
+        if min(grid) <= 0:
+            raise ValueError(f"img of shape {tuple(x.shape)} is too small for the tokenizer (token grid {grid})")
+        return grid
 
     def patches(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """Validate ``x``; its raw patches ``(batch, patches, patch_dim)`` (as ``patch_embed.embed_patches``
@@ -146,11 +178,21 @@ class PatchTransformer(VisionModel):
         """Input -> ``(batch, tokens, dim)`` tokens with positions (prefix tokens first), before dropout."""
         return self.prepend_prefix(self.add_positions(*self.tokenize(x)))
 
+    def trunk_kwargs(self, grid: Sequence[int]) -> dict[str, Any]:
+        """What the trunk is given besides the tokens: the token grid when ``trunk_needs_grid``."""
+        return {"grid": tuple(grid)} if self.trunk_needs_grid else {}
+
+    def encode_input(self, x: Tensor, **trunk_kwargs: Any) -> Tensor:
+        """The protocol's steps in order: tokenize, add positions, prepend prefix tokens, encode."""
+        tokens, grid = self.tokenize(x)
+        tokens = self.prepend_prefix(self.add_positions(tokens, grid))
+        return self.encode(tokens, **self.trunk_kwargs(grid), **trunk_kwargs)
+
     def forward_features(self, x: Tensor) -> Tensor:
-        return self.encode(self.embed(x))
+        return self.encode_input(x)
 
     def pool_features(self, features: Tensor) -> Tensor:
-        return self.fc_norm(pool_tokens(features, self.pool))
+        return self.to_latent(self.fc_norm(pool_tokens(features, self.pool)))
 
     def head_reads_leading_tokens(self) -> int | None:
         """How many leading tokens ``forward_head`` reads, when that is all it reads; ``None``: every token."""
@@ -189,7 +231,9 @@ class PatchTransformer(VisionModel):
             )
         tokens, grid = self.tokenize(x)
         tokens = self.prepend_prefix(self.add_positions(tokens, grid))
-        final, hidden = trunk(self.dropout(tokens), indices, norm=norm, stop_early=intermediates_only)
+        final, hidden = trunk(
+            self.dropout(tokens), indices, norm=norm, stop_early=intermediates_only, **self.trunk_kwargs(grid)
+        )
         if output_fmt == "NCHW":
             n = self.num_prefix_tokens
             hidden = [h[:, n:].transpose(1, 2).reshape(h.shape[0], h.shape[-1], *grid) for h in hidden]

@@ -12,6 +12,32 @@ from vit_core.validation import as_tuple, check_positive_int
 IMAGE_LAYOUT = "(batch, channels, height, width)"
 
 
+def trunk_width(module: nn.Module) -> int | None:
+    """The token width a trunk expects: its ``dim`` attribute, else its first LayerNorm's or Linear's
+    input width; ``None`` when it shows none."""
+    dim = getattr(module, "dim", None)
+    if isinstance(dim, int) and not isinstance(dim, bool):
+        return dim
+    for m in module.modules():
+        if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
+            return m.normalized_shape[0]
+        if isinstance(m, nn.Linear):
+            return m.in_features
+    return None
+
+
+def check_trunk_width(transformer: object, dim: int) -> None:
+    """``transformer=`` must be a module over tokens of width ``dim``."""
+    if not isinstance(transformer, nn.Module):
+        raise TypeError(f"transformer must be an nn.Module, got {type(transformer).__name__}")
+    width = trunk_width(transformer)
+    if width is not None and width != dim:
+        raise ValueError(
+            f"transformer={type(transformer).__name__} works on tokens of width {width}, but dim={dim}; "
+            "build the trunk with the model's dim"
+        )
+
+
 class ViT(PatchTransformer):
     """The original vision transformer: class token (or mean pooling), learned positions.
 
@@ -55,8 +81,7 @@ class ViT(PatchTransformer):
         check_positive_int("channels", channels)
         custom = transformer is not None
         if custom:
-            if not isinstance(transformer, nn.Module):
-                raise TypeError(f"transformer must be an nn.Module, got {type(transformer).__name__}")
+            check_trunk_width(transformer, dim)
         else:
             missing = [n for n, v in (("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim)) if v is None]
             if missing:
@@ -87,7 +112,7 @@ class ViT(PatchTransformer):
         queries = self.pruned_queries()
         if queries is None:
             return self.forward_head(self.forward_features(img))
-        return self.forward_head(self.encode(self.embed(img), queries=queries))
+        return self.forward_head(self.encode_input(img, queries=queries))
 
     def pruned_queries(self) -> int | None:
         """The ``queries=`` the trunk runs its last block with in ``forward``, or ``None`` (every token)."""
