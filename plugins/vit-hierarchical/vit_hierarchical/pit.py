@@ -1,0 +1,143 @@
+"""PiT: "Rethinking Spatial Dimensions of Vision Transformers" (Heo et al., arXiv 2103.16302).
+
+What the paper changes in ViT: the token map shrinks and widens between stages, as in a CNN.
+A pooling layer between stages applies a stride-2 depth-wise convolution (doubling the
+channels) and a point-wise one to the patch tokens laid out as a map; the class token, which
+has no place on the map, goes through a linear layer of the same widening.  Patches overlap
+(stride ``patch_size // 2``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from vit_core.layers import LearnedPositionalEmbedding, Transformer
+from vit_core.validation import check_positive_int, check_probability
+from vit_hierarchical.stages import HierarchicalModel, to_nchw, to_nhwc
+from vit_hierarchical.validation import as_pair, conv_side, per_stage, stage_count
+
+PiTState = tuple[Tensor, tuple[int, int]]
+"""Tokens ``(b, 1 + h * w, c)`` (class token first) and the patch grid ``(h, w)``."""
+
+
+class TokenPool(nn.Module):
+    """Halve the patch-token map and double the width: depth-wise stride-2 3x3 convolution
+    (``dim -> 2 dim``, two filters per channel) then a point-wise one; the class token through a
+    linear layer."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, 2 * dim, 3, stride=2, padding=1, groups=dim)
+        self.pointwise = nn.Conv2d(2 * dim, 2 * dim, 1)
+        self.cls = nn.Linear(dim, 2 * dim)
+
+    def forward(self, state: PiTState) -> PiTState:
+        tokens, (h, w) = state
+        b, _, c = tokens.shape
+        fmap = to_nchw(tokens[:, 1:].reshape(b, h, w, c))
+        fmap = self.pointwise(self.depthwise(fmap))
+        grid = (fmap.shape[2], fmap.shape[3])
+        patches = to_nhwc(fmap).reshape(b, grid[0] * grid[1], 2 * c)
+        return torch.cat((self.cls(tokens[:, :1]), patches), dim=1), grid
+
+
+class PiTStage(nn.Module):
+    """``pool`` (from the second stage on), then a core Transformer over class and patch tokens."""
+
+    def __init__(self, transformer: Transformer, dim: int, reduction: int, pool: TokenPool | None) -> None:
+        super().__init__()
+        self.pool = pool if pool is not None else nn.Identity()
+        self.transformer = transformer
+        self.dim, self.reduction = dim, reduction
+
+    def forward(self, state: PiTState) -> PiTState:
+        tokens, grid = self.pool(state)
+        return self.transformer(tokens), grid
+
+
+class PiT(HierarchicalModel):
+    """PiT over ``(batch, channels, height, width)`` images; arguments as vit-pytorch's ``pit.PiT``.
+
+    ``depth`` is a tuple of blocks per stage; ``dim`` the first stage's width (doubled by every
+    pooling layer); ``heads`` and ``mlp_dim`` an int or one per stage (the paper's models widen
+    the MLP with the stage: PiT-Ti is ``mlp_dim=(256, 512, 1024)``); ``dim_head`` holds for every
+    stage.  ``forward_features`` returns the tokens ``(b, 1 + h * w, c)`` (class token first);
+    ``forward_intermediates`` each stage's patch tokens as a map.  Images up to ``image_size``
+    are accepted (smaller ones use the matching window of the positional grid).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int | tuple[int, int],
+        patch_size: int,
+        num_classes: int,
+        dim: int,
+        depth: tuple[int, ...],
+        heads: int | tuple[int, ...],
+        mlp_dim: int | tuple[int, ...],
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        channels: int = 3,
+    ) -> None:
+        self.image_size = as_pair("image_size", image_size)
+        check_positive_int("patch_size", patch_size)
+        if patch_size < 2:
+            raise ValueError(
+                f"patch_size must be at least 2 (patches overlap at stride patch_size // 2), got {patch_size}"
+            )
+        depths = stage_count("depth", depth)
+        stage_heads = per_stage("heads", heads, len(depths), check=check_positive_int)
+        mlp_dims = per_stage("mlp_dim", mlp_dim, len(depths), check=check_positive_int)
+        for name, value in (("dim", dim), ("dim_head", dim_head), ("channels", channels)):
+            check_positive_int(name, value)
+        check_probability("dropout", dropout)
+        stride = patch_size // 2
+        grid = tuple(conv_side(s, patch_size, stride) for s in self.image_size)
+        if min(grid) < 1:
+            raise ValueError(f"image_size {self.image_size} is smaller than patch_size={patch_size}")
+        super().__init__(channels=channels, rule=self._side_problem)
+        self.patch_size, self.stride = patch_size, stride
+        self.patch_embed = nn.Conv2d(channels, dim, patch_size, stride=stride)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.cls_pos = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = LearnedPositionalEmbedding(grid, dim, init_std=1.0)
+        self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
+        stages, width, reduction = [], dim, stride
+        for i, (stage_depth, stage_head, stage_mlp) in enumerate(zip(depths, stage_heads, mlp_dims)):
+            if i:
+                width, reduction = 2 * width, 2 * reduction
+            trunk = Transformer(width, stage_depth, stage_head, dim_head, stage_mlp, dropout, final_norm=False)
+            stages.append(PiTStage(trunk, width, reduction, TokenPool(width // 2) if i else None))
+        self.stages = nn.ModuleList(stages)
+        self.build_head(num_classes, fc_norm=nn.LayerNorm(width))
+
+    def _side_problem(self, side: int, axis: int) -> str | None:
+        if self.patch_size <= side <= self.image_size[axis]:
+            return None
+        return f"the learned positions cover sides from patch_size={self.patch_size} up to image_size {self.image_size}"
+
+    def stage_states(self, img: Tensor) -> Iterator[PiTState]:
+        self.check_input(img)
+        patches = self.patch_embed(img)
+        grid = (patches.shape[2], patches.shape[3])
+        tokens = to_nhwc(patches).reshape(img.shape[0], grid[0] * grid[1], -1) + self.pos_embed(grid)
+        cls = (self.cls_token + self.cls_pos).expand(img.shape[0], -1, -1)
+        state: PiTState = (self.dropout(torch.cat((cls, tokens), dim=1)), grid)
+        for stage in self.stages:
+            state = stage(state)
+            yield state
+
+    def stage_map(self, state: PiTState) -> Tensor:
+        tokens, (h, w) = state
+        return tokens[:, 1:].reshape(tokens.shape[0], h, w, tokens.shape[-1])
+
+    def stage_features(self, state: PiTState) -> Tensor:
+        return state[0]
+
+    def pool_features(self, features: Tensor) -> Tensor:
+        return self.fc_norm(features[:, 0])

@@ -1,0 +1,214 @@
+"""The multi-stage backbone every model of this plugin is built on.
+
+A hierarchical model is a stem, a sequence of :class:`Stage` s (each one resolution: optional
+downsampling, then blocks), global average pooling and a linear head.  Inside the model, feature
+maps travel channels-last, ``(batch, height, width, channels)``: attention and feed-forward blocks
+read them as tokens without copying, and convolutions run on the same memory through
+:class:`ChannelsLast` (a permuted view; PyTorch's convolutions accept that memory format).
+
+:class:`HierarchicalModel` gives every model the same backbone interface:
+``forward_features(img)`` is the last stage's map ``(batch, channels, height, width)``,
+``forward_intermediates`` every stage's map, ``feature_info`` each stage's channels and
+reduction, and ``num_classes=0`` a feature extractor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from vit_core.models.base import VisionModel
+from vit_core.validation import check_choice, check_non_negative_int
+from vit_hierarchical.validation import SideRule, check_image
+
+OUTPUT_FORMATS = ("NCHW", "NHWC")
+
+
+def to_nchw(x: Tensor) -> Tensor:
+    """``(b, h, w, c)`` -> ``(b, c, h, w)`` view."""
+    return x.permute(0, 3, 1, 2)
+
+
+def to_nhwc(x: Tensor) -> Tensor:
+    """``(b, c, h, w)`` -> ``(b, h, w, c)`` view."""
+    return x.permute(0, 2, 3, 1)
+
+
+class ChannelsLast(nn.Module):
+    """Run a module written for ``(b, c, h, w)`` maps (convolutions, BatchNorm) on a ``(b, h, w, c)`` map."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return to_nhwc(self.module(to_nchw(x)))
+
+
+class TokenMapBlock(nn.Module):
+    """A token block ``(b, n, c) -> (b, n, c)`` (a core TransformerBlock) run on a ``(b, h, w, c)`` map;
+    the block is told the map's grid (``grid=(h, w)``) for convolutional projections."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        return self.block(x.reshape(b, h * w, c), grid=(h, w)).view(b, h, w, c)
+
+
+class Stage(nn.Module):
+    """One resolution: ``downsample`` (if any), the ``blocks`` in order, then ``norm`` (if any).
+
+    Maps in and out are ``(batch, height, width, channels)``.  ``dim`` and ``reduction`` (the
+    stride of the output map relative to the input image) describe the output for ``feature_info``.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        *,
+        dim: int,
+        reduction: int,
+        downsample: nn.Module | None = None,
+        norm: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm if norm is not None else nn.Identity()
+        self.dim, self.reduction = dim, reduction
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str = "stages") -> list[int]:
+    """``None``: all; an int ``n``: the last ``n``; a sequence: those indices (negatives count from the end)."""
+    if indices is None:
+        return list(range(count))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= count:
+            raise ValueError(f"indices={indices} must select between 1 and {count} {what}")
+        return list(range(count - indices, count))
+    if not isinstance(indices, (list, tuple)) or not indices:
+        raise TypeError(f"indices must be None, an int or a non-empty sequence of ints, got {indices!r}")
+    out = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count:
+            raise ValueError(
+                f"indices must hold ints in [-{count}, {count}) (the model has {count} {what}), got {indices!r}"
+            )
+        out.append(i % count)
+    return sorted(set(out))
+
+
+class HierarchicalModel(VisionModel):
+    """``stem -> stages -> mean over the map -> fc_norm -> head``, with the backbone interface.
+
+    Subclasses build ``stem`` (a convolutional module, image ``(b, c, h, w)`` -> map
+    ``(b, c', h', w')``; or override :meth:`embed`) and ``stages`` and call :meth:`build_head`;
+    ``rule(side, axis)`` says whether an input side fits the model's stride and window arithmetic.
+    ``map_norm`` normalises the last map before pooling (NesT); ``fc_norm`` the pooled vector.
+    """
+
+    stem: nn.Module
+    stages: nn.ModuleList
+
+    def __init__(self, *, channels: int, rule: SideRule) -> None:
+        super().__init__()
+        self.channels = channels
+        self._rule = rule
+
+    def build_head(
+        self,
+        num_classes: int,
+        *,
+        fc_norm: nn.Module | None = None,
+        map_norm: nn.Module | None = None,
+        head_bias: bool = True,
+    ) -> None:
+        self.num_features = self.stages[-1].dim
+        self.map_norm = map_norm if map_norm is not None else nn.Identity()
+        self.fc_norm = fc_norm if fc_norm is not None else nn.Identity()
+        self.head_bias = head_bias
+        self.num_classes = check_non_negative_int("num_classes", num_classes)
+        self.head = self.make_head(num_classes)
+
+    def make_head(self, num_classes: int) -> nn.Module | None:
+        return nn.Linear(self.num_features, num_classes, bias=self.head_bias) if num_classes else None
+
+    def check_input(self, img: Any) -> tuple[int, int]:
+        """Validate ``img`` (type, rank, channels, and each side against the model's arithmetic)."""
+        return check_image(img, channels=self.channels, rule=self._rule, model=type(self).__name__)
+
+    def embed(self, img: Tensor) -> Tensor:
+        """Image -> the first stage's input map ``(b, h, w, c)``."""
+        return to_nhwc(self.stem(img))
+
+    def stage_states(self, img: Tensor) -> Iterator[Any]:
+        """Each stage's output, in order: here the ``(b, h, w, c)`` map (a model carrying more, such
+        as PiT's class token, yields its own state and overrides :meth:`stage_map` and
+        :meth:`stage_features`)."""
+        self.check_input(img)
+        x = self.embed(img)
+        for stage in self.stages:
+            x = stage(x)
+            yield x
+
+    def stage_map(self, state: Any) -> Tensor:
+        """A stage's output as a ``(b, h, w, c)`` map."""
+        return state
+
+    def stage_features(self, state: Any) -> Tensor:
+        """The last stage's output as ``forward_features`` returns it: the ``(b, c, h, w)`` map."""
+        return to_nchw(state)
+
+    def forward_features(self, img: Tensor) -> Tensor:
+        """The last stage's output: the map ``(batch, channels, height, width)`` (PiT: its tokens)."""
+        state = None
+        for state in self.stage_states(img):  # noqa: B007 - the last state is the output
+            pass
+        return self.stage_features(state)
+
+    def pool_features(self, features: Tensor) -> Tensor:
+        return self.fc_norm(self.map_norm(to_nhwc(features)).mean(dim=(1, 2)))
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """One entry per stage: ``{"module": "stages.i", "num_chs": channels, "reduction": stride}``."""
+        return [
+            {"module": f"stages.{i}", "num_chs": stage.dim, "reduction": stage.reduction}
+            for i, stage in enumerate(self.stages)
+        ]
+
+    def forward_intermediates(
+        self,
+        img: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+        """``(forward_features(img), maps)``: the maps of the selected stages, ``(b, c, h, w)`` (or
+        ``(b, h, w, c)`` with ``output_fmt="NHWC"``).  ``norm`` applies the model's map norm (NesT's;
+        an identity for the models that normalise only the pooled vector) to the last stage's map."""
+        check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
+        chosen = set(resolve_indices(indices, len(self.stages)))
+        fmt: Callable[[Tensor], Tensor] = to_nchw if output_fmt == "NCHW" else (lambda t: t)
+        last = len(self.stages) - 1
+        maps, state = [], None
+        for i, state in enumerate(self.stage_states(img)):
+            if i in chosen:
+                fmap = self.stage_map(state)
+                maps.append(fmt(self.map_norm(fmap) if norm and i == last else fmap))
+        if intermediates_only:
+            return maps
+        return self.stage_features(state), maps
