@@ -1,0 +1,88 @@
+"""DeepViT: "Towards Deeper Vision Transformer" (Zhou et al., arXiv 2103.11886).
+
+What the paper changes in ViT: re-attention.  Deeper ViTs suffer attention collapse (the maps of
+deep layers become alike), so each layer mixes its heads' softmax maps with a learned ``heads x
+heads`` matrix and normalises the mixed maps across heads before they weight the values:
+``ReAttention(Q, K, V) = Norm(Theta^T softmax(Q K^T / sqrt(d))) V``.  The rest is ViT (the
+encoder without a final norm; the pooled token is LayerNorm-ed before the head).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vit_core.layers import (
+    Attention,
+    FeedForward,
+    LearnedPositionalEmbedding,
+    Transformer,
+    TransformerBlock,
+)
+from vit_core.models.patch_model import PatchTransformer
+from vit_core.models.vit import IMAGE_LAYOUT
+from vit_core.validation import as_tuple, check_grid, check_positive_ints
+
+
+class ReAttention(Attention):
+    """Attention whose softmax maps are mixed across heads and LayerNorm-ed over the head axis.
+
+    ``mix`` starts at the identity (each head keeps its own map); ``head_norm`` normalises, for
+    every query-key pair, the ``heads`` mixed weights.
+    """
+
+    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, dim_head, dropout)
+        self.mix = nn.Parameter(torch.eye(heads))
+        self.head_norm = nn.LayerNorm(heads)
+
+    def transform_weights(self, weights: Tensor) -> Tensor:
+        mixed = torch.einsum("bhij,hg->bijg", weights, self.mix)
+        return self.head_norm(mixed).permute(0, 3, 1, 2)
+
+
+class DeepViT(PatchTransformer):
+    """ViT with re-attention in every layer.  Arguments as vit-pytorch's ``deepvit.DeepViT``.
+
+    The class token is always there; ``pool="mean"`` averages it with the patch tokens (as in
+    vit-pytorch, so its weights import exactly).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        num_classes: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_dim: int,
+        pool: str = "cls",
+        channels: int = 3,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+    ) -> None:
+        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
+        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
+        grid = check_grid("image_size", image_size, "patch_size", patch_size)
+
+        def block(_: int) -> nn.Module:
+            mixer = ReAttention(dim, heads, dim_head, dropout)
+            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim)
+
+        super().__init__(
+            input_size=image_size,
+            patch_size=patch_size,
+            channels=channels,
+            dim=dim,
+            num_classes=num_classes,
+            pool=pool,
+            positional=LearnedPositionalEmbedding(grid, dim),
+            transformer=Transformer(dim, depth, final_norm=False, block=block),
+            emb_dropout=emb_dropout,
+            fc_norm=True,
+            class_token=True,
+            layout=IMAGE_LAYOUT,
+        )

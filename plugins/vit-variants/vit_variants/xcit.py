@@ -1,0 +1,221 @@
+"""XCiT: "XCiT: Cross-Covariance Image Transformers" (El-Nouby et al., arXiv 2106.09681).
+
+What the paper changes in ViT:
+
+* cross-covariance attention (XCA): attention over the channels instead of the tokens.  Per head,
+  queries and keys are transposed to ``(dim_head, tokens)``, L2-normalised along the tokens, and
+  their ``dim_head x dim_head`` cross-covariance (scaled by a learned per-head temperature) is the
+  attention map that mixes the value channels: linear cost in the number of tokens;
+* local patch interaction (LPI): a residual branch of two depth-wise 3x3 convolutions (with
+  BatchNorm and GELU between) on the token grid, since XCA alone exchanges no information
+  between tokens directly;
+* LayerScale on every branch and, as in CaiT, class-attention layers at the end (the class token
+  attends over itself and the patch tokens); ``layer_dropout`` skips layers in training.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vit_core.layers import (
+    Attention,
+    DepthwiseConv2d,
+    FeedForward,
+    LayerScale,
+    LearnedPositionalEmbedding,
+    Transformer,
+    TransformerBlock,
+    map_to_tokens,
+    tokens_to_map,
+)
+from vit_core.models.patch_model import PatchTransformer
+from vit_core.models.vit import IMAGE_LAYOUT
+from vit_core.validation import (
+    as_tuple,
+    check_grid,
+    check_non_negative_int,
+    check_positive_int,
+    check_positive_ints,
+    check_probability,
+)
+from vit_variants.attention import ContextAttention
+from vit_variants.cait import layer_scale_init
+
+
+class CrossCovarianceAttention(Attention):
+    """XCA: each head's ``dim_head x dim_head`` map over channels, from L2-normalised queries and keys
+    (over the tokens) scaled by a learned per-head temperature (initialised to 1, as in the paper).
+
+    The weights a :class:`~vit_core.Recorder` sees are these channel maps, ``(batch, heads,
+    dim_head, dim_head)``.  It takes no token mask or bias (it does not attend over tokens).
+    """
+
+    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, dim_head, dropout)
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        scale: float | None = None,
+    ) -> Tensor:
+        if mask is not None or bias is not None:
+            raise ValueError("cross-covariance attention attends over channels: it takes no token mask or bias")
+        q = F.normalize(q.transpose(-2, -1), dim=-1) * self.temperature
+        k = F.normalize(k.transpose(-2, -1), dim=-1)
+        return super().attend(q, k, v.transpose(-2, -1), scale=1.0).transpose(-2, -1)
+
+
+class LocalPatchInteraction(nn.Module):
+    """``(batch, tokens, dim)`` on a ``grid`` -> depth-wise conv -> BatchNorm -> GELU -> depth-wise conv."""
+
+    def __init__(self, dim: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if check_positive_int("local_patch_kernel_size", kernel_size) % 2 == 0:
+            raise ValueError(f"local_patch_kernel_size must be odd (the grid keeps its size), got {kernel_size}")
+        self.conv1 = DepthwiseConv2d(dim, None, kernel_size)
+        self.bn = nn.BatchNorm2d(dim)
+        self.act = nn.GELU()
+        self.conv2 = DepthwiseConv2d(dim, None, kernel_size)
+
+    def forward(self, x: Tensor, grid: Sequence[int]) -> Tensor:
+        return map_to_tokens(self.conv2(self.act(self.bn(self.conv1(tokens_to_map(x, grid))))))
+
+
+class XCiTBlock(TransformerBlock):
+    """``x + XCA(norm(x))``, then ``x + LPI(norm(x))`` on the token ``grid``, then ``x + mlp(norm(x))``,
+    each branch LayerScale-d.  Needs ``grid=``; XCA mixes all tokens, so ``queries=`` is not supported."""
+
+    supports_queries = False
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float, kernel_size: int, layer_scale: float
+    ) -> None:
+        mixer = CrossCovarianceAttention(dim, heads, dim_head, dropout)
+        super().__init__(mixer, FeedForward(dim, mlp_dim, dropout), dim, layer_scale=layer_scale)
+        self.lpi_norm = nn.LayerNorm(dim)
+        self.lpi = LocalPatchInteraction(dim, kernel_size)
+        self.lpi_scale = LayerScale(dim, layer_scale)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        packing: object = None,
+        *,
+        grid: tuple[int, ...] | None = None,
+        **unsupported: object,
+    ) -> Tensor:
+        if grid is None:
+            raise ValueError("an XCiT block needs grid= (the token grid) for its local patch interaction")
+        if mask is not None or packing is not None or any(v is not None for v in unsupported.values()):
+            raise ValueError("an XCiT block takes only x and grid= (no mask, packing, queries, context or bias)")
+        x = self.mix(x)
+        x = x + self.drop_path(self.lpi_scale(self.lpi(self.lpi_norm(x), grid)))
+        return self.feed_forward(x)
+
+
+class XCiT(PatchTransformer):
+    """Cross-covariance image transformer.  Arguments as vit-pytorch's ``xcit.XCiT``, plus ``channels``.
+
+    ``depth`` XCA layers over the patch tokens (then a LayerNorm), ``cls_depth`` class-attention
+    layers.  ``layer_dropout`` skips layers in training only.  ``layer_scale`` sets the initial
+    LayerScale gain (default: CaiT's value for ``depth``).  ``forward_features`` returns
+    ``(batch, 1 + patches, dim)``: the class token's final state, then the normalised patch tokens.
+    :class:`~vit_core.Recorder` on the model records the XCA channel maps ``(batch, depth, heads,
+    dim_head, dim_head)``; ``Recorder(model, layer=model.cls_transformer)`` the class token's maps
+    over ``[itself, patches]``.
+    """
+
+    trunk_needs_grid = True
+
+    def __init__(
+        self,
+        *,
+        image_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        num_classes: int,
+        dim: int,
+        depth: int,
+        cls_depth: int,
+        heads: int,
+        mlp_dim: int,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        local_patch_kernel_size: int = 3,
+        layer_dropout: float = 0.0,
+        channels: int = 3,
+        layer_scale: float | None = None,
+    ) -> None:
+        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
+        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
+        check_non_negative_int("depth", depth)
+        check_non_negative_int("cls_depth", cls_depth)
+        check_probability("layer_dropout", layer_dropout)
+        grid = check_grid("image_size", image_size, "patch_size", patch_size)
+        gain = layer_scale_init(depth) if layer_scale is None else layer_scale
+        xca_block = functools.partial(XCiTBlock, dim, heads, dim_head, mlp_dim, dropout, local_patch_kernel_size, gain)
+
+        def class_block(_: int) -> nn.Module:
+            mixer = ContextAttention(dim, heads, dim_head, dropout)
+            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim, layer_scale=gain)
+
+        super().__init__(
+            input_size=image_size,
+            patch_size=patch_size,
+            channels=channels,
+            dim=dim,
+            num_classes=num_classes,
+            pool="cls",
+            positional=LearnedPositionalEmbedding(grid, dim),
+            transformer=Transformer(dim, depth, block=lambda _: xca_block(), layer_drop=layer_dropout),
+            emb_dropout=emb_dropout,
+            fc_norm=True,
+            class_token=False,
+            layout=IMAGE_LAYOUT,
+        )
+        self.class_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.cls_transformer = Transformer(
+            dim, cls_depth, final_norm=False, block=class_block, layer_drop=layer_dropout
+        )
+
+    def encode(self, tokens: Tensor, **trunk_kwargs: Any) -> Tensor:
+        """Dropout, the XCA layers (``grid=`` needed) and their norm, then the class-attention layers:
+        ``(batch, 1 + patches, dim)``."""
+        return self.attend_class(super().encode(tokens, **trunk_kwargs))
+
+    def attend_class(self, patches: Tensor) -> Tensor:
+        """The class token through the class-attention layers over ``patches``, put in front of them."""
+        cls = self.cls_transformer(self.class_token.expand(patches.shape[0], -1, -1), context=patches)
+        return torch.cat((cls, patches), dim=1)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+        """The patch tokens after the chosen XCA layers (timm's meaning of ``indices``), and
+        ``forward_features(x)``; ``norm`` applies the LayerNorm that ends the XCA layers."""
+        out = super().forward_intermediates(
+            x, indices, norm=norm, output_fmt=output_fmt, intermediates_only=intermediates_only
+        )
+        if intermediates_only:
+            return out
+        patches, hidden = out
+        return self.attend_class(patches), hidden
