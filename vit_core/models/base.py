@@ -37,6 +37,27 @@ def check_output_fmt(output_fmt: str, spatial_dims: int = 2) -> str:
     return output_fmt
 
 
+def trunk_intermediates(
+    trunk: nn.Module, tokens: Tensor, indices: Any, *, norm: bool, intermediates_only: bool, **trunk_kwargs: Any
+) -> Any:
+    """``forward_intermediates``' result for a model whose features are ``trunk(tokens)``."""
+    if not callable(getattr(trunk, "forward_intermediates", None)):
+        raise TypeError(
+            f"forward_intermediates needs a trunk with forward_intermediates (vit_core.layers.Transformer); "
+            f"{type(trunk).__name__} has none"
+        )
+    final, hidden = trunk.forward_intermediates(
+        tokens, indices, norm=norm, stop_early=intermediates_only, **trunk_kwargs
+    )
+    return hidden if intermediates_only else (final, hidden)
+
+
+def block_feature_info(trunk: nn.Module, num_chs: int, reduction: int, prefix: str = "transformer") -> list[dict]:
+    """``feature_info`` of a single-scale model: one entry per block of ``trunk.layers``."""
+    layers = getattr(trunk, "layers", ())
+    return [{"module": f"{prefix}.layers.{i}", "num_chs": num_chs, "reduction": reduction} for i in range(len(layers))]
+
+
 class VisionModel(nn.Module):
     """Base class implementing ``forward`` and ``reset_classifier`` on top of ``pool`` and ``head``."""
 

@@ -31,9 +31,10 @@ from vit_core.layers import (
     grid_coordinates,
     patchify,
 )
-from vit_core.models.base import VisionModel
+from vit_core.models.base import VisionModel, block_feature_info, trunk_intermediates
 from vit_core.validation import (
     as_tuple,
+    check_choice,
     check_grid,
     check_non_negative_int,
     check_positive_int,
@@ -212,9 +213,11 @@ class NaViT(VisionModel):
                     raise ValueError(f"batched_images[{i}] must be a non-empty list of images, got {g!r:.60}")
         return [image for group in groups for image in group]
 
-    def forward_features(
+    def pack(
         self, batched_images: object, group_images: bool = False, group_max_seq_len: int = 2048
-    ) -> PackedFeatures:
+    ) -> tuple[Tensor, SequencePacking, tuple[int, ...]]:
+        """Validate, cut (dropping tokens while training), sort, embed and position every image:
+        ``(1, total_tokens, dim)`` tokens before dropout, their packing and the packed order."""
         images = self.flatten_input(batched_images, group_images, group_max_seq_len)
         device = self.pos_embed.tables[0].device
         patches, coords = [], []
@@ -232,8 +235,43 @@ class NaViT(VisionModel):
         packing = SequencePacking.from_sorted_lengths([patches[i].shape[0] for i in order])
         tokens = self.patch_embed.embed_patches(torch.cat([patches[i] for i in order]))
         tokens = tokens + self.pos_embed(torch.cat([coords[i] for i in order]))
-        tokens = self.transformer(self.dropout(tokens).unsqueeze(0), packing=packing)
-        return PackedFeatures(tokens, packing, order)
+        return tokens.unsqueeze(0), packing, order
+
+    def forward_features(
+        self, batched_images: object, group_images: bool = False, group_max_seq_len: int = 2048
+    ) -> PackedFeatures:
+        tokens, packing, order = self.pack(batched_images, group_images, group_max_seq_len)
+        return PackedFeatures(self.transformer(self.dropout(tokens), packing=packing), packing, order)
+
+    @property
+    def feature_info(self) -> list[dict[str, object]]:
+        return block_feature_info(self.transformer, self.num_features, self.patch_size)
+
+    def forward_intermediates(
+        self,
+        batched_images: object,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+        group_images: bool = False,
+        group_max_seq_len: int = 2048,
+    ) -> tuple[PackedFeatures, list[PackedFeatures]] | list[PackedFeatures]:
+        """The packed tokens after the blocks chosen by ``indices`` (timm's meaning), each a
+        :class:`PackedFeatures` (``per_image()`` splits it), and ``forward_features``'s result."""
+        check_choice("output_fmt", output_fmt, ("NLC",))
+        tokens, packing, order = self.pack(batched_images, group_images, group_max_seq_len)
+        out = trunk_intermediates(
+            self.transformer,
+            self.dropout(tokens),
+            indices,
+            norm=norm,
+            intermediates_only=intermediates_only,
+            packing=packing,
+        )
+        hidden = [PackedFeatures(h, packing, order) for h in (out if intermediates_only else out[1])]
+        return hidden if intermediates_only else (PackedFeatures(out[0], packing, order), hidden)
 
     def pool_features(self, features: PackedFeatures) -> Tensor:
         pooled = self.attn_pool(features.tokens, features.packing)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import PatchEmbedding, patchify, pool_tokens
-from vit_core.models.base import VisionModel, check_output_fmt
+from vit_core.models.base import VisionModel, check_output_fmt, trunk_intermediates
 from vit_core.validation import check_choice, check_grid, check_non_negative_int, check_probability, check_tensor
 
 ENCODER_PROTOCOL = ("num_prefix_tokens", "patches", "tokenize", "add_positions", "prepend_prefix", "encode", "embed")
@@ -223,18 +223,18 @@ class PatchTransformer(VisionModel):
         ``norm`` applies the trunk's final norm to each intermediate.
         """
         check_output_fmt(output_fmt, spatial_dims=len(self.patch_size))
-        trunk = getattr(self.transformer, "forward_intermediates", None)
-        if trunk is None:
-            raise TypeError(
-                f"forward_intermediates needs a trunk with forward_intermediates (vit_core.layers.Transformer); "
-                f"{type(self.transformer).__name__} has none"
-            )
         tokens, grid = self.tokenize(x)
-        tokens = self.prepend_prefix(self.add_positions(tokens, grid))
-        final, hidden = trunk(
-            self.dropout(tokens), indices, norm=norm, stop_early=intermediates_only, **self.trunk_kwargs(grid)
+        tokens = self.dropout(self.prepend_prefix(self.add_positions(tokens, grid)))
+        out = trunk_intermediates(
+            self.transformer,
+            tokens,
+            indices,
+            norm=norm,
+            intermediates_only=intermediates_only,
+            **self.trunk_kwargs(grid),
         )
+        hidden = out if intermediates_only else out[1]
         if output_fmt == "NCHW":
             n = self.num_prefix_tokens
             hidden = [h[:, n:].transpose(1, 2).reshape(h.shape[0], h.shape[-1], *grid) for h in hidden]
-        return hidden if intermediates_only else (final, hidden)
+        return hidden if intermediates_only else (out[0], hidden)

@@ -14,6 +14,28 @@ def _map(fn: Any, value: Any) -> Any:
     return fn(value) if isinstance(value, Tensor) else value
 
 
+def find_layer(model: nn.Module, layer_name: str | int) -> nn.Module:
+    """The submodule of ``model`` named ``layer_name`` (dotted), or block ``layer_name`` of
+    ``model.transformer.layers``; a ValueError lists the valid names."""
+    if isinstance(layer_name, int) and not isinstance(layer_name, bool):
+        blocks = getattr(getattr(model, "transformer", None), "layers", None)
+        if not isinstance(blocks, nn.ModuleList):
+            raise ValueError(
+                f"layer_name={layer_name} is a block index, but {type(model).__name__} has no transformer.layers"
+            )
+        if not -len(blocks) <= layer_name < len(blocks):
+            raise ValueError(f"layer_name={layer_name} is outside the {len(blocks)} blocks of transformer.layers")
+        return blocks[layer_name]
+    names = [name for name, _ in model.named_modules() if name]
+    if isinstance(layer_name, str) and layer_name in names:
+        return model.get_submodule(layer_name)
+    shallow = [n for n in names if n.count(".") <= 2]
+    raise ValueError(
+        f"layer_name={layer_name!r} is not a module of {type(model).__name__}; valid names include "
+        f"{', '.join(shallow[:40])}{' ...' if len(shallow) > 40 else ''} (or a block index)"
+    )
+
+
 class Extractor(nn.Module):
     """Wrap ``model``; ``forward(x)`` returns ``(output, embeddings)``.
 
@@ -21,8 +43,10 @@ class Extractor(nn.Module):
         model: the model.
         device: where embeddings are moved (defaults to the input's device).
         layer: the module to read; overrides ``layer_name``.
-        layer_name: attribute of ``model`` to read (default ``"transformer"``: the token
-            embeddings ``(batch, tokens, dim)``).
+        layer_name: the module of ``model`` to read, by (dotted) name such as
+            ``"transformer.layers.3"`` or ``"to_latent"``, or by block index (``3`` is
+            ``transformer.layers.3``); default ``"transformer"``: the token embeddings
+            ``(batch, tokens, dim)``.
         layer_save_input: keep the layer's input instead of its output.
         return_embeddings_only: return only the embeddings.
         detach: detach (and clone) the embeddings.
@@ -33,19 +57,14 @@ class Extractor(nn.Module):
         model: nn.Module,
         device: Any = None,
         layer: nn.Module | None = None,
-        layer_name: str = "transformer",
+        layer_name: str | int = "transformer",
         layer_save_input: bool = False,
         return_embeddings_only: bool = False,
         detach: bool = True,
     ) -> None:
         super().__init__()
         if layer is None:
-            layer = getattr(model, layer_name, None)
-            if not isinstance(layer, nn.Module):
-                raise ValueError(
-                    f"layer_name={layer_name!r} is not a module of {type(model).__name__}; "
-                    f"pick one of {[n for n, _ in model.named_children()]}"
-                )
+            layer = find_layer(model, layer_name)
         self.vit, self.layer, self.device = model, layer, device
         self.layer_save_input, self.return_embeddings_only, self.detach = (
             layer_save_input,

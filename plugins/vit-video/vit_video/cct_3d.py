@@ -9,6 +9,8 @@ fixed sinusoidal or absent (``positional_embedding``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 from vit_core.layers import (
@@ -22,7 +24,7 @@ from vit_core.layers import (
     drop_path_rates,
     sinusoidal_1d,
 )
-from vit_core.models.base import VisionModel
+from vit_core.models.base import VisionModel, block_feature_info, trunk_intermediates
 from vit_core.validation import (
     as_tuple,
     check_choice,
@@ -143,8 +145,8 @@ class CCT3D(VisionModel):
             if module is not None:
                 module.apply(cct_init_weights)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Video -> ``(batch, tokens, embedding_dim)`` encoder output."""
+    def tokens(self, x: Tensor) -> Tensor:
+        """Validate the video; its positioned tokens ``(batch, tokens, embedding_dim)`` before dropout."""
         if self.pos_embed is None:
             check_tensor("video", x, layout=VIDEO_LAYOUT, spatial_dims=3, channels=self.channels)
             grid = self.tokenizer.output_grid(x.shape[2:])
@@ -155,7 +157,30 @@ class CCT3D(VisionModel):
         tokens = self.tokenizer(x)
         if self.pos_embed is not None:
             tokens = tokens + self.pos_embed((tokens.shape[1],))
-        return self.transformer(self.dropout(tokens))
+        return tokens
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Video -> ``(batch, tokens, embedding_dim)`` encoder output."""
+        return self.transformer(self.dropout(self.tokens(x)))
+
+    @property
+    def feature_info(self) -> list[dict[str, object]]:
+        reduction = self.input_size[-1] // self.token_grid[-1]  # spatial stride of the tokenizer
+        return block_feature_info(self.transformer, self.num_features, reduction)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+        """The tokens after the encoder layers chosen by ``indices`` (timm's meaning)."""
+        check_choice("output_fmt", output_fmt, ("NLC",))
+        tokens = self.dropout(self.tokens(x))
+        return trunk_intermediates(self.transformer, tokens, indices, norm=norm, intermediates_only=intermediates_only)
 
     def pool_features(self, features: Tensor) -> Tensor:
         return self.seq_pool(features)

@@ -10,6 +10,9 @@ Both take tokens laid out ``(batch, frames, tokens_per_frame, dim)``:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -40,8 +43,8 @@ class FactorizedEncoder(nn.Module):
         self.temporal = Transformer(dim, temporal_depth, heads, dim_head, mlp_dim, dropout)
         self.temporal_cls = nn.Parameter(torch.randn(1, dim) * 0.02) if pool == "cls" else None
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``x``: ``(batch, frames, tokens, dim)``; ``mask``: ``(batch, frames)``, ``True`` = attend to it."""
+    def frame_tokens(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The spatial transformer's one token per frame (led by the temporal class token) and its mask."""
         b, f, n, d = x.shape
         x = self.spatial(x.reshape(b * f, n, d)).view(b, f, n, d)
         x = x[:, :, 0] if self.pool == "cls" else x.mean(dim=2)
@@ -49,7 +52,19 @@ class FactorizedEncoder(nn.Module):
             x = torch.cat((self.temporal_cls.expand(b, 1, d), x), dim=1)
             if mask is not None:
                 mask = torch.cat((mask.new_ones(b, 1), mask), dim=1)
+        return x, mask
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x``: ``(batch, frames, tokens, dim)``; ``mask``: ``(batch, frames)``, ``True`` = attend to it."""
+        x, mask = self.frame_tokens(x, mask)
         return self.temporal(x, mask=mask)
+
+    def forward_intermediates(
+        self, x: Tensor, indices: int | Sequence[int] | None = None, *, mask: Tensor | None = None, **kwargs: Any
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The temporal transformer's tokens after its blocks chosen by ``indices``."""
+        x, mask = self.frame_tokens(x, mask)
+        return self.temporal.forward_intermediates(x, indices, mask=mask, **kwargs)
 
 
 class FactorizedBlock(nn.Module):
@@ -80,12 +95,23 @@ class FactorizedSelfAttention(Transformer):
     def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, dropout: float) -> None:
         super().__init__(dim, depth, block=lambda _: FactorizedBlock(dim, heads, dim_head, mlp_dim, dropout))
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        """``x``: ``(batch, frames, tokens, dim)``; ``mask``: ``(batch, frames)``, ``True`` = attend to it."""
+    def _check(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (batch, frames, tokens, dim={self.dim}), got shape {tuple(x.shape)}")
-        if mask is not None:
-            mask = mask.repeat_interleave(x.shape[2], dim=0)
-        for layer in self.layers:
-            x = layer(x, mask=mask)
-        return self.norm(x)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """``x``: ``(batch, frames, tokens, dim)``; ``mask``: ``(batch, frames)``, ``True`` = attend to it."""
+        self._check(x)
+        return super().forward(x, _per_position(mask, x))
+
+    def forward_intermediates(  # type: ignore[override]
+        self, x: Tensor, indices: int | Sequence[int] | None = None, *, mask: Tensor | None = None, **kwargs: Any
+    ) -> tuple[Tensor, list[Tensor]]:
+        """As :meth:`Transformer.forward_intermediates`, over ``(batch, frames, tokens, dim)`` tokens."""
+        self._check(x)
+        return super().forward_intermediates(x, indices, mask=_per_position(mask, x), **kwargs)
+
+
+def _per_position(mask: Tensor | None, x: Tensor) -> Tensor | None:
+    """A ``(batch, frames)`` frame mask repeated for each spatial position's temporal attention."""
+    return None if mask is None else mask.repeat_interleave(x.shape[2], dim=0)

@@ -9,11 +9,13 @@ positions; each frame gets its own class token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, PatchEmbedding
-from vit_core.models.base import VisionModel
+from vit_core.models.base import VisionModel, block_feature_info, trunk_intermediates
 from vit_core.validation import (
     check_choice,
     check_non_negative_int,
@@ -97,7 +99,8 @@ class ViViT(VisionModel):
             raise ValueError(f"mask must be (batch, frames)=({batch}, {frames}), got shape {tuple(mask.shape)}")
         return mask.view(batch, frames // self.patch_size[0], self.patch_size[0]).all(dim=-1)
 
-    def forward_features(self, video: Tensor, mask: Tensor | None = None) -> Tensor:
+    def tokens(self, video: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Validate; the positioned ``(batch, frames', [1 +] tokens, dim)`` tokens and the tubelet mask."""
         size = check_video(video, channels=self.channels, input_size=self.input_size, patch_size=self.patch_size)
         grid = tuple(s // p for s, p in zip(size, self.patch_size, strict=True))
         b = video.shape[0]
@@ -106,7 +109,35 @@ class ViViT(VisionModel):
         x = x.view(b, grid[0], grid[1] * grid[2], self.num_features)
         if self.spatial_cls is not None:
             x = torch.cat((self.spatial_cls.expand(b, grid[0], 1, -1), x), dim=2)
-        return self.transformer(self.dropout(x), mask=tubelet_mask)
+        return self.dropout(x), tubelet_mask
+
+    def forward_features(self, video: Tensor, mask: Tensor | None = None) -> Tensor:
+        x, tubelet_mask = self.tokens(video, mask)
+        return self.transformer(x, mask=tubelet_mask)
+
+    @property
+    def feature_info(self) -> list[dict[str, object]]:
+        trunk = self.transformer.temporal if self.variant == "factorized_encoder" else self.transformer
+        prefix = "transformer.temporal" if self.variant == "factorized_encoder" else "transformer"
+        return block_feature_info(trunk, self.num_features, self.patch_size[-1], prefix)
+
+    def forward_intermediates(
+        self,
+        video: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+        mask: Tensor | None = None,
+    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+        """The tokens after the chosen blocks: of the temporal transformer (factorized encoder), or of
+        each factorized layer, ``(batch, frames', [1 +] tokens, dim)`` (factorized self-attention)."""
+        check_choice("output_fmt", output_fmt, ("NLC",))
+        x, tubelet_mask = self.tokens(video, mask)
+        return trunk_intermediates(
+            self.transformer, x, indices, norm=norm, intermediates_only=intermediates_only, mask=tubelet_mask
+        )
 
     def pool_features(self, features: Tensor) -> Tensor:
         if self.variant == "factorized_encoder":
