@@ -1,4 +1,5 @@
-"""Registry, plugin discovery through real entry points, and the `vit` command line."""
+"""The registry: kinds, presets, measured counts, the name rule, failed plugins, plugin discovery
+through real entry points and the allowlist (in-process; tests/test_cli.py runs the real command line)."""
 
 from __future__ import annotations
 
@@ -7,82 +8,116 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import types
-from pathlib import Path
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from tests.fake_plugins import HEADER, install_fake, registering
 from vit_core import create_model, list_models
 from vit_core.cli import app
-from vit_core.registry import ModelInfo, Registry, UnknownModelError, count_parameters, get_registry, reset_registry
+from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from vit_core.registry import (
+    AmbiguousModelError,
+    Component,
+    FailedPluginError,
+    MetadataError,
+    ModelInfo,
+    Preset,
+    Registry,
+    UnknownModelError,
+    count_flops,
+    count_parameters,
+    get_registry,
+    reset_registry,
+)
+from vit_core.testing import ConformanceError, check_model, model_names, parametrize_models
 
-TOY = """
-from vit_core.hookspecs import hookimpl
-from vit_core.registry import ModelInfo
-
-@hookimpl
-def vit_api_version():
-    return {api}
-
-@hookimpl
-def vit_register_models():
-    return [ModelInfo(
-        name="{model}", target="vit_core.models.simple_vit:SimpleViT", family="toy",
-        paper_title="A toy", paper_url="https://example.org/toy", summary="A toy model.",
-        input_kind="image", input_shape=(3, 16, 16), num_params=1,
-        default_config=dict(image_size=16, patch_size=8, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=32),
-    )]
-"""
-
-PLUGINS = {
-    "good": TOY.format(api=1, model="toy-vit"),
-    "broken": "raise ImportError('the toy plugin needs a package that is not installed')",
-    "collide": TOY.format(api=1, model="vit"),
-    "typo": "from vit_core.hookspecs import hookimpl\n\n@hookimpl\ndef vit_register_model():\n    return []\n",
-    "future": TOY.format(api=99, model="future-vit"),
-    "unversioned": TOY.replace("@hookimpl\ndef vit_api_version():\n    return {api}\n", "").format(model="old-vit"),
-}
+SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
 
 
-def install_fake(site: Path, name: str, source: str) -> None:
-    """A fake installed distribution: a module plus a dist-info with a real entry point."""
-    module = f"fake_{name}_plugin"
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"vit_fake_{name}-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vit-fake-{name}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[vit_core.plugins]\n{name} = {module}\n")
+class Plugin:
+    """An in-process plugin registering the given ModelInfo objects."""
+
+    def __init__(self, infos: Iterable[ModelInfo], api_version: int = HOOK_API_VERSION) -> None:
+        self.infos, self.api_version = list(infos), api_version
+
+    @hookimpl
+    def vit_api_version(self) -> int:
+        return self.api_version
+
+    @hookimpl
+    def vit_register_models(self) -> list[ModelInfo]:
+        return self.infos
 
 
-@pytest.fixture
-def fake_site(tmp_path, monkeypatch):
-    for name, source in PLUGINS.items():
-        install_fake(tmp_path, name, source)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("VIT_PLUGINS", ",".join(PLUGINS))  # only the fakes, whatever else is installed
-    importlib.invalidate_caches()
-    reset_registry()
-    yield tmp_path
-    reset_registry()
-    for name in PLUGINS:
-        sys.modules.pop(f"fake_{name}_plugin", None)
+def toy(name: str, **changes: Any) -> ModelInfo:
+    fields: dict[str, Any] = dict(
+        name=name,
+        target="vit_core.models.vit:ViT",
+        family="toy",
+        paper_title="A toy",
+        paper_url="https://example.org/toy",
+        summary="A toy model.",
+        input_kind="image",
+        default_config=SMALL,
+        input_shape=(3, 32, 32),
+        citation="@misc{toy}",
+        example="create_model('toy')",
+    )
+    return ModelInfo(**{**fields, **changes})
 
 
-def test_core_models_are_registered():
-    assert {"vit", "simple-vit", "navit"} <= set(list_models())
-    assert list_models("simple-*", plugin="vit-core") == ["simple-vit"]
-    assert get_registry().plugins["vit-core"].ok
+def core_registry() -> Registry:
+    from vit_core import plugin as core_plugin
+
+    registry = Registry()
+    registry.add_plugin(core_plugin, "vit-core", "vit-core", "0.1.0")
+    return registry
 
 
-@pytest.mark.parametrize("name", ["vit", "simple-vit", "navit"])
-def test_metadata_parameter_count_matches_the_default_model(name):
-    info = get_registry().info(name)
-    model = create_model(name)
-    assert count_parameters(model) == info.num_params
-    out = model(info.example_input(2))
-    assert out.shape == (2, info.default_config["num_classes"])
+runner = CliRunner()
+
+
+# The core's entries.
+
+
+def test_core_models_and_presets_are_registered():
+    assert {"vit", "simple-vit", "navit"} <= set(list_models(presets=False))
+    assert list_models("vit-*", plugin="vit-core") == ["vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"]
+    assert list_models("simple-*", plugin="vit-core", presets=False) == ["simple-vit"]
+    assert list_models("simple-vit-*", plugin="vit-core") == ["simple-vit-s-16", "simple-vit-b-16"]
+    record = get_registry().plugins["vit-core"]
+    assert record.ok and record.models == ["vit", "simple-vit", "navit"] and len(record.presets) == 6
+
+
+def test_a_preset_is_built_by_name_and_the_default_config_stays_small():
+    registry = get_registry()
+    vit = registry.info("vit")
+    assert vit.default_config["dim"] == 64 and vit.preset_of is None
+    assert set(vit.presets) == {"vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"}
+    preset = registry.info("vit-ti-16")
+    assert preset.preset_of == "vit" and preset.target == vit.target and preset.input_shape == (3, 224, 224)
+    assert preset.default_config == dict(
+        image_size=224, patch_size=16, num_classes=1000, dim=192, depth=12, heads=3, mlp_dim=768, dim_head=64
+    )
+    model = create_model("vit-ti-16", num_classes=10)
+    assert model.num_classes == 10 and model.num_features == 192 and len(model.transformer.layers) == 12
+    assert create_model("simple-vit-s-16").num_features == 384
+
+
+def test_presets_follow_the_timm_sizes():
+    expected = {"ti": (192, 12, 3, 768), "s": (384, 12, 6, 1536), "b": (768, 12, 12, 3072), "l": (1024, 24, 16, 4096)}
+    for size, (dim, depth, heads, mlp_dim) in expected.items():
+        config = get_registry().info(f"vit-{size}-16").default_config
+        assert (config["dim"], config["depth"], config["heads"], config["mlp_dim"]) == (dim, depth, heads, mlp_dim)
+    for size in ("s", "b"):
+        simple = get_registry().info(f"simple-vit-{size}-16")
+        assert simple.default_config == get_registry().info(f"vit-{size}-16").default_config
+        assert simple.preset_of == "simple-vit"
 
 
 def test_create_model_applies_overrides():
@@ -95,20 +130,353 @@ def test_unknown_model_suggests_close_names():
         create_model("simple-vt")
 
 
+# Measured parameter counts.
+
+
+def test_num_params_is_not_metadata_any_more():
+    with pytest.raises(TypeError, match="num_params"):
+        toy("counted", num_params=81_354)
+
+
+@pytest.mark.parametrize("name", ["vit", "navit", "vit-ti-16"])
+def test_describe_measures_parameters_and_flops(name):
+    data = json.loads(runner.invoke(app, ["describe", name, "--json"]).stdout)
+    info = get_registry().info(name)
+    model = create_model(name)
+    assert data["num_params"] == count_parameters(model)  # counted on the meta device, equal to the real one
+    assert data["flops"] == count_flops(model, info.example_input(1)) > 0
+
+
+def test_flops_count_attention():
+    """The fused CPU attention kernel has no FLOP formula: counting runs it on the math backend."""
+    model = create_model("vit")
+    dense = count_flops(model, torch.randn(1, 3, 32, 32))
+    tokens, dim_head, heads, depth = 17, 16, 4, 2
+    attention = depth * heads * 2 * (2 * tokens * tokens * dim_head)  # q @ k^T and weights @ v
+    linear_only = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert dense >= attention + linear_only
+
+
+def test_describe_without_measuring():
+    data = json.loads(runner.invoke(app, ["describe", "vit-l-16", "--json", "--no-measure"]).stdout)
+    assert data["num_params"] is None and data["flops"] is None and data["preset_of"] == "vit"
+
+
+# Metadata validation.
+
+
 def test_metadata_is_validated():
     with pytest.raises(ValueError, match=r"name must be kebab-case.*paper_url must be an http"):
-        ModelInfo(
-            name="Bad_Name",
-            target="a.b:C",
-            family="f",
-            paper_title="t",
-            paper_url="arxiv",
-            summary="s",
-            input_kind="image",
-            default_config={},
-            input_shape=(3, 8, 8),
-            num_params=1,
-        )
+        toy("Bad_Name", paper_url="arxiv")
+    with pytest.raises(TypeError):
+        ModelInfo("positional", "a.b:C")  # type: ignore[misc]  # keyword-only
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"kind": "classifier"}, "kind must be one of 'model', 'trainer', 'backend'"),
+        ({"kind": "trainer"}, "a trainer's default_config names the model it trains"),
+        ({"kind": "trainer", "default_config": {"encoder": Component("vit", trained=False)}}, "names the model"),
+        ({"kind": "backend", "input_kind": "tokens", "input_shape": (17, 64)}, "must say what it plugs into"),
+        ({"kind": "backend", "plugs_into": Component("vit")}, "a backend takes input_kind='tokens'"),
+        (
+            {"kind": "backend", "input_kind": "tokens", "input_shape": (2, 17, 64), "plugs_into": Component("vit")},
+            "input_shape is (tokens, dim)",
+        ),
+        ({"input_kind": "tokens", "input_shape": (17, 64)}, "'tokens' is for backends"),
+        ({"plugs_into": Component("vit")}, "plugs_into is for backends"),
+        ({"takes_labels": True}, "takes_labels must be a bool and is for trainers"),
+        ({"presets": {"Big": Preset(SMALL)}}, "preset name must be kebab-case"),
+        ({"presets": {"toy": Preset(SMALL)}}, "differ from the model's"),
+        ({"presets": {"toy-big": SMALL}}, "must be a Preset(config, ...)"),
+    ],
+)
+def test_kind_and_preset_metadata_is_validated(changes, fragment):
+    with pytest.raises(MetadataError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        toy("toy", **changes)
+
+
+def test_component_and_preset_are_validated():
+    with pytest.raises(MetadataError, match="model must be a registered name"):
+        Component("Not A Name")
+    with pytest.raises(MetadataError, match="config must be a mapping"):
+        Component("vit", [1])  # type: ignore[arg-type]
+    with pytest.raises(MetadataError, match="input_shape must be None or a tuple"):
+        Preset(SMALL, input_shape=(3, 0, 0))
+    assert str(Component("vit", {"dim": 32}, trained=False)) == "vit(dim=32) [frozen]"
+
+
+def test_registry_rejects_non_modelinfo_results():
+    plugin = types.ModuleType("dicts")
+    plugin.vit_api_version = hookimpl(lambda: HOOK_API_VERSION)
+    plugin.vit_register_models = hookimpl(lambda: [{"name": "dict-model"}])
+    record = Registry().add_plugin(plugin, "dicts")
+    assert "must return ModelInfo objects" in record.errors[0] and not record.loaded
+
+
+# Trainers and backends: how their default configuration builds.
+
+
+class ToyTrainer(torch.nn.Module):
+    """Reconstructs each patch from the encoder's token for it (a tiny MAE without masking)."""
+
+    def __init__(self, encoder: torch.nn.Module, hidden: int = 8) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = torch.nn.Linear(encoder.num_features, encoder.patch_embed.patch_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder.forward_features(images)[:, self.encoder.num_prefix_tokens :]
+        return (self.decoder(tokens) - self.encoder.patches(images)[0]).pow(2).mean()
+
+
+def test_a_trainer_builds_its_components():
+    trainer_info = toy(
+        "toy-trainer",
+        kind="trainer",
+        target=f"{__name__}:ToyTrainer",
+        default_config={"encoder": Component("vit", {"dim": 32}), "hidden": 4},
+    )
+    registry = core_registry()
+    registry.add_plugin(Plugin([trainer_info]), "toys")
+    trainer, parts = registry.create_with_parts("toy-trainer")
+    assert isinstance(trainer, ToyTrainer) and parts == {"encoder": trainer.encoder}
+    assert trainer.encoder.num_features == 32 and trainer.encoder.num_classes == 10  # vit's default, updated
+    mine = create_model("vit", dim=48)
+    assert registry.create("toy-trainer", encoder=mine).encoder is mine
+    assert registry.info("toy-trainer").components == {"encoder": Component("vit", {"dim": 32})}
+
+
+def test_components_that_do_not_resolve_or_form_a_cycle():
+    registry = core_registry()
+    missing = toy(
+        "lost-trainer", kind="trainer", target=f"{__name__}:ToyTrainer", default_config={"encoder": Component("vitt")}
+    )
+    looped = toy("loop-model", default_config={**SMALL, "transformer": Component("loop-model")})
+    registry.add_plugin(Plugin([missing, looped]), "toys")
+    with pytest.raises(MetadataError, match=r"encoder=vitt\(\) names no buildable model: unknown model 'vitt'"):
+        registry.create("lost-trainer")
+    with pytest.raises(MetadataError, match="builds itself"):
+        registry.create("loop-model")
+
+
+# The name rule.
+
+
+def shared_plugins() -> dict[str, Plugin]:
+    return {
+        "plugin-a": Plugin([toy("foo"), toy("a-only"), toy("vit"), toy("a-big", presets={"vit-b-16": Preset(SMALL)})]),
+        "plugin-b": Plugin([toy("foo", summary="B's foo.")]),
+    }
+
+
+def state(registry: Registry) -> dict[str, Any]:
+    return {
+        "entries": {q: (i.plugin, i.summary) for q, i in sorted(registry.entries.items())},
+        "models": sorted(registry.models),
+        "conflicts": {n: [i.plugin for i in c] for n, c in registry.conflicts.items()},
+        "errors": {p: r.errors for p, r in sorted(registry.plugins.items())},
+        "warnings": {p: sorted(r.warnings) for p, r in sorted(registry.plugins.items())},
+    }
+
+
+@pytest.mark.parametrize("order", [("plugin-a", "plugin-b"), ("plugin-b", "plugin-a")])
+def test_a_shared_name_belongs_to_no_plugin_and_both_stay_reachable(order):
+    registry = core_registry()
+    plugins = shared_plugins()
+    for name in order:
+        registry.add_plugin(plugins[name], name, f"dist-{name}", "1.0")
+    with pytest.raises(AmbiguousModelError) as caught:
+        registry.info("foo")
+    message = str(caught.value)
+    assert "plugin 'plugin-a' (dist-plugin-a 1.0) and plugin 'plugin-b' (dist-plugin-b 1.0)" in message
+    assert "'plugin-a:foo' or 'plugin-b:foo'" in message
+    assert registry.info("plugin-b:foo").summary == "B's foo." and registry.info("plugin-a:foo").plugin == "plugin-a"
+    assert registry.create("plugin-a:foo").num_classes == 10
+    assert registry.info("a-only").plugin == "plugin-a"
+    assert [registry.key(i) for i in registry.list("foo")] == ["plugin-a:foo", "plugin-b:foo"]
+    for name in ("plugin-a", "plugin-b"):
+        assert any("'foo' is also claimed by plugin" in w for w in registry.plugins[name].warnings)
+
+
+def test_the_outcome_does_not_depend_on_the_loading_order():
+    outcomes = []
+    for order in (
+        ("vit-core", "plugin-a", "plugin-b"),
+        ("plugin-b", "plugin-a", "vit-core"),
+        ("plugin-a", "vit-core", "plugin-b"),
+    ):
+        from vit_core import plugin as core_plugin
+
+        registry = Registry()
+        plugins = {**shared_plugins(), "vit-core": core_plugin}
+        for name in order:
+            registry.add_plugin(plugins[name], name, f"dist-{name}", "1.0")
+        outcomes.append(state(registry))
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
+def test_core_names_and_presets_are_reserved():
+    registry = core_registry()
+    plugins = shared_plugins()
+    record = registry.add_plugin(plugins["plugin-a"], "plugin-a")
+    assert registry.info("vit").plugin == "vit-core" and registry.info("vit-b-16").plugin == "vit-core"
+    assert "model name 'vit' is reserved by vit-core; not registered: rename it" in record.errors
+    assert "preset (of 'a-big') name 'vit-b-16' is reserved by vit-core; not registered: rename it" in record.errors
+    assert "plugin-a:vit" not in registry.entries and record.models == ["foo", "a-only", "a-big"]
+    with pytest.raises(UnknownModelError, match="plugin 'plugin-a' claimed it but model name 'vit' is reserved"):
+        registry.info("plugin-a:vit")
+    assert registry.info("vit-core:vit").plugin == "vit-core"
+
+
+def test_a_plugin_registering_a_name_twice():
+    record = core_registry().add_plugin(Plugin([toy("twice"), toy("twice", summary="again")]), "twice")
+    assert "model name 'twice' is registered twice by this plugin; kept the first" in record.errors
+
+
+def test_qualified_lookup_errors():
+    registry = core_registry()
+    with pytest.raises(UnknownModelError, match="no plugin named 'nobody'"):
+        registry.info("nobody:vit")
+    with pytest.raises(UnknownModelError, match="unknown model 'vit-core:vt'; did you mean vit-core:vit"):
+        registry.info("vit-core:vt")
+
+
+# Plugins that failed to load.
+
+
+def test_a_failed_plugin_names_its_models():
+    registry = core_registry()
+    record = registry.add_plugin(
+        Plugin([toy("old-vit"), toy("old-big", presets={"old-huge": Preset(SMALL)})], 1), "old"
+    )
+    assert record.claims == ["old-vit", "old-big", "old-huge"] and not record.loaded
+    with pytest.raises(FailedPluginError) as caught:
+        registry.info("old-huge")
+    assert str(caught.value).startswith(
+        "model 'old-huge' belongs to plugin 'old' which failed to load: targets hook API version 1"
+    )
+    with pytest.raises(FailedPluginError, match="belongs to plugin 'old'"):
+        registry.info("old:old-vit")
+    with pytest.raises(ConformanceError, match="model 'old-vit' belongs to plugin 'old' which failed to load"):
+        check_model("old-vit", registry=registry)
+    assert model_names(plugin="old", registry=registry) == ["old:old-vit", "old:old-big", "old:old-huge"]
+
+
+def test_a_plugin_that_failed_before_saying_what_it_holds_is_named_in_unknown_model_errors():
+    registry = core_registry()
+    broken = types.ModuleType("broken")
+    broken.vit_api_version = hookimpl(lambda: HOOK_API_VERSION)
+
+    def register() -> list[ModelInfo]:
+        raise RuntimeError("no models today")
+
+    broken.vit_register_models = hookimpl(register)
+    registry.add_plugin(broken, "broken")
+    with pytest.raises(UnknownModelError) as caught:
+        registry.info("broken-vit")
+    assert (
+        "plugin 'broken' failed to load and may provide it: vit_register_models failed: RuntimeError: no models"
+        in str(caught.value)
+    )
+    assert model_names(registry=registry)[-1] == "broken:broken"
+    with pytest.raises(ConformanceError, match="belongs to plugin 'broken' which failed to load: vit_register_models"):
+        check_model("broken:broken", registry=registry)
+    mark = parametrize_models(plugin="broken", registry=registry)
+    assert mark.args == ("model_name", ["broken:broken"])
+
+
+# Hooks that are not marked or misspelled.
+
+
+def plugin_module(**functions: Any) -> types.ModuleType:
+    module = types.ModuleType("hooks")
+    for name, function in functions.items():
+        setattr(module, name, function)
+    return module
+
+
+def test_an_unmarked_hook_is_reported():
+    def vit_register_models() -> list[ModelInfo]:
+        return [toy("unmarked-vit")]
+
+    registry = core_registry()
+    record = registry.add_plugin(
+        plugin_module(vit_api_version=hookimpl(lambda: HOOK_API_VERSION), vit_register_models=vit_register_models),
+        "unmarked",
+    )
+    assert record.errors == [
+        "function vit_register_models is not marked as a hook: decorate it with @hookimpl "
+        "(from vit_core.hookspecs import hookimpl); vit-core ignores it as it is"
+    ]
+    with pytest.raises(FailedPluginError, match=r"'unmarked-vit' belongs to plugin 'unmarked' .* not marked as a hook"):
+        registry.info("unmarked-vit")
+
+
+def test_a_misspelled_hook_gets_a_did_you_mean():
+    marked = core_registry().add_plugin(
+        plugin_module(vit_api_version=hookimpl(lambda: HOOK_API_VERSION), vit_register_model=hookimpl(lambda: [])),
+        "marked-typo",
+    )
+    assert "unknown hook 'vit_register_model'" in marked.errors[0]
+    assert marked.errors[0].endswith("did you mean 'vit_register_models'?")
+    unmarked = core_registry().add_plugin(
+        plugin_module(vit_api_version=hookimpl(lambda: HOOK_API_VERSION), vit_regster_models=lambda: []),
+        "unmarked-typo",
+    )
+    assert unmarked.errors[0] == (
+        "function vit_regster_models is not a hook: did you mean 'vit_register_models', marked with @hookimpl?"
+    )
+
+
+def test_a_helper_named_like_a_hook_is_fine_next_to_the_real_hook():
+    record = core_registry().add_plugin(
+        plugin_module(
+            vit_api_version=hookimpl(lambda: HOOK_API_VERSION),
+            vit_register_models=hookimpl(lambda: [toy("helped-vit")]),
+            vit_register_model=lambda name: toy(name),
+        ),
+        "helped",
+    )
+    assert record.ok and record.models == ["helped-vit"]
+
+
+def test_a_plugin_without_the_register_hook():
+    record = core_registry().add_plugin(plugin_module(vit_api_version=hookimpl(lambda: HOOK_API_VERSION)), "empty")
+    assert record.errors == ["implements no vit_register_models() hook, so it registers nothing"]
+
+
+# Discovery through entry points, the allowlist and isolation.
+
+PLUGINS = {
+    "good": registering("toy('toy-vit')"),
+    "broken": "raise ImportError('the toy plugin needs a package that is not installed')",
+    "exits": "import sys\nsys.exit(3)",
+    "api-raises": HEADER
+    + "\n@hookimpl\ndef vit_api_version():\n    raise RuntimeError('version unknown')\n"
+    + "\n@hookimpl\ndef vit_register_models():\n    return [toy('api-raises-vit')]\n",
+    "typo": "from vit_core.hookspecs import hookimpl\n\n@hookimpl\ndef vit_register_model():\n    return []\n",
+    "future": registering("toy('future-vit')", api=99),
+    "unversioned": HEADER + "\n@hookimpl\ndef vit_register_models():\n    return [toy('old-vit')]\n",
+}
+
+
+@pytest.fixture
+def fake_site(tmp_path, monkeypatch):
+    modules = [install_fake(tmp_path, name, source) for name, source in PLUGINS.items()]
+    modules += [
+        install_fake(tmp_path, "twin", registering("toy('twin-one')"), dist="vit-twin-one", module="twin_one"),
+        install_fake(tmp_path, "twin", registering("toy('twin-two')"), dist="vit-twin-two", module="twin_two"),
+    ]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("VIT_PLUGINS", ",".join([*PLUGINS, "twin"]))  # only the fakes, whatever else is installed
+    importlib.invalidate_caches()
+    reset_registry()
+    yield tmp_path
+    reset_registry()
+    for module in modules:
+        sys.modules.pop(module, None)
 
 
 def test_plugins_load_in_isolation(fake_site):
@@ -117,90 +485,61 @@ def test_plugins_load_in_isolation(fake_site):
     assert plugins["good"].ok and plugins["good"].models == ["toy-vit"]
     assert plugins["good"].distribution == "vit-fake-good" and plugins["good"].version == "1.2.3"
     assert "ImportError: the toy plugin needs a package" in plugins["broken"].errors[0]
-    assert "registered by both plugin 'vit-core'" in plugins["collide"].errors[0]
+    assert "import of fake_exits_plugin failed: SystemExit: 3" in plugins["exits"].errors[0]
+    assert "vit_api_version failed: RuntimeError: version unknown" in plugins["api-raises"].errors[0]
     assert "vit_register_model" in plugins["typo"].errors[0] and "invalid hooks" in plugins["typo"].errors[0]
     assert "targets hook API version 99" in plugins["future"].errors[0]
     assert "does not implement vit_api_version()" in plugins["unversioned"].errors[0]
-    assert registry.info("vit").plugin == "vit-core"
     assert "future-vit" not in registry.models
     assert create_model("toy-vit").num_classes == 3
+    with pytest.raises(FailedPluginError, match="'api-raises-vit' belongs to plugin 'api-raises'"):
+        create_model("api-raises-vit")
+
+
+def test_two_distributions_with_one_entry_point_name_are_both_refused(fake_site, monkeypatch):
+    record = get_registry().plugins["twin"]
+    assert not record.loaded and record.distribution == "vit-twin-one, vit-twin-two"
+    assert (
+        "entry point name 'twin' is declared by 2 distributions: vit-twin-one 1.2.3 (twin_one); vit-twin-two"
+        in (record.errors[0])
+    )
+    assert "twin_one" not in sys.modules and "twin_two" not in sys.modules
+    reset_registry()
+    monkeypatch.setenv("VIT_PLUGINS", "vit-twin-two")  # the allowlist by distribution name picks one
+    assert get_registry().plugins["twin"].models == ["twin-two"] and "twin_one" not in sys.modules
 
 
 def test_allowlist_is_applied_before_loading(fake_site, monkeypatch):
-    monkeypatch.setenv("VIT_PLUGINS", "good,vit-fake-future")
+    monkeypatch.setenv("VIT_PLUGINS", "future,vit-fake-broken")
     registry = get_registry()
-    assert set(registry.plugins) == {"vit-core", "good", "future"}
-    assert "fake_broken_plugin" not in sys.modules
+    assert set(registry.plugins) == {"vit-core", "future", "broken"}
+    assert "fake_future_plugin" in sys.modules  # allowed: imported
+    assert "fake_good_plugin" not in sys.modules  # importable, but outside the allowlist: never imported
+    assert "good (vit-fake-good)" in registry.skipped
+    with pytest.raises(UnknownModelError, match=r"not loaded because of VIT_PLUGINS='future,vit-fake-broken': .*good"):
+        registry.info("toy-vit")
     reset_registry()
     result = runner.invoke(app, ["plugins"])
-    assert "not loaded (VIT_PLUGINS='good,vit-fake-future'):" in result.output
-    assert "broken (vit-fake-broken)" in result.output
+    assert "not loaded (VIT_PLUGINS='future,vit-fake-broken'):" in result.output
+    assert "good (vit-fake-good)" in result.output
     reset_registry()
     monkeypatch.setenv("VIT_PLUGINS", "")
     assert set(get_registry().plugins) == {"vit-core"}
 
 
-def test_registry_rejects_non_modelinfo_results():
-    from vit_core.hookspecs import hookimpl
-
-    plugin = types.ModuleType("dicts")
-    plugin.vit_api_version = hookimpl(lambda: 1)
-    plugin.vit_register_models = hookimpl(lambda: [{"name": "dict-model"}])
-    record = Registry().add_plugin(plugin, "dicts")
-    assert "must return ModelInfo objects" in record.errors[0]
-
-
-runner = CliRunner()
-
-
-def test_cli_list_with_broken_plugins(fake_site):
+def test_allowlist_naming_no_installed_plugin(fake_site, monkeypatch):
+    monkeypatch.setenv("VIT_PLUGINS", "good,goood")
+    assert get_registry().unmatched_allowlist == ["goood"]
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0
-    assert "toy-vit" in result.output and "simple-vit" in result.output
-    assert "plugin(s) failed to load" in result.output
-
-
-def test_cli_list_filters_and_json(fake_site):
-    result = runner.invoke(app, ["list", "--plugin", "good", "--json"])
-    assert [m["name"] for m in json.loads(result.output)] == ["toy-vit"]
-    result = runner.invoke(app, ["list", "*vit", "--json"])
-    names = [m["name"] for m in json.loads(result.stdout)]
-    assert names == ["navit", "simple-vit", "vit", "toy-vit"]
-
-
-def test_cli_plugins_reports_errors(fake_site):
-    result = runner.invoke(app, ["plugins", "--json"])
-    records = {r["name"]: r for r in json.loads(result.stdout)}
-    assert result.exit_code == 0
-    assert records["good"]["ok"] and records["good"]["version"] == "1.2.3"
-    assert not records["broken"]["ok"]
-    table = runner.invoke(app, ["plugins"]).output
-    assert "vit-fake-broken" in table and "ImportError" in table
-
-
-def test_cli_describe():
-    result = runner.invoke(app, ["describe", "vit"])
-    assert result.exit_code == 0
-    for text in ("arxiv.org/abs/2010.11929", "@inproceedings", "image_size", "pool", "'cls'", "81,354", "FLOPs"):
-        assert text in result.output
-
-
-def test_cli_describe_json_counts_flops():
-    data = json.loads(runner.invoke(app, ["describe", "navit", "--json"]).stdout)
-    assert data["measured_params"] == data["num_params"]
-    assert data["flops"] > 0
-
-
-def test_cli_unknown_model_exits_1_with_close_matches():
-    result = runner.invoke(app, ["describe", "simplevit"])
-    assert result.exit_code == 1
-    assert "did you mean simple-vit" in result.output
+    assert "VIT_PLUGINS names 'goood', which match no installed plugin" in result.stderr
+    assert "installed: " in result.stderr and "good" in result.stderr
 
 
 def test_help_and_list_do_not_import_torch():
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom vit_core.cli import app\n"
-        "for args in (['--help'], ['list'], ['plugins']):\n"
+        "for args in (['--help'], ['list'], ['list', '--kind', 'model', '--json'], ['plugins']):\n"
         "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
         "print('torch' in sys.modules)"
     )

@@ -524,7 +524,7 @@ class Registry:
         base = replace(
             info, plugin=record.name, distribution=record.distribution, version=record.version, preset_of=None
         )
-        if not self._claim(record, base, "model"):
+        if not self._claim(record, base):
             return
         record.models.append(base.name)
         for preset_name, preset in base.presets.items():
@@ -542,32 +542,33 @@ class Registry:
             except MetadataError as exc:
                 record.errors.append(f"preset {preset_name!r} of {base.name!r}: {exc}")
                 continue
-            if self._claim(record, entry, f"preset (of {base.name!r})"):
+            if self._claim(record, entry):
                 record.presets.append(preset_name)
 
-    def _claim(self, record: PluginRecord, entry: ModelInfo, what: str) -> bool:
+    def _claim(self, record: PluginRecord, entry: ModelInfo) -> bool:
         name = entry.name
+        what = "model" if entry.preset_of is None else f"preset (of {entry.preset_of!r})"
         if entry.qualified_name in self.entries:
             record.errors.append(f"{what} name {name!r} is registered twice by this plugin; kept the first")
             return False
-        core = self.entries.get(f"{CORE_PLUGIN}:{name}")
-        if core is not None and record.name != CORE_PLUGIN:
-            reason = f"{what} name {name!r} is reserved by vit-core; not registered: rename it"
-            record.errors.append(reason)
-            record.rejected[name] = reason
-            return False
         if record.name == CORE_PLUGIN:  # vit-core added after a plugin (a hand-built registry): evict
             for other in [e for e in self.entries.values() if e.name == name]:
-                self._evict(other, f"name {name!r} is reserved by vit-core; not registered: rename it")
+                self._reject(self.plugins[other.plugin], other)
+        elif f"{CORE_PLUGIN}:{name}" in self.entries:
+            self._reject(record, entry)
+            return False
         self.entries[entry.qualified_name] = entry
         return True
 
-    def _evict(self, entry: ModelInfo, reason: str) -> None:
-        record = self.plugins[entry.plugin]
-        del self.entries[entry.qualified_name]
-        for names in (record.models, record.presets):
-            if entry.name in names:
-                names.remove(entry.name)
+    def _reject(self, record: PluginRecord, entry: ModelInfo) -> None:
+        """``entry`` claims a vit-core name: record why, and drop it if it was registered."""
+        what = "model" if entry.preset_of is None else f"preset (of {entry.preset_of!r})"
+        reason = f"{what} name {entry.name!r} is reserved by vit-core; not registered: rename it"
+        if self.entries.get(entry.qualified_name) is entry:
+            del self.entries[entry.qualified_name]
+            for names in (record.models, record.presets):
+                if entry.name in names:
+                    names.remove(entry.name)
         record.errors.append(reason)
         record.rejected[entry.name] = reason
 

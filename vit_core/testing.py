@@ -104,7 +104,7 @@ class Subject:
         return self.info.example_input(self.batch)
 
     def fail(self, check: str, message: str) -> ConformanceError:
-        return ConformanceError(self.info.name, check, message)
+        return ConformanceError(self.info.name, check, message, kind=self.info.kind)
 
 
 def _describe(exc: BaseException) -> str:
