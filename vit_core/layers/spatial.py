@@ -63,9 +63,7 @@ def tokens_to_map(x: Tensor, grid: Sequence[int]) -> Tensor:
     """``(batch, height * width, channels)`` -> ``(batch, channels, height, width)``."""
     h, w = grid
     if x.ndim != 3 or x.shape[1] != h * w:
-        raise ValueError(
-            f"tokens must be (batch, {h}*{w}={h * w}, channels) for grid {tuple(grid)}, got {tuple(x.shape)}"
-        )
+        raise ValueError(f"tokens must be (batch, {h * w}, channels) for the grid {h}x{w}, got shape {tuple(x.shape)}")
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
 
 
