@@ -324,8 +324,14 @@ class MultiCrop(nn.Module):
         self.generator = RankedGenerator()
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """``(global_views, local_views)``: 2 and ``num_local_crops`` tensors of the batch's size."""
+        """``(global_views, local_views)``: 2 and ``num_local_crops`` tensors of the batch's size.
+
+        Runs outside autocast: augmentation is preprocessing, done in the images' own precision."""
         check_images("x", x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._views(x)
+
+    def _views(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         g = self.generator
         crops = [random_resized_crop(x, self.image_size, self.global_scale, generator=g) for _ in range(2)]
         global_views = [self.augment_global1(crops[0]), self.augment_global2(crops[1])]
