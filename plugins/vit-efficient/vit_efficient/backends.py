@@ -66,7 +66,9 @@ class CheckedTrunk(nn.Module):
 
     ``trunk`` is the package's module; ``dim`` its width (what ``vit_core.ViT`` checks against its
     own); ``backend`` the registered name it was built under.  ``mask`` (``(batch, tokens)``,
-    ``True`` = a real token) is handed to the trunk when given.
+    ``True`` = a real token) is handed to the trunk when given.  State dicts load in either layout:
+    this module's (``trunk.`` in front) or the bare package module's, as vit-pytorch's
+    ``efficient.ViT`` saves it (so ``vit_core.load_reference_weights`` needs no importer of its own).
     """
 
     def __init__(self, trunk: nn.Module, dim: int, backend: str) -> None:
@@ -74,6 +76,7 @@ class CheckedTrunk(nn.Module):
         self.trunk = trunk
         self.dim = check_positive_int("dim", dim)
         self.backend = backend
+        self.register_load_state_dict_pre_hook(_accept_bare_trunk_keys)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != self.dim:
@@ -93,6 +96,13 @@ class CheckedTrunk(nn.Module):
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}, dim={self.dim}"
+
+
+def _accept_bare_trunk_keys(module: nn.Module, state: dict[str, Tensor], prefix: str, *_: Any) -> None:
+    """Move keys of the bare package module (``prefix + "layers..."``) under ``prefix + "trunk."``."""
+    own = prefix + "trunk."
+    for key in [k for k in state if k.startswith(prefix) and not k.startswith(own)]:
+        state[own + key[len(prefix) :]] = state.pop(key)
 
 
 def _check_trunk(dim: int, depth: int, heads: int, dim_head: int, dropout: float) -> None:

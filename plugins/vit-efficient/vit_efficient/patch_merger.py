@@ -30,7 +30,8 @@ class PatchMerger(Attention):
         self.num_tokens_out = check_positive_int("num_tokens_out", num_tokens_out)
         super().__init__(dim, heads=1, dim_head=check_positive_int("dim", dim))
 
-    def _build_projections(self, dim: int, inner: int, bias: bool) -> None:
+    def build_projections(self, dim: int, key_width: int, value_width: int, bias: bool) -> None:
+        """No projections: the learned queries and the tokens' LayerNorm."""
         self.norm = nn.LayerNorm(dim)
         self.queries = nn.Parameter(torch.randn(self.num_tokens_out, dim))
 

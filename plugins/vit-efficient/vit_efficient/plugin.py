@@ -105,8 +105,6 @@ def vit_register_models() -> list[ModelInfo]:
                 "v = ViT(image_size=2048, patch_size=32, num_classes=1000, dim=512, transformer=trunk)\n"
                 "preds = v(torch.randn(1, 3, 2048, 2048))  # (1, 1000)"
             ),
-            importer="vit_efficient.weights:import_efficient_vit",
-            reference="vit_pytorch.efficient.ViT",
         ),
         ModelInfo(
             name="x-transformers",
@@ -127,7 +125,5 @@ def vit_register_models() -> list[ModelInfo]:
                 "v = ViT(image_size=224, patch_size=16, num_classes=1000, dim=512, transformer=trunk)\n"
                 "preds = v(torch.randn(1, 3, 224, 224))  # (1, 1000)"
             ),
-            importer="vit_efficient.weights:import_efficient_vit",
-            reference="vit_pytorch.efficient.ViT",
         ),
     ]
