@@ -21,6 +21,11 @@ Each kind has its profile (:data:`PROFILES`); the checks of a model, in order (s
                  ``(batch, num_features)``, ``reset_classifier`` changes the output width;
 ``batch-independence``  in eval mode each example's output does not depend on the others in its
                  batch: ``model(x)[:1]`` equals ``model(x[:1])`` within ``1e-5``;
+``intermediates``  ``feature_info`` describes each intermediate of ``forward_intermediates``; the final
+                 features it returns, and its last intermediate with ``norm=True``, equal
+                 ``forward_features(x)``; ``intermediates_only`` with ``indices=1`` gives one;
+``encoder-protocol``  for models exposing the encoder protocol (``tokenize``, ``add_positions``,
+                 ``prepend_prefix``, ``encode``, ...): the steps compose to ``forward_features``;
 ``gradients``    a backward pass of the output reaches every trainable parameter;
 ``bad-input``    wrong channels and wrong rank raise ``ValueError``/``TypeError`` whose message names the
                  input argument or the received shape, not a bare shape error;
@@ -274,6 +279,87 @@ def check_batch_independence(s: Subject) -> None:
         )
 
 
+def _features_tensor(value: Any) -> Any:
+    """The tensor of a features value (``NaViT``'s packed features carry theirs in ``tokens``)."""
+    return getattr(value, "tokens", value)
+
+
+def _same_features(a: Any, b: Any) -> bool:
+    """Equal features: tensors (or packed features) within 1e-5, or tuples / lists of them (multi-branch models)."""
+    a, b = _features_tensor(a), _features_tensor(b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_features(x, y) for x, y in zip(a, b))
+    return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def check_intermediates(s: Subject) -> None:
+    model = _build(s, "intermediates").eval()
+    x = s.example()
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, list) or not info or not all(isinstance(i, dict) for i in info):
+        raise s.fail("intermediates", f"feature_info must be a non-empty list of dicts, got {info!r:.80}")
+    missing = [i for i, entry in enumerate(info) if not {"module", "num_chs", "reduction"} <= set(entry)]
+    if missing:
+        raise s.fail("intermediates", f"feature_info entries {missing} lack module/num_chs/reduction")
+    with torch.no_grad():
+        try:
+            features = model.forward_features(x)
+            final, hidden = model.forward_intermediates(x, norm=True)
+            only = model.forward_intermediates(x, indices=1, intermediates_only=True)
+        except Exception as exc:
+            raise s.fail("intermediates", f"forward_intermediates raised {_describe(exc)}") from exc
+    if len(hidden) != len(info):
+        raise s.fail(
+            "intermediates",
+            f"forward_intermediates gave {len(hidden)} intermediates, feature_info describes {len(info)}",
+        )
+    for what, value in (("the returned final features", final), ("the last intermediate (norm=True)", hidden[-1])):
+        if not _same_features(value, features):
+            shapes = f"{_shape(_features_tensor(value))} vs {_shape(features)}"
+            raise s.fail("intermediates", f"{what} differ from forward_features(x) ({shapes})")
+    if not isinstance(only, list) or len(only) != 1:
+        raise s.fail("intermediates", f"forward_intermediates(indices=1, intermediates_only=True) gave {only!r:.60}")
+    for entry, h in zip(info, hidden):
+        h = _features_tensor(h)
+        if not isinstance(h, Tensor):
+            continue  # multi-branch intermediates: feature_info describes each branch's width its own way
+        channels = h.shape[1] if h.ndim == 4 else h.shape[-1]
+        if channels != entry["num_chs"]:
+            raise s.fail(
+                "intermediates", f"{entry['module']}: feature_info says {entry['num_chs']} channels, got {channels}"
+            )
+
+
+def check_encoder_protocol(s: Subject) -> None:
+    """For models that implement the encoder protocol: its steps compose to ``forward_features``."""
+    from vit_core.models.patch_model import ENCODER_PROTOCOL
+
+    model = _build(s, "encoder-protocol").eval()
+    if not all(hasattr(model, name) for name in ENCODER_PROTOCOL):
+        return
+    x = s.example()
+    with torch.no_grad():
+        try:
+            tokens, grid = model.tokenize(x)
+            embedded = model.prepend_prefix(model.add_positions(tokens, grid))
+            encoded = model.encode(embedded, **getattr(model, "trunk_kwargs", lambda g: {})(grid))
+            features = model.forward_features(x)
+        except Exception as exc:
+            raise s.fail(
+                "encoder-protocol", f"tokenize/add_positions/prepend_prefix/encode raised {_describe(exc)}"
+            ) from exc
+    if embedded.shape[1] != tokens.shape[1] + model.num_prefix_tokens:
+        raise s.fail(
+            "encoder-protocol",
+            f"prepend_prefix added {embedded.shape[1] - tokens.shape[1]} tokens, num_prefix_tokens says "
+            f"{model.num_prefix_tokens}",
+        )
+    if encoded.shape != features.shape or not torch.allclose(encoded, features, atol=1e-5):
+        raise s.fail(
+            "encoder-protocol", "encode(prepend_prefix(add_positions(*tokenize(x)))) differs from forward_features(x)"
+        )
+
+
 def check_gradients(s: Subject) -> None:
     model = _build(s, "gradients").train()
     out = _forward(s, "gradients", model, s.example())
@@ -502,6 +588,8 @@ CHECKS: dict[str, Callable[[Subject], None]] = {
     "forward": check_forward,
     "interface": check_interface,
     "batch-independence": check_batch_independence,
+    "intermediates": check_intermediates,
+    "encoder-protocol": check_encoder_protocol,
     "gradients": check_gradients,
     "bad-input": check_bad_input,
     "overrides": check_overrides,
