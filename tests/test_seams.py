@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -510,3 +511,76 @@ def test_cct_pieces_live_in_the_core():
     )
     table = sinusoidal_1d(4, 6)
     torch.testing.assert_close(table[2, 2], torch.tensor(math.sin(2 / 10000 ** (2 / 6))))
+
+
+# --- the kit's intermediates and encoder-protocol checks catch broken models --------------------
+
+KIT_SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
+
+
+class IntermediatesMiscounted(ViT):
+    @property
+    def feature_info(self):
+        return super().feature_info[:1]
+
+
+class IntermediatesUnnormed(ViT):
+    def forward_intermediates(self, x, indices=None, *, norm=False, output_fmt="NLC", intermediates_only=False):
+        return super().forward_intermediates(
+            x, indices, norm=False, output_fmt=output_fmt, intermediates_only=intermediates_only
+        )
+
+
+class PrefixMiscounted(ViT):
+    @property
+    def num_prefix_tokens(self):
+        return 0
+
+
+class EncodeSkipsDropoutAndTrunk(ViT):
+    def encode(self, tokens, **trunk_kwargs):
+        return tokens
+
+
+@pytest.mark.parametrize(
+    ("cls", "check", "fragment"),
+    [
+        (IntermediatesMiscounted, "intermediates", "feature_info describes 1"),
+        (IntermediatesUnnormed, "intermediates", "last intermediate (norm=True) differ"),
+        (PrefixMiscounted, "encoder-protocol", "num_prefix_tokens says 0"),
+        (EncodeSkipsDropoutAndTrunk, "intermediates", "differ from forward_features"),
+    ],
+)
+def test_kit_catches_broken_intermediates_and_protocol(cls, check, fragment):
+    from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+    from vit_core.registry import ModelInfo, Registry
+    from vit_core.testing import ConformanceError, check_model
+
+    info = ModelInfo(
+        name="broken",
+        target=f"{__name__}:{cls.__name__}",
+        family="test",
+        paper_title="A test model",
+        paper_url="https://example.org/paper",
+        summary="A deliberately broken model.",
+        input_kind="image",
+        default_config=KIT_SMALL,
+        input_shape=(3, 32, 32),
+        citation="@misc{test}",
+        example="create_model('broken')",
+    )
+
+    class Plugin:
+        @hookimpl
+        def vit_api_version(self):
+            return HOOK_API_VERSION
+
+        @hookimpl
+        def vit_register_models(self):
+            return [info]
+
+    registry = Registry()
+    registry.add_plugin(Plugin(), "broken-plugin")
+    with pytest.raises(ConformanceError, match=re.escape(fragment)) as caught:
+        check_model("broken", registry=registry)
+    assert caught.value.check == check
