@@ -584,3 +584,62 @@ def test_kit_catches_broken_intermediates_and_protocol(cls, check, fragment):
     with pytest.raises(ConformanceError, match=re.escape(fragment)) as caught:
         check_model("broken", registry=registry)
     assert caught.value.check == check
+
+
+# --- backends chosen by name ----------------------------------------------------------------------
+
+BUILT_WITH: list[dict] = []
+
+
+def dense_backend(*, dim, depth, heads=8, dim_head=64, mlp_dim=None, dropout=0.0, final_norm=True):
+    BUILT_WITH.append(dict(dim=dim, depth=depth, heads=heads, dim_head=dim_head, final_norm=final_norm))
+    return Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, final_norm=final_norm)
+
+
+def test_vit_builds_a_registered_backend_by_name(monkeypatch):
+    import vit_core.registry as registry_module
+    from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+    from vit_core.registry import Component, ModelInfo, Registry
+
+    backend = ModelInfo(
+        name="dense-test",
+        target=f"{__name__}:dense_backend",
+        kind="backend",
+        family="test",
+        paper_title="Attention is all you need",
+        paper_url="https://arxiv.org/abs/1706.03762",
+        summary="The core trunk as a named backend.",
+        input_kind="tokens",
+        default_config=dict(dim=32, depth=1),
+        input_shape=(5, 32),
+        plugs_into=Component("vit", {"dim": 32}),
+    )
+
+    class Plugin:
+        @hookimpl
+        def vit_api_version(self):
+            return HOOK_API_VERSION
+
+        @hookimpl
+        def vit_register_models(self):
+            return [backend]
+
+    registry = Registry()
+    from vit_core import plugin as core_plugin
+
+    registry.add_plugin(core_plugin, "vit-core")
+    registry.add_plugin(Plugin(), "backends")
+    monkeypatch.setattr(registry_module, "_REGISTRY", registry)
+    BUILT_WITH.clear()
+    model = small_vit(transformer="dense-test", transformer_options={"final_norm": False})
+    assert [dict(dim=32, depth=3, heads=2, dim_head=8, final_norm=False)] == BUILT_WITH
+    assert isinstance(model.transformer, Transformer) and isinstance(model.fc_norm, nn.LayerNorm)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"not a registered backend .*registered: \['dense-test'\]"):
+        small_vit(transformer="nystromm")
+    with pytest.raises(ValueError, match="is a model, not a backend"):
+        small_vit(transformer="vit")
+    with pytest.raises(TypeError, match="transformer_options configures a backend"):
+        small_vit(transformer_options={"final_norm": False})
+    with pytest.raises(ValueError, match="works on tokens of width 16, but dim=32"):
+        small_vit(transformer=Transformer(16, 1))

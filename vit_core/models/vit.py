@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
@@ -38,6 +41,25 @@ def check_trunk_width(transformer: object, dim: int) -> None:
         )
 
 
+def build_backend(name: str, options: Mapping[str, Any] | None = None, **trunk: Any) -> nn.Module:
+    """Build the registered backend ``name`` (``kind="backend"``) with the ViT-style ``trunk`` arguments
+    (``dim``, ``depth``, ``heads``, ...) and its own ``options``, from the factory's defaults."""
+    from vit_core.registry import ModelLookupError, get_registry
+
+    registry = get_registry()
+    backends = [i.name for i in registry.list(kind="backend")]
+    try:
+        info = registry.info(name)
+    except ModelLookupError as exc:
+        raise ValueError(f"transformer={name!r} is not a registered backend ({exc}); registered: {backends}") from None
+    if info.kind != "backend":
+        raise ValueError(f"transformer={name!r} is a {info.kind}, not a backend; registered backends: {backends}")
+    if trunk.get("depth") is None:
+        raise TypeError(f"ViT(transformer={name!r}) needs depth")
+    given = {k: v for k, v in trunk.items() if v is not None}
+    return info.load_class()(**given, **dict(options or {}))
+
+
 class ViT(PatchTransformer):
     """The original vision transformer: class token (or mean pooling), learned positions.
 
@@ -47,6 +69,9 @@ class ViT(PatchTransformer):
     and the pooled vector is LayerNorm-ed before the head, since such trunks need not end with a
     norm.  Images smaller than ``image_size`` use the matching top-left window of the positional
     grid.  ``num_classes=0`` makes ``forward`` return the token features ``(batch, tokens, dim)``.
+    ``transformer="name"`` builds the registered backend of that name (``vit list --kind backend``)
+    with this model's ``dim`` and the ``depth``, ``heads``, ``dim_head``, ``mlp_dim`` and ``dropout``
+    given, plus the backend's own ``transformer_options``.
 
     When the head reads only leading tokens (:meth:`head_reads_leading_tokens`: the class token
     with ``pool="cls"``), ``forward`` runs the last block's queries, output projection and MLP for
@@ -74,11 +99,17 @@ class ViT(PatchTransformer):
         dim_head: int = 64,
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
-        transformer: nn.Module | None = None,
+        transformer: nn.Module | str | None = None,
+        transformer_options: Mapping[str, Any] | None = None,
     ) -> None:
         image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
         check_positive_int("dim", dim)
         check_positive_int("channels", channels)
+        if transformer_options is not None and not isinstance(transformer, str):
+            raise TypeError("transformer_options configures a backend named by transformer='name'; pass a name")
+        if isinstance(transformer, str):
+            trunk = dict(dim=dim, depth=depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, dropout=dropout)
+            transformer = build_backend(transformer, transformer_options, **trunk)
         custom = transformer is not None
         if custom:
             check_trunk_width(transformer, dim)
