@@ -44,8 +44,9 @@ def offset_index(grid: tuple[int, int], stride: int) -> Tensor:
 
 class LeViTAttention(MapProjectionAttention):
     """BatchNorm-ed 1x1 projections (queries every ``stride``-th position), keys ``dim_key`` and values
-    ``dim_value`` wide per head, an offset bias per head, Hardswish then a BatchNorm-ed output
-    projection to ``dim_out``.  ``grid`` is the ``(h, w)`` map the layer is built for."""
+    ``dim_value`` wide per head, an offset bias per head, an activation then a BatchNorm-ed output
+    projection to ``dim_out`` (GELU as vit-pytorch; the paper's is Hardswish).  ``grid`` is the
+    ``(h, w)`` map the layer is built for."""
 
     def __init__(
         self,
@@ -66,7 +67,7 @@ class LeViTAttention(MapProjectionAttention):
         )
         self.to_k = nn.Sequential(nn.Conv2d(dim, heads * dim_key, 1, bias=False), nn.BatchNorm2d(heads * dim_key))
         self.to_v = nn.Sequential(nn.Conv2d(dim, heads * dim_value, 1, bias=False), nn.BatchNorm2d(heads * dim_value))
-        self.to_out = nn.Sequential(nn.Hardswish(), nn.Linear(heads * dim_value, dim_out), TokenBatchNorm(dim_out))
+        self.to_out = nn.Sequential(nn.GELU(), nn.Linear(heads * dim_value, dim_out), TokenBatchNorm(dim_out))
         self.offset_bias = nn.Parameter(torch.zeros(grid[0] * grid[1], heads))
         self.register_buffer("offset_index", offset_index(grid, stride), persistent=False)
 
