@@ -234,18 +234,26 @@ class Dino(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
+        x: Tensor | None = None,
         return_embedding: bool = False,
         return_projection: bool = True,
         student_temp: float | None = None,
         teacher_temp: float | None = None,
+        *,
+        views: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """The loss of a batch of images; with ``return_embedding`` the student's ``(projection,
-        embedding)`` of ``x`` itself (``embedding`` alone without ``return_projection``)."""
+        """The loss of a batch of images ``x``, augmented by :attr:`multicrop`; or of views augmented
+        elsewhere (e.g. in DataLoader workers): ``views=(global_views, local_views)``, see
+        :meth:`loss_on_views`.  With ``return_embedding``: the student's ``(projection, embedding)``
+        of ``x`` itself (``embedding`` alone without ``return_projection``)."""
+        if (x is None) == (views is None):
+            raise TypeError("pass either images x or views=(global_views, local_views), not both or neither")
         if return_embedding:
+            if x is None:
+                raise TypeError("return_embedding needs images x")
             out = self.student(x)
             return (out.view, out.embedding.vector) if return_projection else out.embedding.vector
-        global_views, local_views = self.multicrop(x)
+        global_views, local_views = self.multicrop(x) if views is None else views
         return self.loss_on_views(global_views, local_views, student_temp=student_temp, teacher_temp=teacher_temp)
 
     def loss_on_views(
