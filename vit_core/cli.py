@@ -85,10 +85,15 @@ def _info_dict(registry: Registry, info: ModelInfo) -> dict[str, Any]:
 
 def _warn_registry(registry: Registry) -> None:
     """One stderr line each: plugins that failed, shared names, allowlist entries naming nothing."""
-    broken = [p.name for p in registry.plugins.values() if not p.ok]
-    if broken:
+    failed = [p.name for p in registry.plugins.values() if not p.loaded]
+    if failed:
         errors.print(
-            f"[yellow]{len(broken)} plugin(s) failed to load: {', '.join(broken)} (see `vit plugins`)[/yellow]"
+            f"[yellow]{len(failed)} plugin(s) failed to load: {', '.join(failed)} (see `vit plugins`)[/yellow]"
+        )
+    partial = [p.name for p in registry.plugins.values() if p.loaded and not p.ok]
+    if partial:
+        errors.print(
+            f"[yellow]{len(partial)} plugin(s) loaded with errors: {', '.join(partial)} (see `vit plugins`)[/yellow]"
         )
     for name, claims in registry.conflicts.items():
         use = " or ".join(c.qualified_name for c in claims)
@@ -109,7 +114,7 @@ def _check_filters(registry: Registry, plugin: str | None, family: str | None, k
     if plugin is not None:
         names = {r.name for r in registry.plugins.values()} | {r.distribution for r in registry.plugins.values()}
         if plugin not in names:
-            _fail(f"no plugin {plugin!r} is loaded; plugins: {', '.join(sorted(registry.plugins))}")
+            _fail(f"no plugin {plugin!r} is loaded; plugins: {', '.join(registry.plugins)}")
         record = next((r for r in registry.plugins.values() if plugin in (r.name, r.distribution)), None)
         if record is not None and not record.loaded:
             _fail(f"plugin {plugin!r} failed to load, so it lists nothing: {record.cause}")
@@ -153,8 +158,8 @@ def _print_table(registry: Registry, infos: list[ModelInfo]) -> None:
     columns = ["name", "kind", "preset of", "plugin", "family", "input", "paper"]
     if not n_presets:
         columns.remove("preset of")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for column in columns:  # names stay whole, to be copied
+        table.add_column(column, overflow="fold", no_wrap=column in ("name", "preset of"))
     for info in infos:
         row = {
             "name": registry.key(info),
