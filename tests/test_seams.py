@@ -76,8 +76,8 @@ class SpySDPA:
 class TalkingHeads(Attention):
     """CaiT's talking heads (arXiv 2103.17239): heads mixed before and after the softmax."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
-        super().__init__(dim, heads, dim_head)
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, **kwargs) -> None:
+        super().__init__(dim, heads, dim_head, dropout, **kwargs)
         self.pre = nn.Parameter(torch.randn(heads, heads))
         self.post = nn.Parameter(torch.randn(heads, heads))
 
@@ -91,8 +91,8 @@ class TalkingHeads(Attention):
 class LocalitySelfAttention(Attention):
     """LSA (arXiv 2112.13492): a learned temperature and no attention of a token to itself."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
-        super().__init__(dim, heads, dim_head)
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, **kwargs) -> None:
+        super().__init__(dim, heads, dim_head, dropout, **kwargs)
         self.temperature = nn.Parameter(torch.tensor(math.log(dim_head**-0.5)))
 
     def attend(self, q, k, v, *, mask=None, bias=None, scale=None):
@@ -643,3 +643,18 @@ def test_vit_builds_a_registered_backend_by_name(monkeypatch):
         small_vit(transformer_options={"final_norm": False})
     with pytest.raises(ValueError, match="works on tokens of width 16, but dim=32"):
         small_vit(transformer=Transformer(16, 1))
+
+
+def test_attention_class_option_replaces_every_default_attention():
+    trunk = Transformer(16, 2, heads=2, dim_head=8, attention=LocalitySelfAttention)
+    assert all(isinstance(layer.attn, LocalitySelfAttention) for layer in trunk.layers)
+    model = small_vit(attention=TalkingHeads)
+    assert all(isinstance(layer.attn, TalkingHeads) for layer in model.transformer.layers)
+    assert model.pruned_queries() == 1
+    model.eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(model(x), model.forward_head(model.forward_features(x)), atol=1e-5, rtol=1e-5)
+    with pytest.raises(TypeError, match="attention would be ignored"):
+        Transformer(16, 2, attention=TalkingHeads, block=lambda i: nn.Identity())
+    with pytest.raises(TypeError, match="cannot be combined with transformer="):
+        small_vit(attention=TalkingHeads, transformer=Transformer(32, 1))

@@ -134,7 +134,17 @@ def resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[int
     return sorted(set(out))
 
 
-_ATTENTION_ARGS = ("heads", "dim_head", "mlp_dim", "dropout", "qk_norm", "attn_scale", "project_out", "activation")
+_ATTENTION_ARGS = (
+    "heads",
+    "dim_head",
+    "mlp_dim",
+    "dropout",
+    "qk_norm",
+    "attn_scale",
+    "project_out",
+    "activation",
+    "attention",
+)
 
 
 class Transformer(nn.Module):
@@ -146,6 +156,8 @@ class Transformer(nn.Module):
         norm_bias: bias in every LayerNorm (NaViT drops it).
         qk_norm, attn_scale, qkv_bias, out_bias, project_out: forwarded to :class:`Attention`.
         activation: the MLP's non-linearity (default GELU).
+        attention: the default block's attention class (an :class:`Attention` subclass, called like
+            it: ``attention(dim, heads, dim_head, dropout, qk_norm=..., scale=..., ...)``).
         final_norm: end with a LayerNorm.
         drop_path_rate: stochastic depth rising linearly from 0 to this rate over the blocks.
         layer_scale: initial LayerScale gain of every block (``None``: no LayerScale).
@@ -172,6 +184,7 @@ class Transformer(nn.Module):
         out_bias: bool = True,
         project_out: bool | None = None,
         activation: Activation | None = None,
+        attention: Callable[..., nn.Module] | None = None,
         final_norm: bool = True,
         drop_path_rate: float = 0.0,
         layer_scale: float | None = None,
@@ -193,6 +206,7 @@ class Transformer(nn.Module):
             attn_scale=attn_scale,
             project_out=project_out,
             activation=activation,
+            attention=attention,
         )
         if block is not None:
             ignored = [name for name in _ATTENTION_ARGS if given[name] is not None]
@@ -211,7 +225,7 @@ class Transformer(nn.Module):
         make_norm = norm or (lambda d: layer_norm(d, norm_bias))
 
         def default_block(i: int) -> nn.Module:
-            mixer = Attention(
+            mixer = (attention or Attention)(
                 dim,
                 heads,
                 dim_head,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -71,7 +71,9 @@ class ViT(PatchTransformer):
     grid.  ``num_classes=0`` makes ``forward`` return the token features ``(batch, tokens, dim)``.
     ``transformer="name"`` builds the registered backend of that name (``vit list --kind backend``)
     with this model's ``dim`` and the ``depth``, ``heads``, ``dim_head``, ``mlp_dim`` and ``dropout``
-    given, plus the backend's own ``transformer_options``.
+    given, plus the backend's own ``transformer_options``.  ``attention=`` (an
+    :class:`~vit_core.layers.Attention` subclass) replaces the attention of every default block,
+    for variants that change only the attention.
 
     When the head reads only leading tokens (:meth:`head_reads_leading_tokens`: the class token
     with ``pool="cls"``), ``forward`` runs the last block's queries, output projection and MLP for
@@ -101,6 +103,7 @@ class ViT(PatchTransformer):
         emb_dropout: float = 0.0,
         transformer: nn.Module | str | None = None,
         transformer_options: Mapping[str, Any] | None = None,
+        attention: Callable[..., nn.Module] | None = None,
     ) -> None:
         image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
         check_positive_int("dim", dim)
@@ -111,6 +114,8 @@ class ViT(PatchTransformer):
             trunk = dict(dim=dim, depth=depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, dropout=dropout)
             transformer = build_backend(transformer, transformer_options, **trunk)
         custom = transformer is not None
+        if custom and attention is not None:
+            raise TypeError("attention= configures the default trunk; it cannot be combined with transformer=")
         if custom:
             check_trunk_width(transformer, dim)
         else:
@@ -119,7 +124,7 @@ class ViT(PatchTransformer):
                 raise TypeError(f"ViT needs {', '.join(missing)} unless transformer= is given")
             check_positive_int("heads", heads)
             check_positive_int("mlp_dim", mlp_dim)
-            transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
+            transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, attention=attention)
         grid = tuple(i // p for i, p in zip(image_size, patch_size))
         super().__init__(
             input_size=image_size,
