@@ -1,12 +1,19 @@
-"""``python -m benchmarks [--quick] [--out docs/benchmarks.md] [--only vit,navit,long,compile]
-[--device cpu|cuda] [--dtype float32|bfloat16|float16]``."""
+"""``python -m benchmarks [--quick] [--only vit,navit,long,compile] [--cases ...] [--rounds N]
+[--device cpu|cuda] [--dtype float32|bfloat16|float16] [--json FILE] [--write-docs [DIR]]
+[--from-json FILE]``: measure, print the tables and targets, and optionally write the results'
+JSON and the generated docs page (with its plot)."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
+import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,10 +23,21 @@ if importlib.util.find_spec("torchvision") is None:
 
 import torch  # noqa: E402
 
-from benchmarks import cases  # noqa: E402
+from benchmarks import cases, efficient, report  # noqa: E402
 
-SECTIONS = ("vit", "navit", "long", "compile")
+SECTIONS = ("vit", "navit", "long", "compile", *efficient.SECTIONS)
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine_line(setup: cases.Setup) -> str:
@@ -28,22 +46,54 @@ def machine_line(setup: cases.Setup) -> str:
         precision += " autocast"
     device = torch.cuda.get_device_name(setup.device) if torch.device(setup.device).type == "cuda" else "CPU"
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {device}, torch {torch.__version__}, "
+        f"{cpu_name()}, {os.cpu_count()} CPUs, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {precision}, Python {platform.python_version()}"
     )
 
 
-class Report(list):
-    """Markdown lines, echoed to stdout as they are added (a full run takes a while)."""
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in ("vit-core", "vit-pytorch", "timm"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
 
-    def append(self, line: str) -> None:
-        print(line, flush=True)
-        super().append(line)
 
-    def __iadd__(self, lines):
-        for line in lines:
-            self.append(line)
-        return self
+def comparisons(
+    quick: bool, only: tuple[str, ...], setup: cases.Setup, vit_names: tuple[str, ...] | None = None
+) -> list[tuple[str, object]]:
+    """The comparisons of the selected sections as (name, builder) pairs; building is deferred so
+    that one comparison's models are freed before the next is built."""
+    vit_cases = cases.QUICK if quick else cases.FULL
+    if vit_names is not None:
+        unknown = set(vit_names) - {c.name for c in vit_cases}
+        if unknown:
+            raise ValueError(f"unknown --cases {sorted(unknown)}; choose from {[c.name for c in vit_cases]}")
+    batches = (2,) if quick else (8, 32)
+    out: list[tuple[str, object]] = []
+    if "vit" in only:
+        for case in [c for c in vit_cases if vit_names is None or c.name in vit_names]:
+            for batch in batches:
+                build = functools.partial(cases.vit_comparison, case, batch, setup, memory=not quick)
+                out.append((f"{case.name} b{batch}", build))
+    if "compile" in only:
+        case, batch = vit_cases[0], batches[-1]  # ViT-S/16 at the larger batch
+        out.append(("compile", lambda: cases.vit_comparison(case, batch, setup, compile_ours=True, memory=False)))
+    if "navit" in only:
+        count, low, high, patch = (20, 16, 48, 8) if quick else (32, 64, 256, 16)
+        images = cases.mixed_resolution_images(count, low, high, patch)
+        cfg = dict(image_size=high, patch_size=patch, num_classes=1000, dim=32 if quick else 384,
+                   depth=1 if quick else 12, heads=2 if quick else 6, mlp_dim=64 if quick else 1536,
+                   dim_head=16 if quick else 64)  # fmt: skip
+        out.append(("navit", lambda: cases.navit_comparison(images, cfg, setup)))
+    if "long" in only:
+        for tokens in (64, 128) if quick else (1024, 2048, 4096):
+            build = functools.partial(cases.long_comparison, tokens, 384, 6, setup, memory=not quick)
+            out.append((f"long {tokens}", build))
+    out += efficient.comparisons(quick, only, setup)
+    return out
 
 
 def run(
@@ -52,122 +102,67 @@ def run(
     setup: cases.Setup = cases.CPU_FP32,
     rounds: int = 7,
     vit_names: tuple[str, ...] | None = None,
-) -> str:
-    """Run the selected sections and return the Markdown report (``rounds`` kept per timing;
-    ``vit_names`` restricts the ViT section to those cases)."""
-    rounds = 1 if quick else rounds
-    lines = Report()
-    lines += ["# Benchmarks", "", f"Machine: {machine_line(setup)}", ""]
+    command: str = "python -m benchmarks",
+) -> dict:
+    """Measure the selected sections and return the run's results (JSON-ready); each comparison's
+    rows are printed as it completes."""
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown --only {sorted(unknown)}; choose from {list(SECTIONS)}")
+    timer = cases.QUICK_TIMER if quick else cases.Timer(rounds=rounds)
     probe_side = 256 if quick else 1536
+    selected = comparisons(quick, only, setup, vit_names)
     rate = cases.matmul_rate(probe_side, repeats=3 if quick else 10, setup=setup)
-    lines += [
-        f"Matrix-product rate at this precision, at the start: {rate / 1e9:.1f} GFLOP/s",
-        "",
-        "Speed-ups are medians of per-round ratios, with their interquartile range in brackets. The",
-        "training share of the matrix-product rate compares each step's FLOP rate with that of",
-        f"{probe_side} x {probe_side} matrix products timed in the same round.",
-        "",
-    ]
-    vit_cases = cases.QUICK if quick else cases.FULL
-    if vit_names is not None:
-        unknown = set(vit_names) - {c.name for c in vit_cases}
-        if unknown:
-            raise ValueError(f"unknown --cases {sorted(unknown)}; choose from {[c.name for c in vit_cases]}")
-    batches = (2,) if quick else (8, 32)
-    if "vit" in only:
-        lines += [
-            "## ViT and SimpleViT, eager",
-            "",
-            "| case | batch | impl | infer img/s | train img/s | vs timm (infer / train) | GFLOPs/img "
-            "| train % of matmul rate | train peak MB |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for case in [c for c in vit_cases if vit_names is None or c.name in vit_names]:
-            for batch in batches:
-                result = cases.vit_throughput(case, batch, rounds, setup=setup, probe_side=probe_side)
-                for impl in cases.implementations(case):
-                    r = result[impl]
-                    peak = cases.training_peak_memory(impl, case, batch, setup) / 2**20
-                    versus = f"{r['infer_speedup']} / {r['train_speedup']}"
-                    lines.append(
-                        f"| {case.name} | {batch} | {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} | {versus} "
-                        f"| {r['flops_per_image'] / 1e9:.2f} | {r['train_matmul_share'].as_share()} | {peak:.0f} |"
-                    )
-        lines.append("")
-    if "compile" in only:
-        case, batch = vit_cases[0], batches[-1]  # ViT-S/16 at the larger batch
-        result = cases.vit_throughput(case, batch, rounds, compile_ours=True, setup=setup, probe_side=probe_side)
-        lines += [
-            "## ViT under torch.compile",
-            "",
-            "| case | batch | impl | infer img/s | train img/s | train vs timm eager |",
-            "|---|---|---|---|---|---|",
-        ]
-        for impl in [k for k in result if k != "discarded_rounds"]:
-            r = result[impl]
-            lines.append(
-                f"| {case.name} | {batch} | {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} "
-                f"| {r['train_speedup']} |"
-            )
-        lines.append("")
-    if "navit" in only:
-        count, low, high, patch = (6, 16, 32, 8) if quick else (32, 64, 256, 16)
-        images = cases.mixed_resolution_images(count, low, high, patch)
-        cfg = dict(image_size=high, patch_size=patch, num_classes=1000, dim=64 if quick else 384,
-                   depth=1 if quick else 6, heads=2 if quick else 6, mlp_dim=128 if quick else 1536,
-                   dim_head=32 if quick else 64, token_dropout_prob=0.0)  # fmt: skip
-        result = cases.navit_throughput(images, cfg, rounds, setup)
-        lines += [
-            f"## NaViT: {count} seeded images, sides {low}..{high}, patch {patch}",
-            "",
-            "| impl | infer img/s | train img/s | ours vs it (infer / train) | padded tokens | wasted attention |",
-            "|---|---|---|---|---|---|",
-        ]
-        for impl, r in result.items():
-            waste = {"padded_token_share": 0.0, "wasted_attention_share": 0.0}
-            if impl.startswith("na_vit@"):
-                waste = cases.navit_padding_waste(images, patch, int(impl.split("@")[1]))
-            versus = f"{r['ours_infer_speedup']} / {r['ours_train_speedup']}"
-            lines.append(
-                f"| {impl} | {r['infer_ips']:.1f} | {r['train_ips']:.1f} | {versus} "
-                f"| {waste['padded_token_share']:.0%} | {waste['wasted_attention_share']:.0%} |"
-            )
-        lines.append("")
-    if "long" in only:
-        lines += [
-            "## One attention layer, forward + backward, long sequences",
-            "",
-            "| tokens | ours s | explicit s | ours speed-up | ours peak MB | explicit peak MB |",
-            "|---|---|---|---|---|---|",
-        ]
-        for tokens in (64, 128) if quick else (1024, 2048, 4096):
-            r = cases.long_sequence(tokens, 384, 6, rounds, setup)
-            lines.append(
-                f"| {tokens} | {r['ours']['seconds']:.3f} | {r['explicit']['seconds']:.3f} "
-                f"| {r['ours']['speedup']} "
-                f"| {r['ours']['peak_memory'] / 2**20:.0f} | {r['explicit']['peak_memory'] / 2**20:.0f} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+    results = {
+        "meta": {
+            "command": command,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine_line(setup),
+            "versions": versions(),
+            "quick": quick,
+            "rounds": timer.rounds,
+            "probe_side": probe_side,
+            "matmul_rate": rate,
+        },
+        "comparisons": [],
+    }
+    for _, build in selected:
+        measured = cases.measure(build(), timer, setup, probe_side)
+        print("\n".join(report.progress_lines(measured)), flush=True)
+        results["comparisons"].append(measured)
+    return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny configurations (seconds; for the test suite)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    parser.add_argument("--cases", help="comma-separated ViT cases to run (default: all), e.g. ViT-S/16,SimpleViT-S/16")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds kept per comparison")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: resident set / allocated)")
     parser.add_argument(
         "--dtype", default="float32", choices=DTYPES, help="below float32, the models run under autocast"
     )
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds kept per comparison")
-    parser.add_argument("--cases", help="comma-separated ViT cases to run (default: all), e.g. ViT-S/16,SimpleViT-S/16")
-    args = parser.parse_args()
-    setup = cases.Setup(args.device, getattr(torch, args.dtype))
-    names = tuple(args.cases.split(",")) if args.cases else None
-    report = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names)
-    if args.out:
-        args.out.write_text(report + "\n")
+    parser.add_argument("--json", type=Path, help="write the run's results here")
+    parser.add_argument(
+        "--write-docs", type=Path, nargs="?", const=Path("docs"), metavar="DIR",
+        help="write benchmarks.md, benchmarks.json and the ratio plot into DIR (default docs)",
+    )  # fmt: skip
+    parser.add_argument("--from-json", type=Path, help="render a saved run's results instead of measuring")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+    else:
+        setup = cases.Setup(args.device, getattr(torch, args.dtype))
+        names = tuple(args.cases.split(",")) if args.cases else None
+        command = shlex.join(["python", "-m", "benchmarks", *argv])
+        results = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names, command)
+    print(report.render_tables(results), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.write_docs:
+        print(f"wrote {report.write_docs(results, args.write_docs)}")
 
 
 if __name__ == "__main__":

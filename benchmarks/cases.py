@@ -1,6 +1,13 @@
-"""What is measured: ViT / SimpleViT throughput and memory, NaViT packing, long sequences, compile.
+"""What is measured: comparisons of rows (one implementation called one way each), built here
+and measured by :func:`measure`.
 
-Competitors are optional: an implementation whose package is missing is left out of the table.
+A :class:`Row` holds its model, its inputs, its call arguments and the work its label claims; its
+inference and training calls are both built by :meth:`Row.call` from those same fields, so no mode
+can be called with other arguments than the label says.  :func:`measure` counts every row's work
+in each mode (:mod:`benchmarks.work`) and refuses the comparison before timing anything when a row
+does not do the work its label claims.
+
+Competitors are optional: an implementation whose package is missing is left out.
 """
 
 from __future__ import annotations
@@ -12,16 +19,29 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from benchmarks.harness import Ratio, Timing, interleaved
+from benchmarks.harness import interleaved
+from benchmarks.work import (
+    MODES,
+    Claim,
+    Encoder,
+    Work,
+    attention_layer_claim,
+    check_work,
+    count_work,
+    packed_navit_claim,
+    padded_navit_claim,
+    vit_claim,
+)
 from vit_core import NaViT, SimpleViT, ViT
 from vit_core.layers import Attention
-from vit_core.registry import count_flops
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,20 @@ CPU_FP32 = Setup()
 
 
 @dataclass(frozen=True)
+class Timer:
+    """How :func:`benchmarks.harness.interleaved` is run: kept ``rounds``, ``warmup`` calls, and
+    how many busy rounds may be thrown away (0 in quick runs, whose times mean nothing)."""
+
+    rounds: int = 7
+    warmup: int = 2
+    max_discards: int = 20
+
+
+QUICK_TIMER = Timer(rounds=1, warmup=0, max_discards=0)
+"""(The work count before the timing already calls every row once per mode.)"""
+
+
+@dataclass(frozen=True)
 class ViTCase:
     name: str
     image: int
@@ -70,6 +104,14 @@ class ViTCase:
             depth=self.depth, heads=self.heads, mlp_dim=self.mlp, dim_head=self.dim // self.heads,
         )  # fmt: skip
 
+    @property
+    def encoder(self) -> Encoder:
+        return Encoder(self.dim, self.depth, self.heads, self.dim // self.heads, self.mlp, 3 * self.patch**2, 1000)
+
+    @property
+    def patches(self) -> int:
+        return (self.image // self.patch) ** 2
+
 
 FULL = [
     ViTCase("ViT-S/16", 224, 16, 384, 12, 6, 1536, "vit_small_patch16_224"),
@@ -83,14 +125,19 @@ TIMM_SIMPLE_VIT = dict(class_token=False, global_pool="avg", fc_norm=False, qkv_
 """timm's ViT shaped as SimpleViT: no class token, final norm then mean pooling, no qkv bias (its
 positions stay learned, an addition of the same cost as the fixed sin-cos table)."""
 
+OURS = "ours"
+OURS_NESTED = "ours (nested flavour)"
+MATMUL_PROBE = "matmul probe"
+"""Name of the square matrix products timed in the same rounds as the rows."""
+
 
 def available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def build(impl: str, case: ViTCase) -> torch.nn.Module:
+def build(impl: str, case: ViTCase) -> nn.Module:
     """``ours``, ``vit-pytorch`` or ``timm`` at the same configuration."""
-    if impl == "ours":
+    if impl == OURS:
         return (SimpleViT if case.simple else ViT)(**case.kwargs)
     if impl == "vit-pytorch":
         from vit_pytorch.simple_vit import SimpleViT as SimpleReference
@@ -103,7 +150,7 @@ def build(impl: str, case: ViTCase) -> torch.nn.Module:
 
 
 def implementations(case: ViTCase) -> list[str]:
-    impls = ["ours"]
+    impls = [OURS]
     if available("vit_pytorch"):
         impls.append("vit-pytorch")
     if case.timm_name and available("timm"):
@@ -111,34 +158,137 @@ def implementations(case: ViTCase) -> list[str]:
     return impls
 
 
+def baseline_of(impls: list[str]) -> str:
+    """The row every ViT ratio is taken against: timm where installed, else vit-pytorch, else ours."""
+    return next(name for name in ("timm", "vit-pytorch", OURS) if name in impls)
+
+
 def train_step(
-    model: torch.nn.Module, x: object, loss_fn: Callable[[torch.Tensor], torch.Tensor], setup: Setup = CPU_FP32
+    model: nn.Module,
+    x: object,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    setup: Setup = CPU_FP32,
+    *,
+    forward: Callable[[object], torch.Tensor] | None = None,
+    optimizer: bool = True,
+    **kwargs: object,
 ) -> Callable[[], None]:
-    """One optimizer step (forward, ``loss_fn(logits)``, backward, AdamW) as a zero-argument call."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    """One training step as a zero-argument call: ``forward(x)`` (default ``model(x, **kwargs)``),
+    ``loss_fn(output)``, backward, and an AdamW step unless ``optimizer=False``."""
+    forward = forward or (lambda inputs: model(inputs, **kwargs))
+    adamw = torch.optim.AdamW(model.parameters(), lr=1e-4) if optimizer else None
 
     def step() -> None:
         with setup.autocast():
-            loss = loss_fn(model(x))
-        optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(forward(x))
+        if adamw is not None:
+            adamw.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if adamw is not None:
+            adamw.step()
         setup.synchronize()
 
     return step
 
 
-def infer(model: torch.nn.Module, x: object, setup: Setup = CPU_FP32, **kwargs: object) -> Callable[[], None]:
+def infer(
+    model: nn.Module,
+    x: object,
+    setup: Setup = CPU_FP32,
+    *,
+    forward: Callable[[object], torch.Tensor] | None = None,
+    **kwargs: object,
+) -> Callable[[], None]:
+    forward = forward or (lambda inputs: model(inputs, **kwargs))
+
     def run() -> None:
         with torch.no_grad(), setup.autocast():
-            model(x, **kwargs)
+            forward(x)
         setup.synchronize()
 
     return run
 
 
-MATMUL_PROBE = "matmul probe"
-"""Name of the square matrix products timed in the same rounds as the training steps."""
+def float_sum(out: torch.Tensor) -> torch.Tensor:
+    """The loss of a one-layer row: the sum of its output, in float32."""
+    return out.float().sum()
+
+
+def logsumexp_loss(logits: torch.Tensor) -> torch.Tensor:
+    """A label-free loss on logits (NaViT rows): every logit receives a gradient."""
+    return logits.logsumexp(-1).mean()
+
+
+def _trunk(model: nn.Module) -> nn.Module:
+    for name in ("transformer", "blocks"):
+        if isinstance(getattr(model, name, None), nn.Module):
+            return getattr(model, name)
+    return model
+
+
+@dataclass
+class Row:
+    """One implementation called one way: ``model(inputs, **kwargs)`` (or ``forward(inputs)``) in
+    every mode, and ``claim``, the work its label promises per call (the same in both modes: no
+    row drops tokens at random).
+
+    ``eager``: for a compiled row, the uncompiled module whose work is counted (the dispatch mode
+    cannot see inside compiled kernels).  ``memory``: returns the peak memory of training (bytes)."""
+
+    label: str
+    model: nn.Module
+    inputs: object
+    claim: Claim
+    about: str
+    kwargs: dict = field(default_factory=dict)
+    loss: Callable[[torch.Tensor], torch.Tensor] = float_sum
+    forward: Callable[[object], torch.Tensor] | None = None
+    optimizer: bool = True
+    eager: nn.Module | None = None
+    memory: Callable[[], int] | None = None
+
+    @property
+    def trunk(self) -> nn.Module:
+        return _trunk(self.eager or self.model)
+
+    def call(self, mode: str, setup: Setup = CPU_FP32, *, counted: bool = False) -> Callable[[], None]:
+        """The zero-argument call timed for ``mode`` (``counted``: on the eager module)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        model = self.eager if counted and self.eager is not None else self.model
+        model.train(mode == "train")
+        forward = self.forward
+        if mode == "infer":
+            return infer(model, self.inputs, setup, forward=forward, **self.kwargs)
+        return train_step(
+            model, self.inputs, self.loss, setup, forward=forward, optimizer=self.optimizer, **self.kwargs
+        )
+
+    def count(self, mode: str, setup: Setup = CPU_FP32) -> Work:
+        return count_work(self.call(mode, setup, counted=True), self.trunk)
+
+
+@dataclass
+class Comparison:
+    """Rows timed against each other in the same interleaved rounds, in each of ``modes``.
+
+    ``baseline``: the row every ratio of the table is taken against (``None``: only ``pairs``);
+    ``pairs``: (subject, anchor) ratios that the plot and the targets read; ``items``: images per
+    call (1: a call is the unit); ``useful``: the row whose FLOPs are the useful work (no padding);
+    ``params``: what the table prints about the case."""
+
+    section: str
+    name: str
+    rows: list[Row]
+    pairs: list[tuple[str, str]]
+    params: dict
+    baseline: str | None = None
+    items: int = 1
+    useful: str | None = None
+    modes: tuple[str, ...] = MODES
+
+    def row(self, label: str) -> Row:
+        return next(r for r in self.rows if r.label == label)
 
 
 def matmul_probe(n: int = 1536, repeats: int = 4, setup: Setup = CPU_FP32) -> tuple[Callable[[], None], float]:
@@ -160,52 +310,113 @@ def matmul_rate(n: int = 1536, repeats: int = 10, setup: Setup = CPU_FP32) -> fl
     return flops / timing.median("mm")
 
 
-def matmul_share(timing: Timing, name: str, work: float, probe_work: float) -> Ratio:
-    """``name``'s FLOP rate (``work`` FLOPs per call) over the probe's (``probe_work`` per call),
-    round by round: each call is compared with the machine's rate in that very round."""
-    return timing.speedup(name, MATMUL_PROBE).scaled(work / probe_work)
+def measure(comparison: Comparison, timer: Timer = Timer(), setup: Setup = CPU_FP32, probe_side: int = 1536) -> dict:
+    """Count every row's work in each mode (raising :class:`~benchmarks.work.WorkMismatch` when a row
+    does not do what its label claims), then time the rows, interleaved with a matrix-product probe,
+    mode by mode; return the comparison as JSON-ready data."""
+    works = {r.label: {mode: r.count(mode, setup) for mode in comparison.modes} for r in comparison.rows}
+    check_work(
+        comparison.name, {r.label: {m: (r.claim, works[r.label][m]) for m in comparison.modes} for r in comparison.rows}
+    )
+    probe, probe_flops = matmul_probe(probe_side, setup=setup)
+    seconds: dict[str, dict[str, list[float]]] = {r.label: {} for r in comparison.rows} | {MATMUL_PROBE: {}}
+    discarded = {}
+    for mode in comparison.modes:
+        calls = {r.label: r.call(mode, setup) for r in comparison.rows} | {MATMUL_PROBE: probe}
+        timing = interleaved(calls, rounds=timer.rounds, warmup=timer.warmup, max_discards=timer.max_discards)
+        for label, times in timing.rounds.items():
+            seconds[label][mode] = times
+        discarded[mode] = timing.discarded
+    return {
+        "section": comparison.section,
+        "name": comparison.name,
+        "params": comparison.params,
+        "baseline": comparison.baseline,
+        "pairs": [list(p) for p in comparison.pairs],
+        "items": comparison.items,
+        "useful": comparison.useful,
+        "modes": list(comparison.modes),
+        "probe": {"flops": probe_flops, "side": probe_side, "seconds": seconds.pop(MATMUL_PROBE)},
+        "discarded": discarded,
+        "rows": [
+            {
+                "label": r.label,
+                "about": r.about,
+                "claim": r.claim.as_dict(),
+                "work": {mode: works[r.label][mode].as_dict() for mode in comparison.modes},
+                "seconds": seconds[r.label],
+                "peak_memory": r.memory() if r.memory else None,
+            }
+            for r in comparison.rows
+        ],
+    }
 
 
-def vit_throughput(
-    case: ViTCase,
-    batch: int,
-    rounds: int,
-    compile_ours: bool = False,
-    setup: Setup = CPU_FP32,
-    probe_side: int = 1536,
-) -> dict:
-    """Images/s for inference and training of each implementation, interleaved, each one's speed-up
-    over the baseline (timm where installed, else ours) as a median of per-round ratios, and its
-    training FLOP rate as a share of the matrix-product rate timed in the same rounds."""
+# ---------------------------------------------------------------------------------------------
+# ViT and SimpleViT
+
+ABOUT = {
+    OURS: "vit_core {model}{pruned}",
+    "vit-pytorch": "vit-pytorch 1.26.11 {model}, same configuration",
+    "timm": "timm {timm}{shape}, same width, depth and heads",
+}
+
+
+def _about(impl: str, case: ViTCase, compiled: bool = False) -> str:
+    text = ABOUT[impl].format(
+        model="SimpleViT" if case.simple else "ViT",
+        pruned="" if case.simple else "; its last block runs for the class token only",
+        timm=case.timm_name,
+        shape=" shaped as SimpleViT (no class token, mean pooling, no qkv bias)" if case.simple else "",
+    )
+    return text + (", under torch.compile" if compiled else "")
+
+
+def _vit_claim(impl: str, case: ViTCase, batch: int) -> Claim:
+    prefix = 0 if case.simple else 1
+    pruned = impl == OURS and not case.simple
+    return vit_claim(case.encoder, batch, case.patches, prefix, pruned_last_block=pruned)
+
+
+def vit_comparison(
+    case: ViTCase, batch: int, setup: Setup = CPU_FP32, *, compile_ours: bool = False, memory: bool = True
+) -> Comparison:
+    """Ours, vit-pytorch and timm at ``case``'s configuration on one seeded batch (with
+    ``compile_ours``, also ours under ``torch.compile``)."""
     torch.manual_seed(0)
     x = torch.randn(batch, 3, case.image, case.image, device=setup.device)
-    y = torch.randint(0, 1000, (batch,), device=setup.device)
+    loss = functools.partial(F.cross_entropy, target=torch.randint(0, 1000, (batch,), device=setup.device))
     impls = implementations(case)
-    models = {impl: build(impl, case).to(setup.device) for impl in impls}
+    rows = [
+        Row(
+            impl,
+            build(impl, case).to(setup.device),
+            x,
+            _vit_claim(impl, case, batch),
+            _about(impl, case),
+            loss=loss,
+            memory=functools.partial(training_peak_memory, impl, case, batch, setup) if memory else None,
+        )
+        for impl in impls
+    ]
     if compile_ours:
-        models["ours+compile"] = torch.compile(build("ours", case).to(setup.device))
-    flops = {impl: count_flops(m, x[:1]) for impl, m in models.items() if impl != "ours+compile"}
-    for m in models.values():
-        m.eval()
-    inference = interleaved({k: infer(m, x, setup) for k, m in models.items()}, rounds=rounds)
-    for m in models.values():
-        m.train()
-    loss = functools.partial(F.cross_entropy, target=y)
-    probe, probe_flops = matmul_probe(probe_side, setup=setup)
-    steps = {k: train_step(m, x, loss, setup) for k, m in models.items()}
-    training = interleaved(steps | {MATMUL_PROBE: probe}, rounds=rounds)
-    baseline = "timm" if "timm" in models else "ours"
-    return {
-        impl: {
-            "infer_ips": batch / inference.median(impl),
-            "train_ips": batch / training.median(impl),
-            "infer_speedup": inference.speedup(impl, baseline),
-            "train_speedup": training.speedup(impl, baseline),
-            "flops_per_image": flops.get(impl, flops["ours"]),
-            "train_matmul_share": matmul_share(training, impl, 3 * flops.get(impl, flops["ours"]) * batch, probe_flops),
-        }
-        for impl in models
-    } | {"discarded_rounds": inference.discarded + training.discarded}
+        eager = build(OURS, case).to(setup.device)
+        compiled = torch.compile(eager)
+        claim = _vit_claim(OURS, case, batch)
+        rows.append(Row("ours+compile", compiled, x, claim, _about(OURS, case, True), loss=loss, eager=eager))
+    baseline = baseline_of(impls)
+    subjects = ["ours+compile"] if compile_ours else [OURS]
+    anchors = [a for a in ("timm", "vit-pytorch") if a in impls] + ([OURS] if compile_ours else [])
+    return Comparison(
+        section="compile" if compile_ours else "vit",
+        name=f"{case.name}, batch {batch}" + (", compiled" if compile_ours else ""),
+        rows=rows,
+        pairs=[(s, a) for s in subjects for a in anchors],
+        params={"case": case.name, "batch": batch},
+        baseline=baseline,
+        items=batch,
+        useful=OURS,
+    )
 
 
 MEMORY_SCRIPT = """
@@ -237,74 +448,104 @@ def training_peak_memory(impl: str, case: ViTCase, batch: int, setup: Setup = CP
     return _run_fresh(MEMORY_SCRIPT.format(paths=sys.path, case=case.name, impl=impl, batch=batch, **_where(setup)))
 
 
+# ---------------------------------------------------------------------------------------------
+# NaViT
+
+
 def mixed_resolution_images(count: int, low: int, high: int, patch: int, seed: int = 0) -> list[torch.Tensor]:
     rng = random.Random(seed)
     sides = list(range(low, high + 1, patch))
     return [torch.randn(3, rng.choice(sides), rng.choice(sides)) for _ in range(count)]
 
 
-def navit_padding_waste(images: list[torch.Tensor], patch: int, max_len: int) -> dict:
-    """Shares of padded tokens and of wasted attention positions in vit-pytorch's padded packing."""
-    groups, used = [[]], 0
-    for img in images:
-        n = (img.shape[1] // patch) * (img.shape[2] // patch)
-        if used + n > max_len:
-            groups, used = [*groups, []], 0
-        groups[-1].append(n)
-        used += n
-    width = max(sum(g) for g in groups)
-    tokens = sum(sum(g) for g in groups)
-    useful_pairs = sum(n * n for g in groups for n in g)
-    return {
-        "padded_token_share": 1 - tokens / (len(groups) * width),
-        "wasted_attention_share": 1 - useful_pairs / (len(groups) * width * width),
-    }
+PACKING_LENGTHS = (1024, 256)
+"""vit-pytorch ``na_vit``'s ``group_max_seq_len`` values compared (256 is its fastest on this CPU)."""
 
 
-def navit_throughput(images: list[torch.Tensor], cfg: dict, rounds: int, setup: Setup = CPU_FP32) -> dict:
-    """Images/s of our NaViT and vit-pytorch's padded (two packing lengths) and nested-tensor NaViTs,
-    and our speed-up over each (median of per-round ratios)."""
+def navit_comparison(images: list[torch.Tensor], cfg: dict, setup: Setup = CPU_FP32) -> Comparison:
+    """Our NaViT against vit-pytorch's padded ``na_vit`` at each of :data:`PACKING_LENGTHS`, and our
+    nested-tensor flavour against vit-pytorch's nested-tensor NaViT, on the same images.
+
+    No row drops tokens: ours and ``na_vit`` are built with ``token_dropout_prob=None`` (``na_vit``
+    with ``0.0`` would still draw and gather a keep-mask for every image in training), the nested
+    one with ``0.0``, its "off" (it compares the rate with 0 and refuses ``None`` in training)."""
     images = [image.to(setup.device) for image in images]
-    models = {"ours": NaViT(**cfg)}
+    patch = cfg["patch_size"]
+    lengths = [(image.shape[1] // patch) * (image.shape[2] // patch) for image in images]
+    encoder = Encoder(
+        cfg["dim"], cfg["depth"], cfg["heads"], cfg["dim_head"], cfg["mlp_dim"], 3 * patch**2, cfg["num_classes"]
+    )
+    packed = packed_navit_claim(encoder, lengths)
+
+    def row(label: str, model: nn.Module, claim: Claim, about: str, **kwargs: object) -> Row:
+        return Row(label, model.to(setup.device), images, claim, about, kwargs=kwargs, loss=logsumexp_loss)
+
+    rows = [
+        row(OURS, NaViT(**cfg, token_dropout_prob=None), packed, "vit_core NaViT: exact packing, no padding, no mask"),
+        row(
+            OURS_NESTED,
+            NaViT.nested_tensor_flavour(**cfg, token_dropout_prob=None),
+            packed,
+            "vit_core NaViT.nested_tensor_flavour(): LayerNorm QK-norm, biased patch norms, no pooling "
+            "residual (the architecture of na_vit_nested); packed as ours",
+        ),
+    ]
+    pairs = []
     if available("vit_pytorch"):
         from vit_pytorch.na_vit import NaViT as Padded
         from vit_pytorch.na_vit_nested_tensor import NaViT as Nested
 
-        models["na_vit"] = Padded(**cfg)
-        models["na_vit_nested"] = Nested(**cfg)
-    models = {k: m.to(setup.device) for k, m in models.items()}
-    calls = {"ours": {}, "na_vit@1024": {"group_max_seq_len": 1024}, "na_vit@256": {"group_max_seq_len": 256}}
-    calls = {k: v for k, v in calls.items() if k.split("@")[0] in models}
-    results: dict = {}
-    for mode in ("infer", "train"):
-        runs = {}
-        for label, kwargs in calls.items():
-            model = models[label.split("@")[0]]
-            grouping = dict(group_images=True, **kwargs) if kwargs else {}
-            runs[label] = _navit_call(model, images, grouping, mode, setup)
-        if "na_vit_nested" in models:
-            runs["na_vit_nested"] = _navit_call(models["na_vit_nested"], images, {}, mode, setup)
-        timing = interleaved(runs, rounds=rounds)
-        for label in runs:
-            results.setdefault(label, {})[f"{mode}_ips"] = len(images) / timing.median(label)
-            results[label][f"ours_{mode}_speedup"] = timing.speedup("ours", label)
-    return results
+        padded = Padded(**cfg, token_dropout_prob=None)
+        for length in PACKING_LENGTHS:
+            label = f"na_vit@{length}"
+            about = (
+                f"vit-pytorch na_vit called with group_images=True, group_max_seq_len={length} in both modes: "
+                "groups padded to the longest, a dense mask per group"
+            )
+            claim = padded_navit_claim(encoder, lengths, length)
+            rows.append(row(label, padded, claim, about, group_images=True, group_max_seq_len=length))
+            pairs.append((OURS, label))
+        about = "vit-pytorch na_vit_nested_tensor: jagged nested tensors, token_dropout_prob=0.0"
+        rows.append(row("na_vit_nested", Nested(**cfg, token_dropout_prob=0.0), packed, about))
+        pairs.append((OURS_NESTED, "na_vit_nested"))
+    return Comparison(
+        section="navit",
+        name=f"NaViT, {len(images)} images",
+        rows=rows,
+        pairs=pairs,
+        params={
+            "images": len(images),
+            "patches": sum(lengths),
+            "patch": patch,
+            "sides": f"{min(min(i.shape[1:]) for i in images)}..{max(max(i.shape[1:]) for i in images)}",
+            **{k: cfg[k] for k in ("dim", "depth", "heads", "dim_head", "mlp_dim")},
+        },
+        items=len(images),
+        useful=OURS,
+    )
 
 
-def _navit_call(model: torch.nn.Module, images: list, grouping: dict, mode: str, setup: Setup) -> Callable[[], None]:
-    if mode == "infer":
-        model.eval()
-        return infer(model, images, setup, **grouping)
-    model.train()
-    return train_step(model, images, lambda logits: logits.logsumexp(-1).mean(), setup)
+# ---------------------------------------------------------------------------------------------
+# One attention layer on long sequences
+
+
+@contextmanager
+def explicit_scores(attn: Attention) -> Iterator[None]:
+    """Make ``attn`` take its own explicit score path (the score matrix materialised, softmax, then
+    the weighted values) with every hook of the layer applied: scale, QK-norm, dropout.  The core
+    takes that path whenever a recorder is attached; ours records nothing."""
+    previous = attn.recorder
+    attn.recorder = lambda module, weights: None
+    try:
+        yield
+    finally:
+        attn.recorder = previous
 
 
 def explicit_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
-    """Softmax attention that materialises the score matrix (the vit-pytorch way)."""
-    b, n, _ = x.shape
-    q, k, v = attn.to_qkv(x).view(b, n, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)
-    weights = (q @ k.transpose(-1, -2) * attn.dim_head**-0.5).softmax(-1)
-    return attn.to_out((weights @ v).transpose(1, 2).reshape(b, n, -1))
+    """``attn(x)`` through the layer's explicit score path (the vit-pytorch way of attending)."""
+    with explicit_scores(attn):
+        return attn(x)
 
 
 LONG_SCRIPT = """
@@ -327,34 +568,43 @@ print(json.dumps(peak_increase(step, setup.device)))
 """
 
 
-def long_sequence(tokens: int, dim: int, heads: int, rounds: int, setup: Setup = CPU_FP32) -> dict:
-    """Forward+backward time and peak memory of one attention layer, fused vs explicit softmax."""
+def long_comparison(tokens: int, dim: int, heads: int, setup: Setup = CPU_FP32, *, memory: bool = True) -> Comparison:
+    """Forward + backward of one attention layer on one sequence: the fused kernel against the same
+    layer's explicit score path (no optimizer step)."""
     attn = Attention(dim, heads, dim // heads).to(setup.device)
     x = torch.randn(1, tokens, dim, device=setup.device, requires_grad=True)
+    claim = attention_layer_claim(dim, heads, dim // heads, tokens)
 
-    def step(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        def run() -> None:
-            with setup.autocast():
-                out = fn()
-            out.float().sum().backward()
-            setup.synchronize()
-
-        return run
-
-    timing = interleaved(
-        {"ours": step(lambda: attn(x)), "explicit": step(lambda: explicit_attention(attn, x))},
-        rounds=rounds,
-        warmup=1,
-    )
-    out = {}
-    for impl in ("ours", "explicit"):
+    def peak(impl: str) -> Callable[[], int] | None:
+        if not memory:
+            return None
         script = LONG_SCRIPT.format(paths=sys.path, dim=dim, heads=heads, tokens=tokens, impl=impl, **_where(setup))
-        out[impl] = {
-            "seconds": timing.median(impl),
-            "speedup": timing.speedup(impl, "explicit"),
-            "peak_memory": _run_fresh(script),
-        }
-    return out
+        return functools.partial(_run_fresh, script)
+
+    common = dict(optimizer=False, loss=float_sum)
+    rows = [
+        Row(OURS, attn, x, claim, "vit_core Attention: fused SDPA", memory=peak(OURS), **common),
+        Row(
+            "explicit",
+            attn,
+            x,
+            claim,
+            "the same layer through its explicit score path (scores materialised)",
+            forward=functools.partial(explicit_attention, attn),
+            memory=peak("explicit"),
+            **common,
+        ),
+    ]
+    return Comparison(
+        section="long",
+        name=f"attention, {tokens} tokens",
+        rows=rows,
+        pairs=[(OURS, "explicit")],
+        params={"tokens": tokens, "dim": dim, "heads": heads},
+        baseline="explicit",
+        useful=OURS,
+        modes=("train",),
+    )
 
 
 def _where(setup: Setup) -> dict:

@@ -1,16 +1,27 @@
-"""The benchmark code runs (tiny configurations, no timing assertions), and compiled graphs are whole."""
+"""The benchmark code: timing harness, work counting and its guard, call arguments per mode,
+targets, and a tiny run that writes the docs (no timing assertions)."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from benchmarks import cases, harness
-from benchmarks.__main__ import run
+from benchmarks import cases, harness, report, targets, work
+from benchmarks.__main__ import comparisons, main, run
 from benchmarks.harness import interleaved
 from vit_core import NaViT, SimpleViT, ViT
+from vit_core.layers import Attention
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=32, depth=1, heads=2, mlp_dim=64, dim_head=16)
+NAVIT = dict(image_size=32, patch_size=8, num_classes=10, dim=32, depth=2, heads=2, mlp_dim=64, dim_head=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing harness
 
 
 def test_interleaved_never_runs_one_implementation_twice_in_a_row():
@@ -45,37 +56,408 @@ def test_speedup_is_the_median_of_per_round_ratios():
     assert ratio.scaled(0.5).as_share() == "75% (62%-88%)"
 
 
+def _comparison(seconds: dict[str, list[float]], probe: list[float], flops: dict[str, int], **extra) -> dict:
+    """A measured comparison as the run's JSON holds it (one mode, training)."""
+    rows = [
+        {
+            "label": label,
+            "about": label,
+            "seconds": {"train": times},
+            "work": {"train": work.Work(tokens=10, linear_flops=flops[label]).as_dict()},
+            "peak_memory": None,
+        }
+        for label, times in seconds.items()
+    ]
+    return {
+        "section": "vit", "name": "case", "params": {"case": "ViT-B/16"}, "baseline": "timm",
+        "pairs": [["ours", "timm"]], "items": 1, "useful": "ours", "modes": ["train"],
+        "probe": {"flops": 4.0, "seconds": {"train": probe}}, "discarded": {"train": 0}, "rows": rows,
+    } | extra  # fmt: skip
+
+
 def test_matmul_share_is_taken_round_by_round_against_the_probe():
-    # (a step of 6 units every 2 s, then 4 s on a machine half as fast: 3/4 of the probe's rate both times)
-    timing = harness.Timing({"ours": [2.0, 4.0], cases.MATMUL_PROBE: [1.0, 2.0]})
-    share = cases.matmul_share(timing, "ours", work=6.0, probe_work=4.0)
+    # a step of 6 FLOPs every 2 s, then 4 s on a machine half as fast: 3/4 of the probe's rate both times
+    c = _comparison({"ours": [2.0, 4.0]}, probe=[1.0, 2.0], flops={"ours": 6})
+    share = targets.share(c, "ours", "train")
     assert share.median == pytest.approx(0.75) and share.low == share.high == pytest.approx(0.75)
 
 
-def test_padding_waste_of_padded_packing():
-    images = [torch.zeros(3, 16, 16), torch.zeros(3, 8, 8)]  # 4 and 1 patches of 8
-    waste = cases.navit_padding_waste(images, patch=8, max_len=4)
-    assert waste["padded_token_share"] == pytest.approx(1 - 5 / 8)
-    assert waste["wasted_attention_share"] == pytest.approx(1 - 17 / 32)
+# ---------------------------------------------------------------------------------------------
+# Work counting
 
 
-def test_quick_report_has_every_section():
-    report = run(quick=True, only=("vit", "navit", "long"))
-    for heading in ("## ViT and SimpleViT, eager", "## NaViT", "## One attention layer"):
-        assert heading in report
-    assert "| tiny | 2 | ours |" in report
-    assert "| tiny-simple | 2 | ours |" in report
+def test_cpu_fused_attention_is_counted_like_the_explicit_softmax():
+    attn = Attention(32, 2, 16)
+    x = torch.randn(1, 24, 32)
+    fused = work.count_work(lambda: attn(x), attn)
+    explicit = work.count_work(lambda: cases.explicit_attention(attn, x), attn)
+    claim = work.attention_layer_claim(32, 2, 16, 24)
+    assert fused.attention_flops == explicit.attention_flops == claim.attention_flops == 4 * 32 * 24 * 24
+    assert fused.linear_flops == explicit.linear_flops == claim.linear_flops
+    assert fused.tokens == 24 and fused.backward_flops == 0
 
 
-def test_quick_report_runs_at_lower_precision():
-    report = run(quick=True, only=("vit", "long"), setup=cases.Setup("cpu", torch.bfloat16))
-    assert "bfloat16 autocast" in report
-    assert "| tiny | 2 | ours |" in report and "| 64 |" in report
+def test_backward_flops_are_counted_apart_from_the_forward():
+    model = ViT(**SMALL)
+    x = torch.randn(2, 3, 32, 32)
+    step = cross_entropy_step(model, x)
+    counted = work.count_work(step, model.transformer)
+    forward = work.count_work(cases.infer(model, x), model.transformer)
+    assert counted.forward_flops == forward.forward_flops > 0
+    assert 1.5 * forward.forward_flops < counted.backward_flops < 3 * forward.forward_flops
 
 
-def test_unknown_case_names_are_refused():
+def zero_class_loss(logits: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+
+
+def cross_entropy_step(model, x):
+    return cases.train_step(model, x, zero_class_loss)
+
+
+def test_counting_tokens_leaves_the_class_token_only_last_block_on():
+    """A module hook on the trunk would switch the pruning off; the counter must not."""
+    model = ViT(**SMALL).eval()
+    x = torch.randn(2, 3, 32, 32)
+    counted = work.count_work(cases.infer(model, x), model.transformer)
+    encoder = work.Encoder(32, 1, 2, 16, 64, 3 * 64, 10)
+    assert counted == work.count_work(cases.infer(model, x), model.transformer)
+    assert work.mismatches(work.vit_claim(encoder, 2, 16, 1, pruned_last_block=True), counted) == []
+    assert work.mismatches(work.vit_claim(encoder, 2, 16, 1), counted) != []
+    assert "forward" not in vars(model.transformer)  # the wrapper is gone
+
+
+def test_claims_match_the_counted_work_of_every_implementation(oracle):
+    from vit_pytorch.na_vit import NaViT as Padded
+    from vit_pytorch.na_vit_nested_tensor import NaViT as Nested
+    from vit_pytorch.simple_vit import SimpleViT as SimpleReference
+    from vit_pytorch.vit import ViT as Reference
+
+    encoder = work.Encoder(32, 1, 2, 16, 64, 3 * 64, 10)
+    x = torch.randn(2, 3, 32, 32)
+    for model, claim in [
+        (ViT(**SMALL), work.vit_claim(encoder, 2, 16, 1, pruned_last_block=True)),
+        (Reference(**SMALL), work.vit_claim(encoder, 2, 16, 1)),
+        (SimpleViT(**SMALL), work.vit_claim(encoder, 2, 16, 0)),
+        (SimpleReference(**SMALL), work.vit_claim(encoder, 2, 16, 0)),
+    ]:
+        assert work.mismatches(claim, work.count_work(cases.infer(model.eval(), x), model.transformer)) == []
+    images = cases.mixed_resolution_images(9, 8, 32, 8)
+    lengths = [(i.shape[1] // 8) * (i.shape[2] // 8) for i in images]
+    encoder = work.Encoder(32, 2, 2, 16, 64, 3 * 64, 10)
+    packed = work.packed_navit_claim(encoder, lengths)
+    for model, kwargs, claim in [
+        (NaViT(**NAVIT), {}, packed),
+        (NaViT.nested_tensor_flavour(**NAVIT), {}, packed),
+        (Nested(**NAVIT, token_dropout_prob=0.0), {}, packed),
+        (Padded(**NAVIT), dict(group_images=True, group_max_seq_len=32), work.padded_navit_claim(encoder, lengths, 32)),
+    ]:
+        counted = work.count_work(cases.infer(model.eval(), images, **kwargs), model.transformer)
+        assert work.mismatches(claim, counted) == [], type(model)
+
+
+def test_padded_claim_counts_padding_and_dense_masks():
+    encoder = work.Encoder(8, 2, 1, 8, 8, 8, 2)
+    assert work.pack_greedily([4, 1, 3, 2], 5) == [[4, 1], [3, 2]]
+    claim = work.padded_navit_claim(encoder, [4, 1, 3], max_len=4)  # groups [4], [1, 3]: 2 x 4 positions
+    assert claim.tokens == 8
+    assert claim.mask_elements == 2 * (2 * 4 * 4) + 2 * 2 * 4  # per layer (2, 1, 4, 4); pooling (2, 1, 2, 4)
+    packed = work.packed_navit_claim(encoder, [4, 1, 3])
+    assert packed.tokens == 8 and packed.mask_elements == 0
+    assert packed.attention_flops == 2 * encoder.scores(16 + 1 + 9) + encoder.scores(8)
+
+
+def test_token_positions_of_dense_and_jagged_inputs():
+    assert work.token_positions(torch.zeros(3, 5, 4)) == 15
+    jagged = torch.nested.nested_tensor([torch.zeros(2, 4), torch.zeros(5, 4)], layout=torch.jagged)
+    assert work.token_positions(jagged) == 7
+    with pytest.raises(TypeError, match="must be a tensor, got list"):
+        work.token_positions([1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard: a comparison whose rows do not do the work their labels claim is refused
+
+
+def _navit_rows(images, **padded_kwargs):
+    from vit_pytorch.na_vit import NaViT as Padded
+
+    encoder = work.Encoder(32, 2, 2, 16, 64, 3 * 64, 10)
+    lengths = [(i.shape[1] // 8) * (i.shape[2] // 8) for i in images]
+    ours = cases.Row("ours", NaViT(**NAVIT), images, work.packed_navit_claim(encoder, lengths), "ours")
+    claim = work.padded_navit_claim(encoder, lengths, 32)
+    padded = cases.Row("na_vit@32", Padded(**NAVIT), images, claim, "padded at 32", kwargs=padded_kwargs)
+    for row in (ours, padded):
+        row.loss = cases.logsumexp_loss
+    return ours, padded
+
+
+class DropsPackingInTraining(cases.Row):
+    """The bug of issue 17: the packing arguments reach the inference call only."""
+
+    def call(self, mode, setup=cases.CPU_FP32, *, counted=False):
+        if mode == "infer":
+            return super().call(mode, setup, counted=counted)
+        self.model.train()
+        return cases.train_step(self.model, self.inputs, self.loss, setup)
+
+
+def _refused(comparison: cases.Comparison, monkeypatch) -> str:
+    monkeypatch.setattr(cases, "interleaved", lambda *a, **k: pytest.fail("timed a refused comparison"))
+    with pytest.raises(work.WorkMismatch) as error:
+        cases.measure(comparison, cases.QUICK_TIMER, probe_side=16)
+    return str(error.value)
+
+
+def test_guard_refuses_a_packing_length_other_than_the_label(oracle, monkeypatch):
+    images = cases.mixed_resolution_images(9, 8, 32, 8)
+    ours, padded = _navit_rows(images, group_images=True, group_max_seq_len=64)  # labelled @32
+    message = _refused(
+        cases.Comparison("navit", "mislabelled", [ours, padded], [("ours", "na_vit@32")], {}), monkeypatch
+    )
+    assert "na_vit@32 (infer): tokens" in message and "na_vit@32 (train): tokens" in message
+    assert "ours (" not in message
+
+
+def test_guard_refuses_packing_dropped_in_training(oracle, monkeypatch):
+    images = cases.mixed_resolution_images(9, 8, 32, 8)
+    ours, padded = _navit_rows(images, group_images=True, group_max_seq_len=32)
+    buggy = DropsPackingInTraining(**vars(padded))
+    comparison = cases.Comparison("navit", "issue 17", [ours, buggy], [("ours", "na_vit@32")], {})
+    message = _refused(comparison, monkeypatch)
+    assert "na_vit@32 (train): tokens" in message and "attention_flops" in message
+    assert "(infer)" not in message
+    # called as its label says, the same pair passes
+    monkeypatch.undo()
+    ok = cases.Comparison("navit", "fixed", [ours, padded], [("ours", "na_vit@32")], {})
+    measured = cases.measure(ok, cases.QUICK_TIMER, probe_side=16)
+    assert [r["label"] for r in measured["rows"]] == ["ours", "na_vit@32"]
+
+
+def test_guard_refuses_token_dropout_in_one_row_only(oracle, monkeypatch):
+    from vit_pytorch.na_vit import NaViT as Padded
+
+    images = cases.mixed_resolution_images(9, 8, 32, 8)
+    ours, padded = _navit_rows(images, group_images=True, group_max_seq_len=32)
+    padded.model = Padded(**NAVIT, token_dropout_prob=0.0)  # still draws a keep-mask per image in training
+    message = _refused(cases.Comparison("navit", "dropout", [ours, padded], [], {}), monkeypatch)
+    assert f"na_vit@32 (train): random_draws {len(images)} where the label claims 0" in message
+    assert "(infer)" not in message
+
+
+def test_guard_refuses_a_model_of_another_depth(oracle, monkeypatch):
+    from vit_pytorch.vit import ViT as Reference
+
+    case = cases.ViTCase("tiny", 32, 8, 32, 1, 2, 64, None)
+    x = torch.randn(2, 3, 32, 32)
+    rows = [
+        cases.Row("ours", ViT(**case.kwargs), x, cases._vit_claim("ours", case, 2), "ours", loss=zero_class_loss),
+        cases.Row("vit-pytorch", Reference(**(case.kwargs | {"depth": 2})), x, cases._vit_claim("vit-pytorch", case, 2),
+                  "labelled as the same configuration", loss=zero_class_loss),
+    ]  # fmt: skip
+    message = _refused(cases.Comparison("vit", "depth", rows, [("ours", "vit-pytorch")], {}), monkeypatch)
+    assert re.search(r"vit-pytorch \(infer\): linear_flops [\d,]+ where the label claims [\d,]+ \(1\.\d+x", message)
+
+
+def test_tolerance_lets_one_percent_through_and_nothing_more():
+    claim = work.Claim(tokens=10, linear_flops=1000, attention_flops=0)
+    assert work.mismatches(claim, work.Work(tokens=10, linear_flops=1010)) == []
+    assert work.mismatches(claim, work.Work(tokens=10, linear_flops=1011)) != []
+    assert work.mismatches(claim, work.Work(tokens=10, linear_flops=1000, attention_flops=1)) == [
+        "attention_flops 1 where the label claims 0 (where the label claims none)"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Call arguments per mode: what every row's label promises
+
+
+def promised_kwargs(label: str) -> dict:
+    """Read from the label alone: ``na_vit@N`` packs greedily at N; everything else takes its defaults."""
+    if match := re.fullmatch(r"na_vit@(\d+)", label):
+        return {"group_images": True, "group_max_seq_len": int(match.group(1))}
+    return {}
+
+
+def broken_promises(row: cases.Row, modes: tuple[str, ...]) -> list[str]:
+    """Call ``row`` once per mode, recording what reaches its model; how that departs from its label."""
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append((args, kwargs))
+
+    handle = row.model.register_forward_pre_hook(record, with_kwargs=True)
+    broken = []
+    try:
+        for mode in modes:
+            seen.clear()
+            row.call(mode)()
+            if len(seen) != 1:
+                broken.append(f"{row.label} ({mode}): {len(seen)} calls of its model")
+                continue
+            ((args, kwargs),) = seen
+            if args[0] is not row.inputs:
+                broken.append(f"{row.label} ({mode}): other inputs")
+            if kwargs != promised_kwargs(row.label):
+                broken.append(f"{row.label} ({mode}): called with {kwargs}")
+            if row.model.training != (mode == "train"):
+                broken.append(f"{row.label} ({mode}): training={row.model.training}")
+    finally:
+        handle.remove()
+    return broken
+
+
+def test_every_row_gets_the_inputs_and_arguments_its_label_promises_in_every_mode(oracle):
+    for _, build in comparisons(True, ("vit", "navit", "long"), cases.CPU_FP32):
+        comparison = build()
+        assert len({id(row.inputs) for row in comparison.rows}) == 1, f"{comparison.name}: rows fed different inputs"
+        for row in comparison.rows:
+            assert broken_promises(row, comparison.modes) == []
+
+
+def test_the_argument_record_catches_packing_dropped_in_training(oracle):
+    images = cases.mixed_resolution_images(4, 8, 16, 8)
+    _, padded = _navit_rows(images, group_images=True, group_max_seq_len=32)
+    assert broken_promises(DropsPackingInTraining(**vars(padded)), cases.MODES) == ["na_vit@32 (train): called with {}"]
+
+
+def test_no_navit_row_drops_tokens(oracle):
+    comparison = next(b() for name, b in comparisons(True, ("navit",), cases.CPU_FP32))
+    models = {row.label: row.model for row in comparison.rows}
+    assert models["ours"].token_dropout_prob is None and models["ours (nested flavour)"].token_dropout_prob is None
+    assert models["na_vit@1024"].calc_token_dropout is None  # 0.0 would still draw a keep-mask per image
+    assert models["na_vit_nested"].token_dropout_prob == 0.0  # its "off": it refuses None in training
+    p = comparison.params
+    cfg = dict(image_size=64, patch_size=p["patch"], num_classes=10, dim=p["dim"], depth=p["depth"],
+               heads=p["heads"], dim_head=p["dim_head"], mlp_dim=p["mlp_dim"])  # fmt: skip
+    flavour, default = NaViT.nested_tensor_flavour(**cfg), NaViT(**cfg)
+    keys = set(models["ours (nested flavour)"].state_dict())
+    assert keys == set(flavour.state_dict()) != set(default.state_dict())  # biased patch norms, LayerNorm QK-norm
+
+
+def test_row_call_refuses_an_unknown_mode():
+    row = cases.Row("ours", ViT(**SMALL), torch.randn(1, 3, 32, 32), work.Claim(0, 0, 0), "ours")
+    with pytest.raises(ValueError, match=r"mode must be one of \('infer', 'train'\), got 'eval'"):
+        row.call("eval")
+
+
+# ---------------------------------------------------------------------------------------------
+# The explicit attention row is the layer's own computation
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"scale": 0.3}, {"qk_norm": "rms"}, {"qk_norm": "layer", "scale": 1.0}, {"qkv_bias": True, "dropout": 0.2}],
+    ids=["default", "scale", "rms-qk-norm", "layer-qk-norm", "bias-dropout-eval"],
+)
+def test_explicit_attention_equals_the_layer(options):
+    attn = Attention(32, 2, 16, **options).eval()
+    for p in attn.parameters():
+        p.data.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 10, 32)
+    torch.testing.assert_close(cases.explicit_attention(attn, x), attn(x), atol=1e-5, rtol=1e-5)
+    assert attn.recorder is None
+
+
+def test_explicit_attention_materialises_the_scores_and_applies_dropout(monkeypatch):
+    attn = Attention(32, 2, 16, dropout=0.5).train()
+    x = torch.randn(1, 10, 32)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: pytest.fail("took the fused kernel"))
+    first, second = cases.explicit_attention(attn, x), cases.explicit_attention(attn, x)
+    assert not torch.allclose(first, second)  # dropout drew twice
+    attn.eval()
+    torch.testing.assert_close(cases.explicit_attention(attn, x), cases.explicit_attention(attn, x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+def test_targets_are_read_from_the_run():
+    c = _comparison({"ours": [1.0, 1.0, 1.0], "timm": [1.1, 1.02, 1.2]}, probe=[1.0] * 3, flops={"ours": 4, "timm": 4})
+    results = {"comparisons": [c]}
+    at_least = targets.Target(17, "fast", "vit", "speedup", "train", anchor="timm", at_least=1.05)
+    iqr = targets.Target(17, "iqr", "vit", "speedup", "train", anchor="timm", above=1.0, on="low")
+    share = targets.Target(5, "share", "vit", "share", "train", at_least=0.9)
+    other = targets.Target(5, "elsewhere", "navit", "padded_tokens", "train", at_most=0)
+    outcomes = targets.evaluate(results, [at_least, iqr, share, other])
+    assert [(o.measured, o.status) for o in outcomes] == [
+        ("1.10x (1.06-1.15)", "met"),
+        ("1.10x (1.06-1.15)", "met"),
+        ("100% (100%-100%)", "met"),
+        ("-", "not measured in this run"),
+    ]
+    strict = targets.Target(17, "strict", "vit", "speedup", "train", anchor="timm", above=1.06, on="low")
+    assert targets.evaluate(results, [strict])[0].status == "not met"
+
+
+def test_a_target_needs_exactly_one_bound_and_a_known_metric():
+    with pytest.raises(ValueError, match="give exactly one of at_least, above, at_most"):
+        targets.Target(1, "x", "vit", "speedup", at_least=1.0, at_most=2.0)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        targets.Target(1, "x", "vit", "speed", at_least=1.0)
+
+
+def test_memory_growth_is_the_log_log_slope():
+    def at(tokens, peak):
+        return {"params": {"tokens": tokens}, "rows": [{"label": "ours", "peak_memory": peak}]}
+
+    assert targets.memory_growth([at(1024, 10), at(2048, 20), at(4096, 40)], "ours") == pytest.approx(1.0)
+    assert targets.memory_growth([at(1024, 10), at(2048, 40)], "ours") == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny run that writes the docs
+
+
+@pytest.fixture(scope="module")
+def quick_results():
+    return run(quick=True, only=("vit", "navit", "long"), command="python -m benchmarks --quick")
+
+
+def test_quick_run_writes_the_docs_tables_plot_and_every_target_row(quick_results, tmp_path):
+    page = report.write_docs(quick_results, tmp_path).read_text()
+    assert "<!--" not in page
+    for heading in ("## ViT and SimpleViT, eager", "## NaViT", "## One attention layer", "## Targets"):
+        assert heading in page
+    assert "| tiny | 2 | ours |" in page and "| tiny-simple | 2 | ours |" in page
+    assert "vs vit-pytorch (infer / train)" in page  # the tiny cases have no timm anchor: the header says so
+    assert "| ours (nested flavour) |" in page and "| na_vit@256 |" in page
+    for target in targets.TARGETS:
+        assert f"| #{target.issue} | {target.text} |" in page, target.text
+    assert "Generated by `python -m benchmarks --quick`" in page and quick_results["meta"]["machine"] in page
+    assert (tmp_path / report.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"]({report.PLOT_NAME})" in page
+    assert json.loads((tmp_path / "benchmarks.json").read_text()) == quick_results
+    navit = next(c for c in quick_results["comparisons"] if c["section"] == "navit")
+    padded = targets.row_of(navit, "na_vit@256")["work"]
+    forward = ("tokens", "linear_flops", "attention_flops", "mask_elements")
+    assert [padded["train"][k] for k in forward] == [padded["infer"][k] for k in forward]  # the same packing
+    assert targets.padded_tokens(navit, "na_vit@256", "train") > 0 == targets.padded_tokens(navit, "ours", "train")
+
+
+def test_docs_regenerate_from_the_saved_json(quick_results, tmp_path, capsys):
+    report.write_docs(quick_results, tmp_path / "first")
+    main(["--from-json", str(tmp_path / "first" / "benchmarks.json"), "--write-docs", str(tmp_path / "second")])
+    assert (tmp_path / "second" / "benchmarks.md").read_text() == (tmp_path / "first" / "benchmarks.md").read_text()
+    assert "## Targets" in capsys.readouterr().out
+
+
+def test_quick_run_at_lower_precision():
+    results = run(quick=True, only=("vit",), setup=cases.Setup("cpu", torch.bfloat16), vit_names=("tiny",))
+    assert "bfloat16 autocast" in results["meta"]["machine"]
+    assert results["comparisons"][0]["rows"][0]["label"] == "ours"
+
+
+def test_unknown_case_names_and_sections_are_refused():
     with pytest.raises(ValueError, match=r"unknown --cases \['ViT-Z/1'\]; choose from \['tiny', 'tiny-simple'\]"):
         run(quick=True, only=("vit",), vit_names=("ViT-Z/1",))
+    with pytest.raises(ValueError, match=r"unknown --only \['vits'\]"):
+        run(quick=True, only=("vits",))
+
+
+def test_training_peak_memory_is_measured_in_a_fresh_process():
+    assert cases.training_peak_memory("ours", cases.QUICK[0], 2) > 0
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,216 @@
+"""The speed (and memory) targets the issues set, declared once; docs/benchmarks.md prints one row
+per target and matching comparison: the target, what was measured, met or not.
+
+A plugin's benchmark adds its targets by appending to :data:`TARGETS` (with the comparison they
+read, in ``benchmarks/cases.py``); a target no comparison of the run matches still gets its row,
+"not measured in this run".
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from benchmarks.harness import Ratio, Timing
+
+METRICS = ("speedup", "share", "useful_share", "padded_tokens", "mask_elements", "memory_ratio", "memory_growth")
+
+
+@dataclass(frozen=True)
+class Target:
+    """``metric`` of ``subject`` (against ``anchor``) in ``mode``, for every comparison of
+    ``section`` (or only those whose ``params["case"]`` is in ``cases``), bounded by ``at_least``
+    (>=), ``above`` (>) or ``at_most`` (<=).  ``on``: which statistic of a ratio is bounded,
+    ``"median"`` or ``"low"`` (its first quartile: "the interquartile range above 1.0").
+
+    Metrics: ``speedup`` (subject's speed over anchor's, per-round medians), ``share`` (the
+    subject's counted FLOP rate over the matrix-product probe's, same rounds), ``useful_share``
+    (the comparison's useful FLOPs, those of its row without padding, at the subject's speed, over
+    the probe's rate), ``padded_tokens`` (tokens the subject processes beyond the useful row's),
+    ``mask_elements`` (attention-mask elements it builds), ``memory_ratio`` (its training peak over
+    the anchor's), ``memory_growth`` (the exponent of peak memory in tokens across the section's
+    comparisons: 1 is linear, 2 quadratic)."""
+
+    issue: int
+    text: str
+    section: str
+    metric: str
+    mode: str | None = None
+    subject: str = "ours"
+    anchor: str | None = None
+    cases: tuple[str, ...] | None = None
+    at_least: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    on: str = "median"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.on not in ("median", "low"):
+            raise ValueError(f"on must be 'median' or 'low', got {self.on!r}")
+        if (self.at_least, self.above, self.at_most).count(None) != 2:
+            raise ValueError(f"{self.text!r}: give exactly one of at_least, above, at_most")
+
+    def met(self, value: float) -> bool:
+        if self.at_least is not None:
+            return value >= self.at_least
+        if self.above is not None:
+            return value > self.above
+        return value <= self.at_most
+
+
+def _both(issue: int, text: str, **kwargs: object) -> list[Target]:
+    return [Target(issue, f"{text}, {mode}", mode=mode, **kwargs) for mode in ("inference", "training")]
+
+
+def _mode(target: Target) -> str | None:
+    return {"inference": "infer", "training": "train"}.get(target.mode, target.mode)
+
+
+VIT_CASES = ("ViT-S/16", "ViT-B/16", "SimpleViT-S/16", "SimpleViT-B/16")
+
+TARGETS: list[Target] = [
+    *_both(5, "ViT and SimpleViT eager >= 1.0x timm at every case", section="vit", metric="speedup",
+           anchor="timm", cases=VIT_CASES, at_least=1.0),
+    Target(5, "training peak memory no higher than timm's", "vit", "memory_ratio", anchor="timm", cases=VIT_CASES,
+           at_most=1.0),
+    Target(5, "ViT-B/16 training >= 90% of the matrix-product rate", "vit", "share", "train", cases=("ViT-B/16",),
+           at_least=0.9),
+    Target(17, "ViT-B/16 training >= 1.05x timm", "vit", "speedup", "train", anchor="timm", cases=("ViT-B/16",),
+           at_least=1.05),
+    Target(17, "ViT-B/16 training vs timm: interquartile range above 1.0", "vit", "speedup", "train", anchor="timm",
+           cases=("ViT-B/16",), above=1.0, on="low"),
+    Target(5, "ViT-S/16 batch 32 training under torch.compile >= 1.1x timm eager", "compile", "speedup", "train",
+           subject="ours+compile", anchor="timm", cases=("ViT-S/16",), at_least=1.1),
+    *_both(5, "torch.compile faster than our eager", section="compile", metric="speedup", subject="ours+compile",
+           anchor="ours", at_least=1.0),
+    *_both(5, "NaViT >= 2x na_vit@1024", section="navit", metric="speedup", anchor="na_vit@1024", at_least=2.0),
+    *_both(5, "NaViT >= 1.5x na_vit@256 (its fastest packing length)", section="navit", metric="speedup",
+           anchor="na_vit@256", at_least=1.5),
+    *_both(17, "NaViT useful work >= 90% of the matrix-product rate", section="navit", metric="useful_share",
+           at_least=0.9),
+    *_both(17, "NaViT zero padding", section="navit", metric="padded_tokens", at_most=0),
+    *_both(17, "NaViT no dense attention mask", section="navit", metric="mask_elements", at_most=0),
+    Target(5, "long sequences: peak memory linear in tokens (exponent; quadratic is 2)", "long", "memory_growth",
+           "train", at_most=1.2),
+    Target(14, "Nystrom trunk: training peak memory linear in tokens (exponent; quadratic is 2)",
+           "efficient-trunks", "memory_growth", "train", subject="nystrom", at_most=1.2),
+    Target(14, "PatchMergerViT (tokens halved at mid-depth) >= 1.3x a plain ViT, inference", "token-reduction",
+           "speedup", "inference", subject="patch-merger", anchor="vit", at_least=1.3),
+    Target(14, "ATSViT faster than a plain ViT, inference", "token-reduction", "speedup", "inference",
+           subject="ats", anchor="vit", above=1.0),
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a run's JSON
+
+
+def timing(comparison: dict, mode: str) -> Timing:
+    """The comparison's per-round seconds in ``mode`` (the probe under ``"probe"``)."""
+    rounds = {row["label"]: row["seconds"][mode] for row in comparison["rows"] if mode in row["seconds"]}
+    return Timing(rounds | {"probe": comparison["probe"]["seconds"][mode]})
+
+
+def row_of(comparison: dict, label: str) -> dict | None:
+    return next((r for r in comparison["rows"] if r["label"] == label), None)
+
+
+def call_flops(row: dict, mode: str) -> int:
+    """FLOPs counted per call: forward in inference, forward and backward in training."""
+    work = row["work"][mode]
+    return work["linear_flops"] + work["attention_flops"] + (work["backward_flops"] if mode == "train" else 0)
+
+
+def speedup(comparison: dict, subject: str, anchor: str, mode: str) -> Ratio:
+    return timing(comparison, mode).speedup(subject, anchor)
+
+
+def share(comparison: dict, label: str, mode: str, flops_of: str | None = None) -> Ratio:
+    """FLOP rate of ``label`` (counting the FLOPs of ``flops_of``, default its own) over the probe's
+    rate, round by round."""
+    probe = comparison["probe"]
+    flops = call_flops(row_of(comparison, flops_of or label), mode)
+    return timing(comparison, mode).speedup(label, "probe").scaled(flops / probe["flops"])
+
+
+def padded_tokens(comparison: dict, label: str, mode: str) -> int:
+    useful = row_of(comparison, comparison["useful"])
+    return row_of(comparison, label)["work"][mode]["tokens"] - useful["work"][mode]["tokens"]
+
+
+def memory_growth(comparisons: list[dict], label: str) -> float | None:
+    """Least-squares slope of log(peak memory) on log(tokens) over the comparisons."""
+    points = [
+        (math.log(c["params"]["tokens"]), math.log(row["peak_memory"]))
+        for c in comparisons
+        if (row := row_of(c, label)) and row.get("peak_memory")
+    ]
+    if len(points) < 2:
+        return None
+    mx, my = statistics.fmean(p[0] for p in points), statistics.fmean(p[1] for p in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    target: Target
+    where: str
+    measured: str
+    status: str  # "met", "not met", "not measured in this run"
+
+
+def _value(target: Target, comparison: dict) -> tuple[float, str] | None:
+    mode = _mode(target)
+    subject = row_of(comparison, target.subject)
+    if subject is None or (mode is not None and mode not in comparison["modes"]):
+        return None
+    if target.metric in ("speedup", "memory_ratio") and row_of(comparison, target.anchor) is None:
+        return None
+    if target.metric == "speedup":
+        ratio = speedup(comparison, target.subject, target.anchor, mode)
+        return getattr(ratio, target.on), str(ratio)
+    if target.metric in ("share", "useful_share"):
+        flops_of = comparison["useful"] if target.metric == "useful_share" else None
+        ratio = share(comparison, target.subject, mode, flops_of)
+        return getattr(ratio, target.on), ratio.as_share()
+    if target.metric == "padded_tokens":
+        n = padded_tokens(comparison, target.subject, mode)
+        return n, f"{n:,} of {subject['work'][mode]['tokens']:,} tokens"
+    if target.metric == "mask_elements":
+        n = subject["work"][mode]["mask_elements"]
+        return n, f"{n:,} elements"
+    ours, theirs = subject["peak_memory"], row_of(comparison, target.anchor)["peak_memory"]
+    if not ours or not theirs:
+        return None
+    return ours / theirs, f"{ours / 2**20:,.0f} / {theirs / 2**20:,.0f} MB"
+
+
+def evaluate(results: dict, targets: list[Target] = TARGETS) -> list[Outcome]:
+    """Every target against the run's comparisons: at least one outcome per target."""
+    outcomes = []
+    for target in targets:
+        comparisons = [
+            c
+            for c in results["comparisons"]
+            if c["section"] == target.section and (target.cases is None or c["params"].get("case") in target.cases)
+        ]
+        found = []
+        if target.metric == "memory_growth":
+            exponent = memory_growth(comparisons, target.subject)
+            if exponent is not None:
+                tokens = ", ".join(str(c["params"]["tokens"]) for c in comparisons)
+                found.append(Outcome(target, f"{tokens} tokens", f"{exponent:.2f}", _status(target, exponent)))
+        else:
+            for c in comparisons:
+                value = _value(target, c)
+                if value is not None:
+                    found.append(Outcome(target, c["name"], value[1], _status(target, value[0])))
+        outcomes += found or [Outcome(target, "-", "-", "not measured in this run")]
+    return outcomes
+
+
+def _status(target: Target, value: float) -> str:
+    return "met" if target.met(value) else "not met"
