@@ -68,8 +68,9 @@ def plugin_install(session: nox.Session, plugin: str) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks against vit-pytorch and timm (see docs/benchmarks.md)."""
+    """Benchmarks against vit-pytorch and timm; by default regenerates docs/benchmarks.md, its JSON
+    and its plot (other arguments after ``--`` go to ``python -m benchmarks``)."""
     install_ecosystem(session)
     session.install("--no-deps", ORACLE, "timm")
-    session.install(*CONSTRAINTS, "huggingface_hub", "safetensors", "pyyaml", "psutil")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    session.install(*CONSTRAINTS, "huggingface_hub", "safetensors", "pyyaml", "psutil", "matplotlib")
+    session.run("python", "-m", "benchmarks", *(session.posargs or ["--write-docs", "docs"]))
