@@ -71,8 +71,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def runs(site: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     """Every command of :data:`SUBPROCESS_COMMANDS`, started at once: ``python -m vit_core.cli ...``."""
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIT_PLUGINS"}}
-    env |= {"PYTHONPATH": str(site), "VIT_PLUGINS": ",".join(PLUGINS), "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "VIT_PLUGINS"}
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env |= {"PYTHONPATH": path, "VIT_PLUGINS": ",".join(PLUGINS), "COLUMNS": "200", "NO_COLOR": "1"}
     started = {
         key: subprocess.Popen(
             [sys.executable, "-m", "vit_core.cli", *args],
