@@ -53,7 +53,8 @@ class CrossEmbedLayer(nn.Module):
 
 class DynamicPositionBias(nn.Module):
     """An MLP from a relative offset ``(dy, dx)`` to one attention bias, shared by the heads:
-    three ``Linear -> LayerNorm -> ReLU`` of width ``hidden``, then a ``Linear`` to 1.
+    three ``Linear -> LayerNorm -> ReLU`` of width ``hidden``, then a ``Linear`` to 1 without bias
+    (a constant added to every score leaves the softmax unchanged, so it could never learn).
 
     ``offsets`` holds the ``(2 g - 1) ** 2`` offsets of a ``(g, g)`` group, in the order of
     :func:`vit_core.layers.spatial.relative_position_index`; it is saved with the weights so that
@@ -65,7 +66,7 @@ class DynamicPositionBias(nn.Module):
         layers: list[nn.Module] = []
         for width_in in (2, hidden, hidden):
             layers += [nn.Linear(width_in, hidden), nn.LayerNorm(hidden), nn.ReLU()]
-        layers.append(nn.Linear(hidden, 1))
+        layers.append(nn.Linear(hidden, 1, bias=False))
         self.mlp = nn.Sequential(*layers)
         span = torch.arange(-(group - 1), group, dtype=torch.float32)
         offsets = torch.stack(torch.meshgrid(span, span, indexing="ij"), dim=-1).reshape(-1, 2)
@@ -78,14 +79,15 @@ class DynamicPositionBias(nn.Module):
 
 
 class DynamicBiasAttention(Attention):
-    """Attention within ``(g, g)`` groups with a dynamic position bias (fused kernel)."""
+    """Attention within ``(g, g)`` groups with a dynamic position bias (fused kernel).  A group of
+    one token has no offsets to tell apart, so it gets no bias module."""
 
     def __init__(self, dim: int, heads: int, dim_head: int, group: int, **kwargs: Any) -> None:
         super().__init__(dim, heads, dim_head, project_out=True, **kwargs)
-        self.position_bias = DynamicPositionBias(dim // 4, group)
+        self.position_bias = DynamicPositionBias(dim // 4, group) if group > 1 else None
 
-    def score_bias(self, q: Tensor, k: Tensor) -> Tensor:
-        return self.position_bias()
+    def score_bias(self, q: Tensor, k: Tensor) -> Tensor | None:
+        return self.position_bias() if self.position_bias is not None else None
 
 
 class CrossFormer(HierarchicalModel):

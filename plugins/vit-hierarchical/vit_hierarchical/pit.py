@@ -64,10 +64,13 @@ class PiT(HierarchicalModel):
     ``depth`` is a tuple of blocks per stage; ``dim`` the first stage's width (doubled by every
     pooling layer); ``heads`` and ``mlp_dim`` an int or one per stage (the paper's models widen
     the MLP with the stage: PiT-Ti is ``mlp_dim=(256, 512, 1024)``); ``dim_head`` holds for every
-    stage.  ``forward_features`` returns the tokens ``(b, 1 + h * w, c)`` (class token first);
-    ``forward_intermediates`` each stage's patch tokens as a map.  Images up to ``image_size``
+    stage.  ``forward_features`` returns the tokens ``(b, 1 + h * w, c)`` (class token first), and
+    so does ``forward_intermediates`` for each stage (``output_fmt="NLC"``, the default);
+    ``output_fmt="NCHW"`` gives each stage's patch tokens as a map ``(b, c, h, w)``.  Images up to ``image_size``
     are accepted (smaller ones use the matching window of the positional grid).
     """
+
+    output_formats = ("NLC", "NCHW", "NHWC")
 
     def __init__(
         self,
@@ -132,9 +135,13 @@ class PiT(HierarchicalModel):
             state = stage(state)
             yield state
 
-    def stage_map(self, state: PiTState) -> Tensor:
+    def stage_output(self, state: PiTState, output_fmt: str, norm: bool) -> Tensor:
+        """``"NLC"``: the tokens ``(b, 1 + h * w, c)``; ``"NCHW"`` / ``"NHWC"``: the patch tokens as a map."""
         tokens, (h, w) = state
-        return tokens[:, 1:].reshape(tokens.shape[0], h, w, tokens.shape[-1])
+        if output_fmt == "NLC":
+            return tokens
+        fmap = tokens[:, 1:].reshape(tokens.shape[0], h, w, tokens.shape[-1])
+        return to_nchw(fmap) if output_fmt == "NCHW" else fmap
 
     def stage_features(self, state: PiTState) -> Tensor:
         return state[0]

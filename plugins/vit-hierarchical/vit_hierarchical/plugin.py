@@ -13,7 +13,7 @@ from typing import Any
 from vit_core.hookspecs import hookimpl
 from vit_core.registry import ModelInfo, Preset
 
-API_VERSION = 1
+API_VERSION = 2
 IMAGENET = (3, 224, 224)
 
 
@@ -278,7 +278,7 @@ def vit_register_models() -> list[ModelInfo]:
             summary="Regional tokens attend globally, then each region's local tokens with their regional token.",
             config=dict(
                 dim=(16, 32, 48, 64),
-                depth=1,
+                depth=(1, 1, 1, 2),
                 window_size=2,
                 local_patch_size=2,
                 num_classes=10,
@@ -311,13 +311,13 @@ def vit_register_models() -> list[ModelInfo]:
             config=dict(
                 dim=(16, 16, 32, 32),
                 depth=1,
-                global_window_size=(2, 2, 2, 1),
-                local_window_size=(2, 2, 2, 1),
+                global_window_size=2,
+                local_window_size=2,
                 cross_embed_kernel_sizes=((4, 8), (2, 4), (2, 4), (2, 4)),
                 num_classes=10,
                 dim_head=8,
             ),
-            input_shape=(3, 32, 32),
+            input_shape=(3, 64, 64),
             example=(
                 "from vit_hierarchical import CrossFormer\n"
                 "model = CrossFormer(num_classes=1000, dim=(64, 128, 256, 512), depth=(2, 2, 8, 2),\n"

@@ -90,12 +90,15 @@ class RegionViT(HierarchicalModel):
     ``regionvit.RegionViT``.
 
     Four stages; ``dim`` and ``depth`` a value for every stage or a 4-tuple.  Local tokens are
-    ``local_patch_size`` patches (one 8x8 stride-4 convolution, or three 3x3 ones with
-    ``tokenize_local_3_conv``); regional tokens ``local_patch_size * window_size`` patches, so
-    input sides must be divisible by that.  ``forward_features`` is the regional map (what the
-    classifier pools); ``forward_intermediates`` gives each stage's local map (the backbone
-    features, reductions 4 .. 32).  Input sides must be multiples of ``local_patch_size *
-    window_size * 8`` (224 with the defaults).  ``channels`` is honoured by both tokenizers.
+    ``local_patch_size`` patches (one ``2p x 2p`` stride-``p`` convolution, or three 3x3 ones
+    with ``tokenize_local_3_conv``); regional tokens ``local_patch_size * window_size`` patches.
+    Input sides must be multiples of ``local_patch_size * window_size * 8`` (224 with the
+    defaults), so that both maps halve exactly three times.  ``forward_features`` is the pair of
+    maps ``(local, regional)`` of the last stage (the classifier pools the regional one), and
+    ``forward_intermediates`` gives that pair for each stage: the local maps are the backbone
+    features (reductions ``p`` .. ``8p``), the regional maps ``window_size`` times coarser.  The
+    local outputs of the very last layer reach only those features, not the logits.
+    ``channels`` is honoured by both tokenizers (vit-pytorch's local one takes 3).
     """
 
     def __init__(
@@ -187,8 +190,13 @@ class RegionViT(HierarchicalModel):
             state = stage(state)
             yield state
 
-    def stage_map(self, state: RegionState) -> Tensor:
-        return state[0]
+    def stage_output(self, state: RegionState, output_fmt: str, norm: bool) -> RegionState:
+        """Both maps of the stage, ``(local, regional)``."""
+        return tuple(to_nchw(t) if output_fmt == "NCHW" else t for t in state)
 
-    def stage_features(self, state: RegionState) -> Tensor:
-        return to_nchw(state[1])
+    def stage_features(self, state: RegionState) -> RegionState:
+        return to_nchw(state[0]), to_nchw(state[1])
+
+    def pool_features(self, features: RegionState) -> Tensor:
+        """The mean of the regional tokens (LayerNorm-ed)."""
+        return self.fc_norm(features[1].mean(dim=(2, 3)))

@@ -14,16 +14,14 @@ reduction, and ``num_classes=0`` a feature extractor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from vit_core.models.base import VisionModel
 from vit_core.validation import check_choice, check_non_negative_int
 from vit_hierarchical.validation import SideRule, check_image
-
-OUTPUT_FORMATS = ("NCHW", "NHWC")
 
 
 def to_nchw(x: Tensor) -> Tensor:
@@ -120,6 +118,8 @@ class HierarchicalModel(VisionModel):
 
     stem: nn.Module
     stages: nn.ModuleList
+    output_formats: ClassVar[tuple[str, ...]] = ("NCHW", "NHWC")
+    """Formats ``forward_intermediates`` gives, the default first."""
 
     def __init__(self, *, channels: int, rule: SideRule) -> None:
         super().__init__()
@@ -154,7 +154,7 @@ class HierarchicalModel(VisionModel):
 
     def stage_states(self, img: Tensor) -> Iterator[Any]:
         """Each stage's output, in order: here the ``(b, h, w, c)`` map (a model carrying more, such
-        as PiT's class token, yields its own state and overrides :meth:`stage_map` and
+        as PiT's class token, yields its own state and overrides :meth:`stage_output` and
         :meth:`stage_features`)."""
         self.check_input(img)
         x = self.embed(img)
@@ -162,23 +162,25 @@ class HierarchicalModel(VisionModel):
             x = stage(x)
             yield x
 
-    def stage_map(self, state: Any) -> Tensor:
-        """A stage's output as a ``(b, h, w, c)`` map."""
-        return state
+    def stage_output(self, state: Any, output_fmt: str, norm: bool) -> Any:
+        """A stage's output as :meth:`forward_intermediates` returns it: the map, ``(b, c, h, w)`` for
+        ``"NCHW"`` or ``(b, h, w, c)`` for ``"NHWC"``; ``norm`` applies the final map norm."""
+        fmap = self.map_norm(state) if norm else state
+        return to_nchw(fmap) if output_fmt == "NCHW" else fmap
 
-    def stage_features(self, state: Any) -> Tensor:
-        """The last stage's output as ``forward_features`` returns it: the ``(b, c, h, w)`` map."""
-        return to_nchw(state)
+    def stage_features(self, state: Any) -> Any:
+        """The last stage's output as ``forward_features`` returns it: the normalised map ``(b, c, h, w)``."""
+        return to_nchw(self.map_norm(state))
 
-    def forward_features(self, img: Tensor) -> Tensor:
-        """The last stage's output: the map ``(batch, channels, height, width)`` (PiT: its tokens)."""
+    def forward_features(self, img: Tensor) -> Any:
+        """The last stage's map ``(batch, channels, height, width)``, after the final map norm (if any)."""
         state = None
         for state in self.stage_states(img):  # noqa: B007 - the last state is the output
             pass
         return self.stage_features(state)
 
     def pool_features(self, features: Tensor) -> Tensor:
-        return self.fc_norm(self.map_norm(to_nhwc(features)).mean(dim=(1, 2)))
+        return self.fc_norm(features.mean(dim=(2, 3)))
 
     @property
     def feature_info(self) -> list[dict[str, Any]]:
@@ -194,21 +196,22 @@ class HierarchicalModel(VisionModel):
         indices: int | Sequence[int] | None = None,
         *,
         norm: bool = False,
-        output_fmt: str = "NCHW",
+        output_fmt: str | None = None,
         intermediates_only: bool = False,
-    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
-        """``(forward_features(img), maps)``: the maps of the selected stages, ``(b, c, h, w)`` (or
-        ``(b, h, w, c)`` with ``output_fmt="NHWC"``).  ``norm`` applies the model's map norm (NesT's;
-        an identity for the models that normalise only the pooled vector) to the last stage's map."""
-        check_choice("output_fmt", output_fmt, OUTPUT_FORMATS)
+    ) -> tuple[Any, list[Any]] | list[Any]:
+        """``(forward_features(img), outputs)``: the outputs of the stages chosen by ``indices``
+        (``None``: all; ``n``: the last ``n``; or a sequence of indices).  ``output_fmt``: one of
+        :attr:`output_formats`, the first by default (maps ``(b, c, h, w)``).  ``norm`` applies the
+        final map norm (NesT's; none in the other models) to the last stage's output, which then
+        equals ``forward_features``."""
+        fmt = self.output_formats[0] if output_fmt is None else output_fmt
+        check_choice("output_fmt", fmt, self.output_formats)
         chosen = set(resolve_indices(indices, len(self.stages)))
-        fmt: Callable[[Tensor], Tensor] = to_nchw if output_fmt == "NCHW" else (lambda t: t)
         last = len(self.stages) - 1
-        maps, state = [], None
+        outputs, state = [], None
         for i, state in enumerate(self.stage_states(img)):
             if i in chosen:
-                fmap = self.stage_map(state)
-                maps.append(fmt(self.map_norm(fmap) if norm and i == last else fmap))
+                outputs.append(self.stage_output(state, fmt, norm and i == last))
         if intermediates_only:
-            return maps
-        return self.stage_features(state), maps
+            return outputs
+        return self.stage_features(state), outputs

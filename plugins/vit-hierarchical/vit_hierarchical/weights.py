@@ -374,6 +374,7 @@ def _crossformer_pair(attn: str, ff: str) -> list[tuple[str, str]]:
     return [
         (rf"{attn}\.norm\.{PARAM}", r"attn_norm.\1"),
         (rf"{attn}\.(to_qkv|to_out)\.{PARAM}", r"attn.\1.\2"),
+        (rf"{attn}\.dpb\.9\.bias", ""),  # shifts every score alike: no effect on the softmax
         (rf"{attn}\.dpb\.(\d)\.{PARAM}", r"attn.position_bias.mlp.\1.\2"),
         (rf"{ff}\.0\.{PARAM}", r"ff_norm.\1"),
         (rf"{ff}\.1\.{PARAM}", r"ff.fc1.\1"),
@@ -409,10 +410,13 @@ def import_crossformer(state: Mapping[str, Tensor], model: nn.Module) -> StateDi
             part = subtree(state, f"layers.{i}.1.layers.{n}.")
             for j, (attn, ff) in enumerate((("0", "1"), ("2", "3"))):
                 prefix = f"stages.{i}.blocks.{2 * n + j}.block."
-                pairs = {k: v for k, v in part.items() if k.split(".", 1)[0] in (attn, ff)}
-                graft(out, prefix, rename(pairs, _crossformer_pair(attn, ff)))
                 group = stage.blocks[2 * n + j].group[0]
-                out[prefix + "attn.position_bias.offsets"] = reference_bias_offsets(group)
+                pairs = {k: v for k, v in part.items() if k.split(".", 1)[0] in (attn, ff)}
+                if group == 1:  # one token per group: the bias has no effect, and ours has no bias module
+                    pairs = {k: v for k, v in pairs.items() if ".dpb." not in k}
+                else:
+                    out[prefix + "attn.position_bias.offsets"] = reference_bias_offsets(group)
+                graft(out, prefix, rename(pairs, _crossformer_pair(attn, ff)))
     return finish(out, state, [(rf"to_logits\.1\.{PARAM}", r"head.\1")], model)
 
 
