@@ -604,6 +604,36 @@ def test_named_backends_check_their_input() -> None:
     assert trunk(torch.randn(2, 17, 64), mask=mask).shape == (2, 17, 64)
 
 
+# --- benchmark cases (benchmarks/efficient.py): they run and do the work they claim ------------
+
+
+def test_benchmark_comparisons_run_and_do_the_work_they_claim() -> None:
+    from benchmarks import efficient
+    from benchmarks.__main__ import run
+    from benchmarks.targets import evaluate
+
+    results = run(quick=True, only=efficient.SECTIONS, command="python -m benchmarks --quick")
+    sections = [c["section"] for c in results["comparisons"]]
+    assert sections.count(efficient.TRUNKS_SECTION) == len(efficient.QUICK_TOKENS)
+    assert sections.count(efficient.REDUCTION_SECTION) == 2
+    trunks = next(c for c in results["comparisons"] if c["section"] == efficient.TRUNKS_SECTION)
+    assert [r["label"] for r in trunks["rows"]] == ["dense", "nystrom", "x-transformers"]
+    ours = {o.target.text: o.status for o in evaluate(results) if o.target.issue == 14}
+    assert len(ours) == 3
+    assert all(status in ("met", "not met") for text, status in ours.items() if "memory" not in text)
+
+
+def test_benchmark_claims_catch_a_mislabelled_trunk() -> None:
+    from benchmarks import cases, efficient
+    from benchmarks.work import WorkMismatch
+
+    comparison = efficient.trunk_comparison(64, efficient.QUICK_TRUNKS, memory=False)
+    nystrom = comparison.row("nystrom")
+    nystrom.claim = efficient.nystrom_trunk_claim(efficient.TrunkCase(32, 1, 2, landmarks=32), 64)
+    with pytest.raises(WorkMismatch, match="nystrom"):
+        cases.measure(comparison, cases.QUICK_TIMER, probe_side=32)
+
+
 # --- conformance -------------------------------------------------------------------------------
 
 
