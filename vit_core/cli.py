@@ -153,7 +153,9 @@ def list_command(
 
 def _print_table(registry: Registry, infos: list[ModelInfo]) -> None:
     n_presets = sum(i.preset_of is not None for i in infos)
-    title = f"{len(infos) - n_presets} models" + (f" and {n_presets} presets" if n_presets else "")
+    counts = [(sum(i.kind == kind and i.preset_of is None for i in infos), kind) for kind in KINDS]
+    parts = [f"{n} {kind}{'s' * (n != 1)}" for n, kind in [*counts, (n_presets, "preset")] if n]
+    title = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
     table = Table(title=title, title_justify="left")
     columns = ["name", "kind", "preset of", "plugin", "family", "input", "paper"]
     if not n_presets:
