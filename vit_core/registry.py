@@ -706,10 +706,6 @@ class Registry:
                 return info
         raise UnknownModelError(cls.__qualname__, [])
 
-    def failed_claims(self) -> dict[str, PluginRecord]:
-        """Names that plugins which failed to load would have registered."""
-        return {n: r for r in self.plugins.values() if not r.loaded for n in r.claims or ()}
-
     def list(
         self,
         pattern: str | None = None,
