@@ -442,6 +442,19 @@ def test_a_helper_named_like_a_hook_is_fine_next_to_the_real_hook():
     assert record.ok and record.models == ["helped-vit"]
 
 
+def test_a_hook_calling_sys_exit_does_not_stop_the_host():
+    def register() -> list[ModelInfo]:
+        raise SystemExit(4)
+
+    registry = core_registry()
+    record = registry.add_plugin(
+        plugin_module(vit_api_version=hookimpl(lambda: HOOK_API_VERSION), vit_register_models=hookimpl(register)),
+        "exiting",
+    )
+    assert record.errors[0].startswith("vit_register_models failed: SystemExit: 4") and not record.loaded
+    assert registry.info("vit").plugin == "vit-core"
+
+
 def test_a_plugin_without_the_register_hook():
     record = core_registry().add_plugin(plugin_module(vit_api_version=hookimpl(lambda: HOOK_API_VERSION)), "empty")
     assert record.errors == ["implements no vit_register_models() hook, so it registers nothing"]

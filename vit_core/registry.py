@@ -379,6 +379,12 @@ class PluginRecord:
         }
 
 
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Plugin code may raise anything, even ``SystemExit``; only an interrupt stops the host."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
 def _error(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
@@ -394,11 +400,18 @@ def _did_you_mean(name: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; the hooks are {', '.join(HOOK_NAMES)}"
 
 
+def _attribute(plugin: object, name: str) -> Any:
+    try:
+        return getattr(plugin, name, None)
+    except Exception:  # a lazy attribute that fails to import is no hook
+        return None
+
+
 def _hook_problems(plugin: object) -> list[str]:
     """Functions named like a hook (or nearly) that are not marked with ``@hookimpl``."""
     problems = []
     for attr in sorted(a for a in dir(plugin) if a.startswith("vit_")):
-        obj = getattr(plugin, attr, None)
+        obj = _attribute(plugin, attr)
         if not callable(obj) or _is_hookimpl(obj):
             continue
         close = difflib.get_close_matches(attr, HOOK_NAMES, n=1, cutoff=0.75)
@@ -407,7 +420,7 @@ def _hook_problems(plugin: object) -> list[str]:
                 f"function {attr} is not marked as a hook: decorate it with @hookimpl "
                 "(from vit_core.hookspecs import hookimpl); vit-core ignores it as it is"
             )
-        elif close and not _is_hookimpl(getattr(plugin, close[0], None)):
+        elif close and not _is_hookimpl(_attribute(plugin, close[0])):
             problems.append(f"function {attr} is not a hook: did you mean {close[0]!r}, marked with @hookimpl?")
     return problems
 
@@ -419,9 +432,8 @@ def _claimed_names(plugin: object) -> list[str] | None:
         return None
     try:
         infos = list(hook())
-    except BaseException as exc:  # a broken plugin may raise anything, even SystemExit
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+    except BaseException as exc:
+        _reraise_interrupt(exc)
         return None
     names = []
     for info in infos:
@@ -487,7 +499,8 @@ class Registry:
         }
         try:
             record.api_version = impls["vit_api_version"][0].function() if impls["vit_api_version"] else None
-        except Exception as exc:
+        except BaseException as exc:
+            _reraise_interrupt(exc)
             record.errors.append(f"vit_api_version failed: {_error(exc)}")
             return None
         if record.api_version != HOOK_API_VERSION:
@@ -510,7 +523,8 @@ class Registry:
         for impl in impls["vit_register_models"]:
             try:
                 infos += list(impl.function())
-            except Exception as exc:
+            except BaseException as exc:
+                _reraise_interrupt(exc)
                 record.errors.append(f"vit_register_models failed: {_error(exc)}")
                 return None
         wrong = [info for info in infos if not isinstance(info, ModelInfo)]
@@ -639,9 +653,8 @@ class Registry:
             return
         try:
             module = ep.load()
-        except BaseException as exc:  # a plugin may even call sys.exit on import
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+        except BaseException as exc:
+            _reraise_interrupt(exc)
             record = PluginRecord(ep.name, dist_name, version)
             record.errors.append(f"import of {ep.value} failed: {_error(exc)}")
             self.plugins[ep.name] = record
