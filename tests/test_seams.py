@@ -658,3 +658,59 @@ def test_attention_class_option_replaces_every_default_attention():
         Transformer(16, 2, attention=TalkingHeads, block=lambda i: nn.Identity())
     with pytest.raises(TypeError, match="cannot be combined with transformer="):
         small_vit(attention=TalkingHeads, transformer=Transformer(32, 1))
+
+
+def test_nchw_intermediates_of_merged_tokens_is_a_clear_error():
+    model = small_vit().eval()
+    model.transformer.insert_after(0, HalveTokens())
+    with pytest.raises(ValueError, match=r"intermediate 0 holds 7 patch tokens, not the \(4, 4\) grid"):
+        model.forward_intermediates(torch.randn(1, 3, 16, 16), output_fmt="NCHW")
+
+
+class UsesTokenOutsideForward(ViT):
+    parameters_outside_forward = ("extra_token",)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.extra_token = nn.Parameter(torch.zeros(1, 64))
+
+
+def test_kit_gradients_check_skips_declared_outside_parameters():
+    from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+    from vit_core.registry import ModelInfo, Registry
+    from vit_core.testing import CHECKS, ConformanceError, Subject
+
+    def subject(cls):
+        info = ModelInfo(
+            name="outside",
+            target=f"{__name__}:{cls.__name__}",
+            family="test",
+            paper_title="A test model",
+            paper_url="https://example.org/paper",
+            summary="A model with a parameter used outside forward.",
+            input_kind="image",
+            default_config=KIT_SMALL,
+            input_shape=(3, 32, 32),
+        )
+
+        class Plugin:
+            @hookimpl
+            def vit_api_version(self):
+                return HOOK_API_VERSION
+
+            @hookimpl
+            def vit_register_models(self):
+                return [info]
+
+        registry = Registry()
+        registry.add_plugin(Plugin(), "outside-plugin")
+        return Subject(registry.info("outside"), registry)
+
+    CHECKS["gradients"](subject(UsesTokenOutsideForward))
+
+    class Undeclared(UsesTokenOutsideForward):
+        parameters_outside_forward = ()
+
+    globals()["Undeclared"] = Undeclared
+    with pytest.raises(ConformanceError, match="never used in forward: extra_token"):
+        CHECKS["gradients"](subject(Undeclared))

@@ -26,7 +26,9 @@ Each kind has its profile (:data:`PROFILES`); the checks of a model, in order (s
                  ``forward_features(x)``; ``intermediates_only`` with ``indices=1`` gives one;
 ``encoder-protocol``  for models exposing the encoder protocol (``tokenize``, ``add_positions``,
                  ``prepend_prefix``, ``encode``, ...): the steps compose to ``forward_features``;
-``gradients``    a backward pass of the output reaches every trainable parameter;
+``gradients``    a backward pass of the output reaches every trainable parameter (but those whose names
+                 start with one of the model's ``parameters_outside_forward`` prefixes: parameters a
+                 trainer uses through another method, e.g. a distillation token);
 ``bad-input``    wrong channels and wrong rank raise ``ValueError``/``TypeError`` whose message names the
                  input argument or the received shape, not a bare shape error;
 ``overrides``    ``create_model(name, num_classes=...)`` changes the output width.
@@ -364,7 +366,10 @@ def check_gradients(s: Subject) -> None:
     model = _build(s, "gradients").train()
     out = _forward(s, "gradients", model, s.example())
     (out * torch.randn_like(out)).sum().backward()
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    outside = tuple(getattr(model, "parameters_outside_forward", ()))
+    trainable = [
+        (name, p) for name, p in model.named_parameters() if p.requires_grad and not name.startswith(outside or ("\0",))
+    ]
     dead = [name for name, p in trainable if p.grad is None]
     zero = [name for name, p in trainable if p.grad is not None and not p.grad.any()]
     if dead or zero:

@@ -12,6 +12,7 @@ the trunk on tokens without positions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -194,6 +195,16 @@ class PatchTransformer(VisionModel):
     def pool_features(self, features: Tensor) -> Tensor:
         return self.to_latent(self.fc_norm(pool_tokens(features, self.pool)))
 
+    def _as_map(self, tokens: Tensor, grid: Sequence[int], position: int) -> Tensor:
+        """Patch tokens of one intermediate as a ``(batch, dim, height, width)`` map."""
+        patches = tokens[:, self.num_prefix_tokens :]
+        if patches.shape[1] != math.prod(grid):
+            raise ValueError(
+                f"intermediate {position} holds {patches.shape[1]} patch tokens, not the {tuple(grid)} grid "
+                "(tokens were merged or sampled); use output_fmt='NLC'"
+            )
+        return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid)
+
     def head_reads_leading_tokens(self) -> int | None:
         """How many leading tokens ``forward_head`` reads, when that is all it reads; ``None``: every token."""
         return None
@@ -235,6 +246,5 @@ class PatchTransformer(VisionModel):
         )
         hidden = out if intermediates_only else out[1]
         if output_fmt == "NCHW":
-            n = self.num_prefix_tokens
-            hidden = [h[:, n:].transpose(1, 2).reshape(h.shape[0], h.shape[-1], *grid) for h in hidden]
+            hidden = [self._as_map(h, grid, i) for i, h in enumerate(hidden)]
         return hidden if intermediates_only else (out[0], hidden)
