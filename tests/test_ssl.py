@@ -569,6 +569,22 @@ def test_knn_by_hand():
     assert knn_accuracy(bank, bank_labels, queries, torch.tensor([0, 1]), k=3, temperature=0.01) == 1.0
 
 
+def test_extract_features_in_batches():
+    from vit_ssl import extract_features
+
+    encoder = ViT(**CFG).train()
+    x, labels = images(10), torch.arange(10)
+    features, out_labels = extract_features(encoder, (x, labels), batch_size=3)
+    assert encoder.training, "the encoder's mode is restored"
+    encoder.eval()
+    with torch.no_grad():
+        expected = encoder.forward_head(encoder.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(features, expected)
+    assert torch.equal(out_labels, labels)
+    loader = [(x[:4], labels[:4]), (x[4:], labels[4:])]
+    torch.testing.assert_close(extract_features(encoder, loader)[0], expected)
+
+
 def test_linear_probe_separates_separable_data():
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(4, 8, generator=generator) * 3

@@ -53,10 +53,11 @@ def extract_features(
     if device is None:
         device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        images, labels = data
-        batches: Iterable[tuple[Tensor, Tensor]] = (
-            (images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(images), batch_size)
-        )
+        all_images, all_labels = data
+        batches: Iterable[tuple[Tensor, Tensor]] = [
+            (all_images[i : i + batch_size], all_labels[i : i + batch_size])
+            for i in range(0, len(all_images), batch_size)
+        ]
     else:
         batches = data
     was_training = encoder.training
