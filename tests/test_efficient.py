@@ -200,6 +200,10 @@ def test_backends_by_name_build_the_readme_trunks() -> None:
     for trunk in (nystrom, encoder):
         v = ViT(dim=64, image_size=64, patch_size=8, num_classes=10, transformer=trunk).eval()
         assert v(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    by_name = create_model("vit", transformer="nystrom", transformer_options={"num_landmarks": 8})
+    assert by_name.transformer.backend == "nystrom" and by_name.transformer.dim == 64
+    assert by_name.transformer.trunk.layers[0][1].fn.net[0].out_features == 128  # the ViT's mlp_dim
+    assert by_name(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     by_component = create_model(
         "vit", dim=64, transformer=Component("nystrom", {"dim": 64, "depth": 1, "num_landmarks": 8})
     )
@@ -276,7 +280,7 @@ def test_patch_merger_matches_reference(oracle) -> None:
 
 
 TRUNKS = {
-    "nystrom": dict(dim=32, depth=2, heads=4, dim_head=8, num_landmarks=4),
+    "nystrom": dict(dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64, num_landmarks=4),
     "x-transformers": dict(dim=32, depth=2, heads=4, dim_head=8, ff_glu=True, residual_attn=True),
 }
 
@@ -493,8 +497,9 @@ def test_models_learn_digits(digits, build) -> None:
     ("backend", "options"), [("nystrom", {"num_landmarks": 4}), ("x-transformers", {"ff_glu": True})]
 )
 def test_named_backends_learn_digits(digits, backend: str, options: dict) -> None:
-    trunk = create_model(backend, dim=32, depth=2, heads=2, dim_head=16, **options)
-    accuracy = learn(create_model("vit", **DIGITS, transformer=trunk), digits)
+    model = create_model("vit", **DIGITS, transformer=backend, transformer_options=options)
+    assert isinstance(model.transformer, CheckedTrunk) and model.transformer.backend == backend
+    accuracy = learn(model, digits)
     assert accuracy > 0.5, f"ViT on the {backend} backend reached only {accuracy:.2f} test accuracy"
 
 
@@ -573,7 +578,7 @@ def test_a_backend_of_another_width_is_refused_at_construction() -> None:
 @pytest.mark.parametrize(
     ("backend", "options", "message"),
     [
-        ("nystrom", {"mlp_dim": 100}, "4 \\* dim = 256"),
+        ("nystrom", {"mlp_dim": 100}, "multiple of dim=64"),
         ("nystrom", {"residual_conv_kernel": 32}, "residual_conv_kernel must be odd"),
         ("nystrom", {"num_landmarks": 0}, "num_landmarks"),
         ("nystrom", {"depth": 0}, "depth"),
@@ -587,7 +592,11 @@ def test_backend_arguments_are_checked(backend, options, message) -> None:
         create_model(backend, **options)
 
 
-def test_unknown_backend_names_are_reported_with_close_matches() -> None:
+def test_unknown_backend_names_are_reported_with_the_registered_ones() -> None:
+    with pytest.raises(ValueError, match=r"transformer='nystrum'.*registered: \['nystrom', 'x-transformers'\]"):
+        ViT(image_size=32, patch_size=8, num_classes=10, dim=32, depth=1, transformer="nystrum")
+    with pytest.raises(ValueError, match=r"'vit' is a model, not a backend"):
+        ViT(image_size=32, patch_size=8, num_classes=10, dim=32, depth=1, transformer="vit")
     with pytest.raises(KeyError, match="did you mean nystrom"):
         create_model("nystrum")
     with pytest.raises(ValueError, match=r"nystrum.*did you mean nystrom"):

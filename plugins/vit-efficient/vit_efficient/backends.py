@@ -131,15 +131,20 @@ def nystromformer(
     Args:
         dim, depth, heads, dim_head, dropout: as in ViT (``dropout`` on the attention output and
             in the MLP).
-        mlp_dim: the package's MLP is ``4 * dim`` wide; ``None`` or that value.
+        mlp_dim: the MLP's hidden width, a multiple of ``dim`` (the package's MLP takes an integer
+            multiplier); ``None``: ``4 * dim``, the package's default.
         num_landmarks: landmarks per head; sequences are zero-padded at the front to a multiple of it.
         pinv_iterations: Newton-Schulz iterations of the pseudo-inverse.
         residual: add a depth-wise convolution of the values along the tokens (the paper's skip).
         residual_conv_kernel: that convolution's length (odd, so the token count is kept).
     """
     _check_trunk(dim, depth, heads, dim_head, dropout)
-    if mlp_dim is not None and mlp_dim != 4 * dim:
-        raise ValueError(f"the 'nystrom' backend's MLP is 4 * dim = {4 * dim} wide; got mlp_dim={mlp_dim!r}")
+    mlp_dim = 4 * dim if mlp_dim is None else check_positive_int("mlp_dim", mlp_dim)
+    if mlp_dim % dim:
+        raise ValueError(
+            f"the 'nystrom' backend's MLP width is a multiple of dim={dim} (an integer multiplier), "
+            f"got mlp_dim={mlp_dim}"
+        )
     check_positive_int("num_landmarks", num_landmarks)
     check_positive_int("pinv_iterations", pinv_iterations)
     if not isinstance(residual, bool):
@@ -159,6 +164,9 @@ def nystromformer(
         attn_dropout=dropout,
         ff_dropout=dropout,
     )
+    if mlp_dim != 4 * dim:
+        for _, feed_forward in trunk.layers:  # (attention, MLP) pairs, each pre-normed
+            feed_forward.fn = type(feed_forward.fn)(dim=dim, mult=mlp_dim // dim, dropout=dropout)
     return CheckedTrunk(trunk, dim, "nystrom")
 
 
