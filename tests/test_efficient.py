@@ -405,11 +405,13 @@ def test_patch_merger_outputs_convex_combinations_of_normalised_tokens() -> None
 
 def test_patch_merger_vit_merges_after_the_chosen_layer() -> None:
     model = PatchMergerViT(**dict(SMALL, depth=4, patch_merge_layer=3, patch_merge_num_tokens=5)).eval()
-    counts = []
     with torch.no_grad():
         _, hidden = model.forward_intermediates(images(2))
-    counts = [h.shape[1] for h in hidden]
-    assert counts == [PATCHES, PATCHES, 5, 5]
+        assert [h.shape[1] for h in hidden] == [PATCHES, PATCHES, 5, 5]
+        maps = model.forward_intermediates(images(2), indices=[0, 1], output_fmt="NCHW", intermediates_only=True)
+        assert [tuple(m.shape) for m in maps] == [(2, 32, 8, 8)] * 2
+        with pytest.raises(ValueError, match="output_fmt='NLC'"):
+            model.forward_intermediates(images(2), indices=[2], output_fmt="NCHW")
     default = PatchMergerViT(**dict(SMALL, depth=4))
     assert default.patch_merge_layer == 2
 
