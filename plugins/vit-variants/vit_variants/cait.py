@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import FeedForward, LearnedPositionalEmbedding, Transformer, TransformerBlock
+from vit_core.layers import FeedForward, LearnedPositionalEmbedding, Transformer, TransformerBlock, resolve_indices
+from vit_core.models.base import check_output_fmt
 from vit_core.models.patch_model import PatchTransformer
 from vit_core.models.vit import IMAGE_LAYOUT
 from vit_core.validation import as_tuple, check_grid, check_non_negative_int, check_positive_ints, check_probability
@@ -141,6 +142,10 @@ class CaiT(PatchTransformer):
         cls = self.cls_transformer(self.class_token.expand(patches.shape[0], -1, -1), context=patches)
         return torch.cat((cls, patches), dim=1)
 
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        return class_attention_feature_info(self)
+
     def forward_intermediates(
         self,
         x: Tensor,
@@ -150,12 +155,51 @@ class CaiT(PatchTransformer):
         output_fmt: str = "NLC",
         intermediates_only: bool = False,
     ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
-        """The patch tokens after the chosen self-attention layers (timm's meaning of ``indices``),
-        and ``forward_features(x)``."""
-        out = super().forward_intermediates(
-            x, indices, norm=norm, output_fmt=output_fmt, intermediates_only=intermediates_only
+        """See :func:`class_attention_intermediates`."""
+        return class_attention_intermediates(self, x, indices, norm, output_fmt, intermediates_only)
+
+
+def class_attention_feature_info(model: PatchTransformer) -> list[dict[str, Any]]:
+    """One entry per self-attention layer, then one per class-attention layer."""
+    modules = [f"transformer.layers.{i}" for i in range(len(model.transformer.layers))]
+    modules += [f"cls_transformer.layers.{i}" for i in range(len(model.cls_transformer.layers))]
+    reduction = max(model.patch_size)
+    return [{"module": m, "num_chs": model.num_features, "reduction": reduction} for m in modules]
+
+
+def class_attention_intermediates(
+    model: PatchTransformer,
+    x: Tensor,
+    indices: int | Sequence[int] | None,
+    norm: bool,
+    output_fmt: str,
+    intermediates_only: bool,
+) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+    """``forward_intermediates`` of a model with class-attention layers after its patch layers (CaiT, XCiT).
+
+    The layers are counted in order, the self-attention layers of ``model.transformer`` then the
+    class-attention layers of ``model.cls_transformer`` (``indices`` as timm's).  Each intermediate
+    is ``(batch, 1 + patches, dim)``: the class token as it stands after that layer (its learned
+    initial value during the patch layers), then the patch tokens (``norm``: through the patch
+    trunk's final norm).  ``output_fmt="NCHW"`` gives the patch tokens' maps.  The final output is
+    ``forward_features(x)``.
+    """
+    check_output_fmt(output_fmt)
+    depth = len(model.transformer.layers)
+    chosen = resolve_indices(indices, depth + len(model.cls_transformer.layers))
+    patch_layers, class_layers = [i for i in chosen if i < depth], [i - depth for i in chosen if i >= depth]
+    tokens, grid = model.tokenize(x)
+    tokens = model.dropout(model.add_positions(tokens, grid))
+    patches, hidden = model.transformer.forward_intermediates(
+        tokens, patch_layers, norm=norm, stop_early=intermediates_only and not class_layers, **model.trunk_kwargs(grid)
+    )
+    cls = model.class_token.expand(patches.shape[0], -1, -1)
+    hidden = [torch.cat((cls, h), dim=1) for h in hidden]
+    if class_layers or not intermediates_only:
+        cls, hidden_cls = model.cls_transformer.forward_intermediates(
+            cls, class_layers, norm=norm, stop_early=intermediates_only, context=patches
         )
-        if intermediates_only:
-            return out
-        patches, hidden = out
-        return self.attend_class(patches), hidden
+        hidden += [torch.cat((c, patches), dim=1) for c in hidden_cls]
+    if output_fmt == "NCHW":
+        hidden = [h[:, 1:].transpose(1, 2).reshape(h.shape[0], h.shape[-1], *grid) for h in hidden]
+    return hidden if intermediates_only else (torch.cat((cls, patches), dim=1), hidden)

@@ -237,14 +237,12 @@ class CrossViT(VisionModel):
         """The ``(sm_tokens, lg_tokens)`` pair after each chosen multi-scale block, and ``forward_features(x)``.
 
         ``output_fmt="NCHW"`` reshapes each branch's patch tokens to its ``(batch, dim, h, w)`` map (class
-        tokens dropped); ``norm`` applies the branches' head LayerNorms to the intermediates.
+        tokens dropped).  ``norm`` changes nothing: each branch's encoder already ends with its LayerNorm.
         """
         check_output_fmt(output_fmt)
         final, hidden = self.multi_scale_encoder.forward_intermediates(
             *self.embed(x), indices, stop_early=intermediates_only
         )
-        if norm:
-            hidden = [(self.sm_norm(sm), self.lg_norm(lg)) for sm, lg in hidden]
         if output_fmt == "NCHW":
             size = x.shape[-2:]
             grids = [tuple(s // p for s, p in zip(size, patch)) for patch in self.patch_sizes.values()]

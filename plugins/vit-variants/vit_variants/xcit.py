@@ -45,7 +45,7 @@ from vit_core.validation import (
     check_probability,
 )
 from vit_variants.attention import ContextAttention
-from vit_variants.cait import layer_scale_init
+from vit_variants.cait import class_attention_feature_info, class_attention_intermediates, layer_scale_init
 
 
 class CrossCovarianceAttention(Attention):
@@ -201,6 +201,10 @@ class XCiT(PatchTransformer):
         cls = self.cls_transformer(self.class_token.expand(patches.shape[0], -1, -1), context=patches)
         return torch.cat((cls, patches), dim=1)
 
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        return class_attention_feature_info(self)
+
     def forward_intermediates(
         self,
         x: Tensor,
@@ -210,12 +214,6 @@ class XCiT(PatchTransformer):
         output_fmt: str = "NLC",
         intermediates_only: bool = False,
     ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
-        """The patch tokens after the chosen XCA layers (timm's meaning of ``indices``), and
-        ``forward_features(x)``; ``norm`` applies the LayerNorm that ends the XCA layers."""
-        out = super().forward_intermediates(
-            x, indices, norm=norm, output_fmt=output_fmt, intermediates_only=intermediates_only
-        )
-        if intermediates_only:
-            return out
-        patches, hidden = out
-        return self.attend_class(patches), hidden
+        """See :func:`vit_variants.cait.class_attention_intermediates` (``norm``: the LayerNorm that ends
+        the XCA layers)."""
+        return class_attention_intermediates(self, x, indices, norm, output_fmt, intermediates_only)
