@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "ViT": "vit_core.models.vit",
@@ -20,6 +20,8 @@ _EXPORTS = {
     "Recorder": "vit_core.tools.recorder",
     "Extractor": "vit_core.tools.extractor",
     "load_reference_weights": "vit_core.weights",
+    "save_model": "vit_core.io",
+    "load_model": "vit_core.io",
     "create_model": "vit_core.registry",
     "list_models": "vit_core.registry",
     "get_registry": "vit_core.registry",
@@ -46,7 +48,9 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "list_models",
+    "load_model",
     "load_reference_weights",
+    "save_model",
 ]
 
 
@@ -74,6 +78,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from vit_core.hookspecs import HOOK_API_VERSION, hookimpl, hookspec
+    from vit_core.io import load_model, save_model
     from vit_core.models.base import VisionModel
     from vit_core.models.navit import NaViT
     from vit_core.models.patch_model import PatchTransformer
