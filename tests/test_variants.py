@@ -391,6 +391,22 @@ def test_parity_detects_a_changed_weight(oracle) -> None:
 
 
 @pytest.mark.oracle
+def test_t2t_with_a_custom_trunk_parity(oracle) -> None:
+    """``transformer=`` replaces the encoder; its weights load as they are."""
+    from vit_pytorch.t2t import T2TViT as Reference
+
+    def trunk() -> nn.Module:
+        return nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 16), nn.GELU())
+
+    kwargs = dict(image_size=16, num_classes=5, dim=16, t2t_layers=((3, 2), (3, 2)))
+    ref = perturb(Reference(**kwargs, transformer=trunk())).eval()
+    ours = load_reference_weights(vit_variants.T2TViT(**kwargs, transformer=trunk()), ref.state_dict()).eval()
+    x = image()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.oracle
 def test_spt_parity(oracle) -> None:
     from vit_pytorch.vit_for_small_dataset import SPT as Reference
     from vit_variants.weights import import_spt

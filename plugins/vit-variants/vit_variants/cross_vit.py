@@ -102,7 +102,9 @@ class MultiScaleEncoder(nn.Module):
         return (sm, lg), hidden
 
 
-def _branch(image_size: tuple[int, ...], patch_size: tuple[int, ...], channels: int, dim: int, dropout: float):
+def _branch(
+    image_size: tuple[int, ...], patch_size: tuple[int, ...], channels: int, dim: int, dropout: float
+) -> PatchTransformer:
     """One branch's embedding: patches, class token and learned positions (a trunk-less patch transformer)."""
     return PatchTransformer(
         input_size=image_size,
