@@ -531,15 +531,19 @@ def navit_comparison(images: list[torch.Tensor], cfg: dict, setup: Setup = CPU_F
 
 @contextmanager
 def explicit_scores(attn: Attention) -> Iterator[None]:
-    """Make ``attn`` take its own explicit score path (the score matrix materialised, softmax, then
-    the weighted values) with every hook of the layer applied: scale, QK-norm, dropout.  The core
-    takes that path whenever a recorder is attached; ours records nothing."""
-    previous = attn.recorder
-    attn.recorder = lambda module, weights: None
+    """Make ``attn`` take its own explicit score path (:meth:`~vit_core.layers.Attention.attend`:
+    scores materialised, softmax, dropout on the weights, then the weighted values) with every hook
+    of the layer applied: scale, QK-norm, score transforms.  The core takes that path for layers
+    whose ``explicit_scores`` is true (and while a recorder is attached)."""
+    previous = vars(attn).get("explicit_scores")
+    attn.explicit_scores = True
     try:
         yield
     finally:
-        attn.recorder = previous
+        if previous is None:
+            del attn.explicit_scores
+        else:
+            attn.explicit_scores = previous
 
 
 def explicit_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:

@@ -188,6 +188,15 @@ def _draws(packet: object, args: tuple) -> int:
     return 1
 
 
+def _mask_argument(func: object, args: tuple, kwargs: dict) -> object:
+    """The mask (``attn_mask``) or additive bias (``attn_bias``) handed to an attention kernel,
+    positional or keyword (CUDA's kernels take the bias positionally)."""
+    for i, argument in enumerate(func._schema.arguments):
+        if argument.name in ("attn_mask", "attn_bias"):
+            return args[i] if i < len(args) else kwargs.get(argument.name)
+    return None
+
+
 class _Counter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
@@ -207,7 +216,7 @@ class _Counter(TorchDispatchMode):
             self.counts["random"] += _draws(packet, args)
         elif packet is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
             self._add("attention", _cpu_flash_forward(*args, **kwargs))
-            self._count_mask(kwargs.get("attn_mask"))
+            self._count_mask(_mask_argument(func, args, kwargs))
         elif packet is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
             self._add("attention", _cpu_flash_backward(*args, **kwargs))
         elif packet in (torch.ops.aten.matmul, torch.ops.aten.linear):
@@ -222,7 +231,7 @@ class _Counter(TorchDispatchMode):
             batched = packet in (torch.ops.aten.bmm, torch.ops.aten.baddbmm) or packet in ATTENTION_KERNELS
             self._add("attention" if batched else "linear", flops)
             if packet in ATTENTION_KERNELS:
-                self._count_mask(kwargs.get("attn_mask", kwargs.get("attn_bias")))
+                self._count_mask(_mask_argument(func, args, kwargs))
         return out
 
     def _count_mask(self, mask: object) -> None:
