@@ -68,11 +68,6 @@ def _baseline(comparisons: list[dict]) -> str:
     return names.pop() if len(names) == 1 else "baseline"
 
 
-def _modes_note(comparisons: list[dict]) -> str:
-    modes = comparisons[0]["modes"]
-    return " / ".join(MODE_NAMES[m] for m in modes)
-
-
 def vit_table(comparisons: list[dict]) -> list[str]:
     """ViT and SimpleViT (and the compiled rows): every row against the comparison's baseline."""
     baseline = _baseline(comparisons)

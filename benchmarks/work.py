@@ -49,11 +49,11 @@ mislabel changes: a packing length dropped in one mode multiplies attention FLOP
 counts, mask elements and random draws are integers and must match exactly."""
 
 ATTENTION_KERNELS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: "forward",
-    torch.ops.aten._scaled_dot_product_flash_attention: "forward",
-    torch.ops.aten._scaled_dot_product_efficient_attention: "forward",
-    torch.ops.aten._scaled_dot_product_cudnn_attention: "forward",
+    torch.ops.aten._scaled_dot_product_flash_attention,
+    torch.ops.aten._scaled_dot_product_efficient_attention,
+    torch.ops.aten._scaled_dot_product_cudnn_attention,
 }
+"""Fused attention kernels (CUDA) that ``torch.utils.flop_counter`` has formulas for."""
 RANDOM_OPS = {
     torch.ops.aten.randn,
     torch.ops.aten.rand,
@@ -81,11 +81,6 @@ class Work:
     @property
     def forward_flops(self) -> int:
         return self.linear_flops + self.attention_flops
-
-    @property
-    def flops(self) -> int:
-        """Every counted FLOP of the call, forward and backward."""
-        return self.forward_flops + self.backward_flops
 
     def as_dict(self) -> dict:
         return asdict(self)
