@@ -27,6 +27,19 @@ PATCHES = 64
 ATS = dict(SMALL, depth=4, max_tokens_per_depth=(40, 20, 10, 5))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(request):
+    """These small models run faster on one thread (and do not fight other processes for cores);
+    the README-size examples keep every thread."""
+    if request.node.get_closest_marker("readme"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def images(batch: int = 6, size: int = 32) -> torch.Tensor:
     return torch.randn(batch, 3, size, size)
 
