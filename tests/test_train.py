@@ -1,0 +1,149 @@
+"""`vit train` end to end through the real command line (typer's runner, this process), on tiny configurations:
+a core classifier on synthetic images, the bundled digits, a trainer (`mae`, vit-ssl) around an encoder,
+a third-party model from a fake plugin, resuming, and the bad inputs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.fake_plugins import install_fake, registering
+from vit_core.cli import app
+from vit_core.registry import reset_registry
+
+TINY = ["image_size=16", "patch_size=8", "dim=16", "depth=1", "heads=2", "mlp_dim=32", "dim_head=8"]
+FAST = ["--batch-size", "16", "--lr", "1e-2", "--no-progress", "--log-every", "1"]
+
+
+def sets(pairs: list[str], prefix: str = "") -> list[str]:
+    return [arg for pair in pairs for arg in ("--set", prefix + pair)]
+
+
+@pytest.fixture
+def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """Every installed plugin plus ``toyco`` (a fake third-party plugin registering ``toy-vit``)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake(site, "toyco", registering("toy('toy-vit')"), dist="vit-test-toyco")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("VIT_PLUGINS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    importlib.invalidate_caches()
+    reset_registry()
+    torch.set_num_threads(1)
+    yield lambda *args: CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    reset_registry()
+    sys.modules.pop("fake_toyco_plugin", None)
+
+
+def metrics(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def error(result: Any) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output + result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_classifier_learns_then_resumes(invoke: Callable[..., Any], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = invoke("train", "vit", *sets(TINY), "--data", "synthetic", "--epochs", "3", *FAST, "--out", out)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "test accuracy" in result.stdout  # the summary table
+    records = metrics(out)
+    train = [r for r in records if r["split"] == "train"]
+    tests = [r for r in records if r["split"] == "test"]
+    assert len(tests) == 3 and train[-1]["step"] == tests[-1]["step"]
+    assert sum(r["loss"] for r in train[-3:]) < sum(r["loss"] for r in train[:3])
+    assert tests[-1]["accuracy"] > 0.4  # 4 classes: chance is 0.25
+    checkpoint = out / "checkpoint"
+    assert {p.name for p in checkpoint.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    }
+    steps = json.loads((checkpoint / "state.json").read_text())["step"]
+    assert steps == train[-1]["step"]
+
+    from vit_core import load_model
+
+    model = load_model(checkpoint)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 4)  # the head was sized to the data's classes
+
+    resumed = invoke("train", "vit", *sets(TINY), "--data", "synthetic", "--epochs", "5", *FAST, "--resume", out)
+    assert resumed.exit_code == 0, resumed.output + resumed.stderr
+    assert f"resuming at step {steps}" in resumed.stdout
+    later = metrics(out)[len(records) :]
+    assert later[0]["step"] == steps + 1 and later[-1]["step"] == steps * 5 // 3
+    assert json.loads((checkpoint / "state.json").read_text())["step"] == steps * 5 // 3
+
+
+def test_digits_and_trainer_and_third_party(invoke: Callable[..., Any], tmp_path: Path) -> None:
+    digits = invoke("train", "vit", *sets(TINY), "--max-steps", "3", *FAST, "--out", tmp_path / "digits")
+    assert digits.exit_code == 0, digits.output + digits.stderr
+    assert "on digits: 1438 train / 359 test, 10 classes, sample (3, 16, 16)" in digits.stdout
+
+    pytest.importorskip("vit_ssl")
+    mae = tmp_path / "mae"
+    result = invoke(
+        "train", "mae", "--encoder", "vit", *sets(TINY, "encoder."), "--data", "synthetic", "--epochs", "2",
+        *FAST, "--out", mae,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    records = metrics(mae)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert "accuracy" not in records[-1] and records[-1]["split"] == "test"
+    config = json.loads((mae / "checkpoint" / "config.json").read_text())
+    assert config["model"] == "mae" and config["config"]["encoder"]["__model__"]["model"] == "vit"
+
+    toy = tmp_path / "toy"
+    result = invoke("train", "toy-vit", "--data", "synthetic", "--epochs", "2", *FAST, "--out", toy)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert json.loads((toy / "checkpoint" / "config.json").read_text())["plugin"] == "toyco"
+    assert metrics(toy)[-1]["accuracy"] >= 0.0
+
+
+def write_images(root: Path, classes: dict[str, int]) -> None:
+    from PIL import Image
+
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (12, 10), (40 * i, 100, 200)).save(root / name / f"{i}.png")
+
+
+def test_image_folder(invoke: Callable[..., Any], tmp_path: Path) -> None:
+    write_images(tmp_path / "images", {"cats": 5, "dogs": 5})
+    folder = f"folder:{tmp_path / 'images'}"
+    result = invoke("train", "vit", *sets(TINY), "--data", folder, "--max-steps", "2", *FAST, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "8 train / 2 test, 2 classes, sample (3, 16, 16)" in result.stdout
+
+
+def test_bad_input(invoke: Callable[..., Any], tmp_path: Path) -> None:
+    base = [*sets(TINY), "--data", "synthetic", *FAST]
+    assert "unknown model 'no-such-vit'" in error(invoke("train", "no-such-vit", *FAST))
+    message = error(invoke("train", "vit", *base, "--set", "colour=3"))
+    assert "colour" in message and "valid keys:" in message and "patch_size" in message
+    assert "patch_size" in error(invoke("train", "vit", *base, "--set", "patch_size=5", "--max-steps", "1"))  # ViT's
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    assert "no images" in error(invoke("train", "vit", *base, "--data", f"folder:{tmp_path / 'empty'}"))
+    write_images(tmp_path / "one", {"cats": 3})
+    assert "only one class" in error(invoke("train", "vit", *base, "--data", f"folder:{tmp_path / 'one'}"))
+    assert "no checkpoint" in error(invoke("train", "vit", *base, "--resume", tmp_path / "nothing"))
+    run = tmp_path / "simple"
+    assert invoke("train", "simple-vit", *base, "--max-steps", "1", "--out", run).exit_code == 0
+    message = error(invoke("train", "vit", *base, "--epochs", "2", "--resume", run))
+    assert "checkpoint is of model 'simple-vit', not 'vit'" in message
+    assert "expected digits, synthetic" in error(invoke("train", "vit", *base, "--data", "mnist"))
+    assert "backend" in error(invoke("train", "nystrom", *FAST)) if "nystrom" in invoke("list").stdout else True

@@ -1,0 +1,507 @@
+"""The training loop behind ``vit train``: any registered classifier, or a registered trainer around an encoder.
+
+AdamW, linear warm-up then cosine decay (set per step, so a resumed run continues the same curve),
+gradient clipping, optional label smoothing, a seed, held-out evaluation (accuracy for classifiers,
+loss for trainers), metrics as JSON lines and checkpoints: the model through
+:func:`vit_core.save_model` (``config.json`` + ``model.safetensors``) and the optimizer state beside
+it (``optimizer.safetensors`` + ``state.json``; no pickle anywhere).
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+``DistributedDataParallel`` (nccl on GPU, gloo on CPU) and each rank reads its shard of every global
+batch through a ``DistributedSampler``; a single process reads the same sampler with one replica, so
+the global batches (and, without dropout, the weights) are the same in both.  Only rank 0 writes files
+and prints.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vit_core.data import Dataset, load
+from vit_core.registry import Component, ModelInfo, Registry, get_registry
+
+CHECKPOINT = "checkpoint"
+METRICS = "metrics.jsonl"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
+class TrainError(ValueError):
+    """A training request that cannot run: the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``vit train`` takes; ``overrides`` are ``--set`` pairs (``encoder.dim`` for a component)."""
+
+    name: str
+    encoder: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data: str = "digits"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+    label_smoothing: float = 0.0
+    clip: float = 1.0
+    seed: int = 0
+    max_steps: int | None = None
+    out: Path | None = None
+    resume: Path | None = None
+    device: str | None = None
+    progress: bool = True
+    log_every: int = 10
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``["dim=128", "pool='mean'"]`` -> ``{"dim": 128, "pool": "mean"}`` (Python literals; a bare word is a string)."""
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise TrainError(f"--set {pair!r}: expected key=value, e.g. --set dim=128")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        out[key.strip()] = value
+    return out
+
+
+# Building the model.
+
+
+def _check_keys(info: ModelInfo, keys: list[str], where: str) -> None:
+    params = info.signature().parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise TrainError(
+            f"--set {', '.join(unknown)}: {where} {info.name!r} takes no such argument; valid keys: {', '.join(valid)}"
+        )
+
+
+def _trained_component(info: ModelInfo) -> str:
+    trained = [arg for arg, c in info.components.items() if c.trained]
+    if not trained:
+        raise TrainError(f"trainer {info.name!r} wraps no trained model, so --encoder has nothing to replace")
+    return "encoder" if "encoder" in trained else trained[0]
+
+
+def _sample_shape(info: ModelInfo, config: Mapping[str, Any]) -> tuple[int, ...]:
+    """One sample's shape for ``config``: the registered ``input_shape`` with ``channels``, ``frames`` and
+    ``image_size`` of the configuration applied."""
+    shape = list(info.input_shape)
+    if "channels" in config:
+        shape[0] = int(config["channels"])
+    if info.input_kind == "video" and "frames" in config:
+        shape[1] = int(config["frames"])
+    size = config.get("image_size")
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        shape[-2], shape[-1] = int(h), int(w)
+    return tuple(shape)
+
+
+@dataclass
+class Built:
+    """The module to optimise, how to call it, and what to save."""
+
+    info: ModelInfo
+    module: nn.Module
+    classifier: bool
+    shape: tuple[int, ...]
+    input_kind: str
+    save_config: dict[str, Any] | None  # None: the model recorded its own (VisionModel.init_config)
+
+
+def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Built:
+    """The model or trainer ``cfg.name`` with ``--set``/``--encoder`` applied (its own checks validate values).
+
+    A classifier whose ``num_classes`` is not ``--set`` gets the data's class count.
+    """
+    info = registry.info(cfg.name)
+    if info.kind == "backend":
+        raise TrainError(
+            f"{info.name!r} is a backend (a trunk), not a model: train the model it plugs into, e.g. "
+            f"vit train {info.plugs_into.model if info.plugs_into else 'vit'} --set transformer={info.name!r}"
+        )
+    own = {k: v for k, v in cfg.overrides.items() if "." not in k}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in cfg.overrides.items():
+        if "." in key:
+            arg, _, sub = key.partition(".")
+            nested.setdefault(arg, {})[sub] = value
+    _check_keys(info, list(own), info.kind)
+    if info.kind == "model":
+        if cfg.encoder is not None:
+            raise TrainError(f"--encoder is for trainers; {info.name!r} is a model (use --set to change it)")
+        if nested:
+            raise TrainError(f"--set {', '.join(nested)}.*: {info.name!r} has no component arguments")
+        config = {**info.default_config, **own}
+        if num_classes is not None and "num_classes" in info.signature().parameters and "num_classes" not in own:
+            config["num_classes"] = num_classes
+        if (
+            isinstance(config.get("num_classes"), int)
+            and num_classes is not None
+            and config["num_classes"] < num_classes
+        ):
+            raise TrainError(f"num_classes={config['num_classes']} but the data has {num_classes} classes")
+        module = registry.create(cfg.name, **{k: v for k, v in config.items() if k not in info.components})
+        return Built(info, module, True, _sample_shape(info, config), info.input_kind, None)
+    components = dict(info.components)
+    if cfg.encoder is not None:
+        arg = _trained_component(info)
+        components[arg] = Component(cfg.encoder, {}, components[arg].trained)
+    unknown = [arg for arg in nested if arg not in components]
+    if unknown:
+        raise TrainError(
+            f"--set {unknown[0]}.*: trainer {info.name!r} has no component {unknown[0]!r}; "
+            f"components: {', '.join(components)}"
+        )
+    for arg, component in components.items():
+        sub = {**component.config, **nested.get(arg, {})}
+        part_info = registry.info(component.model)
+        _check_keys(part_info, list(nested.get(arg, {})), f"{arg}=")
+        components[arg] = Component(component.model, sub, component.trained)
+    trainer_config = {**{k: v for k, v in info.default_config.items() if k not in components}, **own}
+    module, parts = registry.create_with_parts(cfg.name, **trainer_config, **components)
+    arg = _trained_component(info)
+    part_info = registry.info(components[arg].model)
+    shape = _sample_shape(part_info, {**part_info.default_config, **components[arg].config})
+    return Built(info, module, False, shape, part_info.input_kind, {**trainer_config, **parts})
+
+
+# Schedule, checkpoints, metrics.
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up over ``warmup`` steps to ``base``, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def save_checkpoint(folder: Path, built: Built, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+    """Model (``save_model``), optimizer tensors (safetensors) and the loop's state (JSON) in ``folder``."""
+    from safetensors.torch import save_file
+
+    from vit_core.io import save_model
+
+    save_model(built.module, folder, name=built.info.name, config=built.save_config)
+    opt = optimizer.state_dict()
+    tensors = {
+        f"{index}.{key}": value.detach().contiguous().cpu()
+        for index, entries in opt["state"].items()
+        for key, value in entries.items()
+        if isinstance(value, torch.Tensor)
+    }
+    save_file(tensors, str(folder / OPTIMIZER_FILE))
+    groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
+    (folder / STATE_FILE).write_text(json.dumps({**state, "param_groups": groups}, indent=2) + "\n")
+    return folder
+
+
+def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The loop state and optimizer state dict saved in ``folder``, after checking they belong to ``name``."""
+    from safetensors.torch import load_file
+
+    from vit_core.io import CONFIG_FILE
+
+    if not (folder / STATE_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        raise TrainError(f"--resume {folder.parent}: no checkpoint in it (expected {folder}/{STATE_FILE})")
+    saved = json.loads((folder / CONFIG_FILE).read_text()).get("model")
+    registry = get_registry()
+    if saved is None or registry.info(saved).qualified_name != registry.info(name).qualified_name:
+        raise TrainError(f"--resume {folder.parent}: the checkpoint is of model {saved!r}, not {name!r}")
+    state = json.loads((folder / STATE_FILE).read_text())
+    tensors = load_file(str(folder / OPTIMIZER_FILE))
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, _, entry = key.partition(".")
+        per_param.setdefault(int(index), {})[entry] = value
+    return state, {"state": per_param, "param_groups": state.pop("param_groups")}
+
+
+class Metrics:
+    """JSON lines in ``path`` (appended on resume); nothing when ``path`` is None (ranks other than 0)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def write(self, **record: Any) -> None:
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+# Distributed helpers.
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(requested: str | None, world: int, local_rank: int) -> torch.device:
+    if requested is not None:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank if world > 1 else 0)
+    return torch.device("cpu")
+
+
+# The loop.
+
+
+@dataclass
+class Result:
+    """What the run ended with (``accuracy`` None for trainers)."""
+
+    name: str
+    params: int
+    steps: int
+    epochs: int
+    seconds: float
+    train_loss: float
+    test_loss: float
+    accuracy: float | None
+    images_per_s: float
+    out: Path | None
+    data: str
+    world: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _call(built: Built, model: nn.Module, x: Any, y: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, Any]:
+    if built.input_kind == "image-list":
+        x = list(x)
+    if built.classifier:
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=smoothing), logits
+    loss = model(x, y) if built.info.takes_labels else model(x)
+    return loss, None
+
+
+@torch.no_grad()
+def evaluate(built: Built, data: Dataset, device: torch.device, batch_size: int) -> tuple[float, float | None]:
+    """Held-out mean loss, and accuracy for a classifier (the model in eval mode, put back after)."""
+    module = built.module
+    was_training = module.training
+    module.eval()
+    total, correct, count = 0.0, 0, 0
+    for start in range(0, len(data.test_y), batch_size):
+        x = data.test_x[start : start + batch_size].to(device)
+        y = data.test_y[start : start + batch_size].to(device)
+        loss, logits = _call(built, module, x, y, 0.0)
+        total += float(loss) * len(y)
+        count += len(y)
+        if logits is not None:
+            correct += int((logits.argmax(-1) == y).sum())
+    module.train(was_training)
+    return total / max(1, count), (correct / max(1, count)) if built.classifier else None
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[str], None] = print) -> Result:
+    """Run ``cfg``; returns the final figures (the same on every rank).  Raises :class:`TrainError` for a
+    request that cannot run, the model's own ValueError/TypeError for arguments it rejects."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    registry = registry if registry is not None else get_registry()
+    world, rank, local_rank = _distributed()
+    if cfg.batch_size % world:
+        raise TrainError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by {world} processes")
+    for option in ("epochs", "batch_size", "log_every"):
+        if getattr(cfg, option) < 1:
+            raise TrainError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(cfg, option)}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise TrainError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    device = _device(cfg.device, world, local_rank)
+    out = cfg.resume if cfg.resume is not None else cfg.out
+    state: dict[str, Any] = {"step": 0}
+    optimizer_state = None
+    if cfg.resume is not None:
+        state, optimizer_state = read_checkpoint(cfg.resume / CHECKPOINT, cfg.name)
+
+    info = registry.info(cfg.name)
+    probe_shape = info.input_shape
+    torch.manual_seed(cfg.seed)
+    # The data's class count decides a classifier's head; the shape comes from the built configuration.
+    built = build(cfg, None, registry) if info.kind != "model" else None
+    if built is None:
+        config = {**info.default_config, **{k: v for k, v in cfg.overrides.items() if "." not in k}}
+        probe_shape = _sample_shape(info, config)
+        data = load(cfg.data, info.input_kind, probe_shape)
+        torch.manual_seed(cfg.seed)
+        built = build(cfg, data.num_classes, registry)
+    else:
+        data = load(cfg.data, built.input_kind, built.shape)
+    if cfg.resume is not None:
+        from safetensors.torch import load_file
+
+        from vit_core.io import WEIGHTS_FILE, check_state
+
+        weights = load_file(str(cfg.resume / CHECKPOINT / WEIGHTS_FILE))
+        check_state(cfg.resume / CHECKPOINT / WEIGHTS_FILE, built.module, weights)
+        built.module.load_state_dict(weights)
+    module = built.module.to(device).train()
+    params = sum(p.numel() for p in module.parameters())
+
+    owns_group = world > 1 and not torch.distributed.is_initialized()
+    if owns_group:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    model: nn.Module = module
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    dataset = TensorDataset(data.train_x, data.train_y)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size // world, sampler=sampler)
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    warmup = max(1, round(cfg.warmup * total)) if cfg.warmup > 0 else 0
+
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    step = int(state["step"])
+    if step >= total:
+        raise TrainError(f"--resume: the checkpoint is at step {step}, the run has {total} steps; raise --epochs")
+
+    main = rank == 0
+    if main and out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics(out / METRICS if main and out is not None else None)
+    say = log if main else (lambda _: None)
+    say(
+        f"training {registry.key(built.info)} ({params:,} parameters) on {data.name}: {len(data.train_y)} train / "
+        f"{len(data.test_y)} test, {data.num_classes} classes, sample {tuple(built.shape)}, {total} steps, "
+        f"global batch {cfg.batch_size}, {world} process(es) on {device}"
+        + (f", resuming at step {step}" if step else "")
+    )
+    update_average = getattr(module, "update_moving_average", None)
+    start_time, images, last_loss = time.perf_counter(), 0, float("nan")
+    history = []
+    with _progress(cfg.progress and main) as bar:
+        task = bar.add_task("train", total=total, completed=step, epoch=step // steps_per_epoch + 1, loss=0.0, ips=0.0)
+        while step < total:
+            epoch = step // steps_per_epoch
+            sampler.set_epoch(epoch)
+            skip = step - epoch * steps_per_epoch
+            for index, (x, y) in enumerate(loader):
+                if index < skip:
+                    continue
+                if step >= total:
+                    break
+                torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout and masks: a resumed run draws alike
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total, warmup, cfg.lr)
+                loss, _ = _call(built, model, x, y, cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip > 0:
+                    nn.utils.clip_grad_norm_(trainable, cfg.clip)
+                optimizer.step()
+                if callable(update_average):
+                    update_average()
+                step += 1
+                images += len(y) * world
+                last_loss = loss.item()
+                ips = images / max(1e-9, time.perf_counter() - start_time)
+                bar.update(task, completed=step, epoch=epoch + 1, loss=last_loss, ips=ips)
+                if step % cfg.log_every == 0 or step == total:
+                    lr = optimizer.param_groups[0]["lr"]
+                    metrics.write(split="train", step=step, epoch=epoch + 1, loss=last_loss, lr=lr, images_per_s=ips)
+            end_of_epoch = step % steps_per_epoch == 0 or step == total
+            if end_of_epoch and main:
+                test_loss, accuracy = evaluate(built, data, device, cfg.batch_size)
+                record = {"split": "test", "step": step, "epoch": epoch + 1, "loss": test_loss}
+                if accuracy is not None:
+                    record["accuracy"] = accuracy
+                record["seconds"] = time.perf_counter() - start_time
+                metrics.write(**record)
+                history.append(record)
+                if out is not None:
+                    loop_state = {"step": step, "epoch": epoch + 1, "seed": cfg.seed, "total_steps": total}
+                    save_checkpoint(out / CHECKPOINT, built, optimizer, loop_state)
+    seconds = time.perf_counter() - start_time
+    if owns_group:
+        torch.distributed.destroy_process_group()
+    final = history[-1] if history else {"loss": float("nan")}
+    return Result(
+        name=registry.key(built.info),
+        params=params,
+        steps=step,
+        epochs=math.ceil(step / steps_per_epoch),
+        seconds=seconds,
+        train_loss=last_loss,
+        test_loss=final["loss"],
+        accuracy=final.get("accuracy"),
+        images_per_s=images / max(1e-9, seconds),
+        out=out if main else None,
+        data=data.name,
+        world=world,
+        history=history,
+    )
+
+
+def print_summary(console: Any, result: Result) -> None:
+    """The final table of a run."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.name} on {result.data}", title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("parameters", f"{result.params:,}"),
+        ("steps", f"{result.steps} ({result.epochs} epochs, {result.world} process(es))"),
+        ("time", f"{result.seconds:.1f} s"),
+        ("images/s", f"{result.images_per_s:.0f}"),
+        ("last train loss", f"{result.train_loss:.4f}"),
+        ("test loss", f"{result.test_loss:.4f}"),
+    ]
+    if result.accuracy is not None:
+        rows.append(("test accuracy", f"{result.accuracy:.4f}"))
+    if result.out is not None:
+        rows.append(("metrics", str(result.out / METRICS)))
+        rows.append(("checkpoint", f"{result.out / CHECKPOINT}  (vit_core.load_model reads it)"))
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
