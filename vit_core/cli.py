@@ -377,6 +377,72 @@ def new_plugin(
     console.print(next_steps(name, root), markup=False, highlight=False)
 
 
+@app.command()
+def train(
+    name: Annotated[str, typer.Argument(help="A registered model or trainer (see `vit list`).")],
+    encoder: Annotated[
+        str | None, typer.Option(help="Trainers: the registered model inside, e.g. `vit train mae --encoder vit`.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Model argument as key=value (a Python literal); repeatable.")
+    ] = None,
+    data: Annotated[str, typer.Option(help="digits (bundled, no download), synthetic, or folder:PATH.")] = "digits",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 12,
+    batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun's processes).")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
+    warmup: Annotated[float, typer.Option(help="Linear warm-up, a fraction of the steps; cosine decay after.")] = 0.1,
+    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing (classifiers).")] = 0.0,
+    clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0: off).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights, the batch order and dropout.")] = 0,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps in all.")] = None,
+    out: Annotated[str, typer.Option(help="Folder for metrics.jsonl and checkpoint/.")] = "runs/{name}",
+    resume: Annotated[str | None, typer.Option(help="Continue the run in this folder from its checkpoint.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when present).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    log_every: Annotated[int, typer.Option(help="Write a train line to metrics.jsonl every N steps.")] = 10,
+) -> None:
+    """Train a registered model (classifiers: accuracy on a held-out split) or a trainer around an encoder.
+
+    AdamW with linear warm-up and cosine decay, gradient clipping, metrics as JSON lines in
+    OUT/metrics.jsonl and a checkpoint in OUT/checkpoint (vit_core.load_model reads it). Under
+    `torchrun --nproc-per-node N` the same command trains with DistributedDataParallel.
+    """
+    from pathlib import Path
+
+    from vit_core.train import TrainConfig, TrainError, parse_sets, print_summary
+    from vit_core.train import train as run
+
+    try:
+        cfg = TrainConfig(
+            name=name,
+            encoder=encoder,
+            overrides=parse_sets(sets or []),
+            data=data,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup=warmup,
+            label_smoothing=label_smoothing,
+            clip=clip,
+            seed=seed,
+            max_steps=max_steps,
+            out=Path(out.format(name=name.replace(":", "-"))),
+            resume=Path(resume) if resume is not None else None,
+            device=device,
+            progress=progress,
+            log_every=log_every,
+        )
+        result = run(cfg, log=lambda text: console.print(text, markup=False, highlight=False))
+    except ModelLookupError as exc:
+        _fail(str(exc))
+    except (TrainError, ValueError, TypeError, ImportError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrainError) else str(exc))
+    if result.out is not None:
+        print_summary(console, result)
+
+
 def main() -> None:
     app()
 
