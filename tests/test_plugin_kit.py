@@ -422,7 +422,7 @@ def test_new_plugin_command(tmp_path: Path) -> None:
 
 # End to end: a generated plugin installed into a fresh virtual environment.
 
-DEPENDENCIES = ("torch", "einops", "pluggy", "typer", "rich", "numpy", "pytest")
+DEPENDENCIES = ("torch", "einops", "pluggy", "typer", "rich", "numpy", "safetensors", "pytest")
 """vit-core's runtime dependencies, and pytest for the generated plugin's own tests."""
 
 

@@ -31,7 +31,8 @@ Each kind has its profile (:data:`PROFILES`); the checks of a model, in order (s
                  trainer uses through another method, e.g. a distillation token);
 ``bad-input``    wrong channels and wrong rank raise ``ValueError``/``TypeError`` whose message names the
                  input argument or the received shape, not a bare shape error;
-``overrides``    ``create_model(name, num_classes=...)`` changes the output width.
+``overrides``    ``create_model(name, num_classes=...)`` changes the output width;
+``save-load``    ``vit_core.save_model`` then ``vit_core.load_model`` gives bit-identical outputs.
 
 A trainer (:data:`TRAINER_CHECKS`): ``metadata``, ``listing``; ``loss``: built from its default
 configuration (the kit builds its components), called on a batch (``trainer(images)``, or
@@ -464,6 +465,31 @@ def check_overrides(s: Subject) -> None:
     _expect_width(s, "overrides", out, width, f"create_model(..., num_classes={width})")
 
 
+def check_save_load(s: Subject) -> None:
+    import tempfile
+
+    from vit_core.io import load_model, save_model
+
+    model = _build(s, "save-load").eval()
+    x = s.example()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            save_model(model, folder, name=s.key, registry=s.registry)
+            loaded = load_model(folder, registry=s.registry)
+        except Exception as exc:
+            raise s.fail("save-load", f"save_model/load_model raised {_describe(exc)}") from exc
+    with torch.no_grad():
+        before = _forward(s, "save-load", model, x)
+        after = _forward(s, "save-load", loaded, x)
+    if type(loaded) is not type(model) or not torch.equal(before, after):
+        raise s.fail(
+            "save-load",
+            f"the model loaded from save_model's folder ({type(loaded).__name__}) does not give bit-identical "
+            "outputs: every parameter and persistent buffer must be in the state dict, and the recorded "
+            "constructor arguments (init_config) must rebuild the same architecture",
+        )
+
+
 # The trainer profile.
 
 
@@ -598,6 +624,7 @@ CHECKS: dict[str, Callable[[Subject], None]] = {
     "gradients": check_gradients,
     "bad-input": check_bad_input,
     "overrides": check_overrides,
+    "save-load": check_save_load,
 }
 """Every check of a model by name, in the order :func:`check_model` runs them."""
 

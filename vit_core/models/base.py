@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from vit_core.io import record_init_config
 from vit_core.validation import check_choice, check_non_negative_int
 
 OUTPUT_FORMATS = ("NLC", "NCHW")
@@ -64,6 +65,12 @@ class VisionModel(nn.Module):
     num_features: int
     num_classes: int
     head: nn.Module | None
+    init_config: dict[str, Any]
+    """The keyword arguments the model was built with (``vit_core.save_model`` writes them)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        record_init_config(cls)
 
     def forward_features(self, x: Any) -> Tensor:
         raise NotImplementedError

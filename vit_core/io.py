@@ -1,0 +1,324 @@
+"""Saving, loading and converting models: a folder of ``config.json`` and ``model.safetensors``.
+
+The folder is the layout model hubs already use, so it can be uploaded unchanged::
+
+    my-model/
+      config.json         {"format": "vit-core/1", "model": "vit", "plugin": "vit-core",
+                           "distribution": "vit-core", "version": "0.1.0", "vit_core_version": "0.1.0",
+                           "config": {"image_size": 32, ...}}
+      model.safetensors   the state dict (safetensors: plain tensors, no code)
+
+:func:`load_model` rebuilds the model through the registry from the recorded name and constructor
+arguments, checks every tensor's name and shape before loading any, and never unpickles anything.
+
+Constructor arguments are recorded when a model is built: every :class:`vit_core.VisionModel`
+subclass stores the keyword arguments it was called with as ``model.init_config``
+(:func:`record_init_config`).  Only JSON values are saved; tuples are kept as tuples
+(``{"__tuple__": [...]}``) and a registered model passed as an argument (an adapter's ``vit=``) is
+saved as its own name and configuration (``{"__model__": {...}}``).  Anything else (a module
+instance such as ``transformer=Nystromformer(...)``, a class) cannot be rebuilt from a file:
+:func:`save_model` raises a ``TypeError`` naming the argument.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from vit_core.registry import Registry
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "vit-core/1"
+_TUPLE, _MODEL = "__tuple__", "__model__"
+
+
+class ModelFileError(ValueError):
+    """A saved model folder that cannot be loaded: the message names the file and what is wrong."""
+
+
+# Recording constructor arguments.
+
+
+def record_init_config(cls: type) -> None:
+    """Wrap ``cls.__init__`` so that the instance records the arguments it was built with as ``init_config``.
+
+    Only the outermost constructor records (a subclass calling ``super().__init__`` keeps its own
+    arguments); positional arguments are stored by name.  Called by ``VisionModel.__init_subclass__``.
+    """
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_records_init_config", False):
+        return
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self).__init__ is __init__:
+            self.init_config = _bound_arguments(signature, self, args, kwargs)
+
+    __init__._records_init_config = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]
+
+
+def _bound_arguments(signature: inspect.Signature, instance: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    bound = signature.bind(instance, *args, **kwargs)
+    config: dict[str, Any] = {}
+    for position, (name, value) in enumerate(bound.arguments.items()):
+        kind = signature.parameters[name].kind
+        if position == 0:
+            continue
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            config.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                config["*" + name] = value
+        else:
+            config[name] = value
+    return config
+
+
+# Encoding configurations.
+
+
+def _encode(value: Any, where: str, registry: Registry | None = None) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{where}={value!r} is not a finite number; JSON cannot hold it")
+        return value
+    if isinstance(value, tuple):
+        return {_TUPLE: [_encode(v, f"{where}[{i}]", registry) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{where}[{i}]", registry) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{where} is a mapping with non-string keys; JSON cannot hold it")
+        if _TUPLE in value or _MODEL in value:
+            raise TypeError(f"{where} uses the reserved key {_TUPLE!r} or {_MODEL!r}")
+        return {k: _encode(v, f"{where}.{k}", registry) for k, v in value.items()}
+    if isinstance(value, nn.Module) and isinstance(getattr(value, "init_config", None), dict):
+        return {_MODEL: model_config(value, where=where, registry=registry)}
+    raise TypeError(
+        f"constructor argument {where}={type(value).__name__} cannot be saved: a saved model is rebuilt from "
+        "JSON values (numbers, strings, lists, tuples, mappings) and registered models; build the model from "
+        "such arguments (e.g. transformer='nystrom' instead of a module instance) or pass "
+        "save_model(..., config=...) with arguments that rebuild it"
+    )
+
+
+def _decode(value: Any, where: str, registry: Registry) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, where, registry) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {_TUPLE}:
+            return tuple(_decode(v, where, registry) for v in value[_TUPLE])
+        if set(value) == {_MODEL}:
+            return _build(value[_MODEL], where, registry)
+        return {k: _decode(v, where, registry) for k, v in value.items()}
+    return value
+
+
+def model_config(
+    model: nn.Module,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    where: str = "model",
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """The ``config.json`` content of ``model``: its registered name, versions and constructor arguments."""
+    from vit_core import __version__
+    from vit_core.registry import get_registry
+
+    registry = registry if registry is not None else get_registry()
+    if name is not None:
+        info = registry.info(name)
+    else:
+        try:
+            info = registry.info_for_class(type(model))
+        except KeyError:
+            raise TypeError(
+                f"{where}: {type(model).__qualname__} is not a registered model class; pass "
+                "save_model(model, path, name=<registered name>, config=<its constructor arguments>)"
+            ) from None
+    if info.preset_of is not None:
+        info = registry.info(f"{info.plugin}:{info.preset_of}")
+    if config is None:
+        config = getattr(model, "init_config", None)
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"{where}: {type(model).__qualname__} did not record its constructor arguments (init_config; "
+                "VisionModel subclasses do); pass save_model(model, path, config={...})"
+            )
+    positional = [k for k in config if k.startswith("*")]
+    if positional:
+        raise TypeError(f"{where}: built with extra positional arguments {positional}; use keyword arguments")
+    return {
+        "format": FORMAT,
+        "model": info.name,
+        "plugin": info.plugin,
+        "distribution": info.distribution,
+        "version": info.version,
+        "vit_core_version": __version__,
+        "config": {k: _encode(v, f"{where}.{k}" if where != "model" else k, registry) for k, v in config.items()},
+    }
+
+
+def _build(record: Any, where: str, registry: Registry) -> nn.Module:
+    """Build the model a ``config.json`` record names, through the registry (its class, the recorded arguments)."""
+    from vit_core.registry import ModelLookupError
+
+    if not isinstance(record, dict) or not isinstance(record.get("model"), str):
+        raise ModelFileError(f"{where}: no 'model' name in the record")
+    if not isinstance(record.get("config"), dict):
+        raise ModelFileError(f"{where}: no 'config' mapping of constructor arguments in the record")
+    name, plugin = record["model"], record.get("plugin")
+    qualified = f"{plugin}:{name}" if plugin else name
+    try:
+        info = registry.info(qualified if qualified in registry.entries else name)
+    except ModelLookupError as exc:
+        dist = record.get("distribution") or plugin
+        version = record.get("version")
+        hint = f"; install the plugin distribution {dist!r}" if dist else ""
+        hint += f" (it was saved with {dist} {version})" if dist and version else ""
+        raise ModelFileError(f"{where}: model {name!r} is not installed ({exc}){hint}") from None
+    config = {k: _decode(v, f"{where}.{k}", registry) for k, v in record["config"].items()}
+    try:
+        return info.load_class()(**config)
+    except Exception as exc:
+        raise ModelFileError(
+            f"{where}: building {info.describe_origin()} with the saved arguments raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# Saving and loading.
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as contiguous CPU tensors, each with its own storage (safetensors refuses shared ones)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for key, value in model.state_dict().items():
+        tensor = value.detach().to("cpu").contiguous()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if ident in seen or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()
+        seen.add((tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()))
+        out[key] = tensor
+    return out
+
+
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Path:
+    """Write ``model`` to the folder ``path`` (created): ``config.json`` and ``model.safetensors``.
+
+    ``name`` (registered name) defaults to the entry whose class ``model`` is; ``config`` (constructor
+    arguments) to what the model recorded at construction (``model.init_config``); ``registry`` to the
+    process-wide one.  Returns the folder.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    record = model_config(model, name, config, registry=registry)
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"path {str(folder)!r} is a file; save_model writes a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(_tensors(model), str(folder / WEIGHTS_FILE), metadata={"format": "pt", "model": record["model"]})
+    (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    file = folder / CONFIG_FILE
+    if not file.is_file():
+        raise ModelFileError(f"{file}: not found; a saved model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        record = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{file}: not valid JSON ({exc}); the file is truncated or corrupted") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ModelFileError(f"{file}: format {found!r} is not {FORMAT!r} (not written by vit_core.save_model)")
+    return record
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise ModelFileError(f"{file}: not found")
+    try:
+        return load_file(str(file))
+    except Exception as exc:  # safetensors raises its own SafetensorsError (and OSError) on a damaged file
+        raise ModelFileError(f"{file}: not a readable safetensors file ({exc}); truncated or corrupted?") from None
+
+
+def _names(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_state(file: Path | str, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Missing, unexpected or mis-shaped tensors: one :class:`ModelFileError` naming the file and the tensors."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    extra = [k for k in tensors if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} (the model has {tuple(expected[k].shape)})"
+        for k, v in tensors.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s): {_names(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected tensor(s): {_names(extra)}")
+    if shapes:
+        problems.append(f"{len(shapes)} tensor(s) whose shape does not match the configuration: {_names(shapes)}")
+    if problems:
+        raise ModelFileError(f"{file}: " + "; ".join(problems))
+
+
+def load_model(
+    path: str | Path, *, map_location: str | torch.device = "cpu", registry: Registry | None = None
+) -> nn.Module:
+    """Rebuild the model saved by :func:`save_model` in the folder ``path`` (in eval mode).
+
+    Raises :class:`ModelFileError` (a ``ValueError``) naming the file when it is missing, truncated or
+    corrupted, when the model it names is not installed (with the plugin distribution to install), or
+    when its tensors do not match the configuration (missing, unexpected or mis-shaped tensors):
+    the model is checked whole before any weight is loaded, so nothing is returned half-loaded.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder}: not a folder written by vit_core.save_model")
+    record = _read_config(folder)
+    tensors = _read_weights(folder / WEIGHTS_FILE)
+    from vit_core.registry import get_registry
+
+    model = _build(record, str(folder / CONFIG_FILE), registry if registry is not None else get_registry())
+    check_state(folder / WEIGHTS_FILE, model, tensors)
+    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
+    model.load_state_dict(tensors, strict=True)
+    return model.to(map_location).eval()
