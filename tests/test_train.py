@@ -147,3 +147,35 @@ def test_bad_input(invoke: Callable[..., Any], tmp_path: Path) -> None:
     assert "checkpoint is of model 'simple-vit', not 'vit'" in message
     assert "expected digits, synthetic" in error(invoke("train", "vit", *base, "--data", "mnist"))
     assert "backend" in error(invoke("train", "nystrom", *FAST)) if "nystrom" in invoke("list").stdout else True
+
+
+def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
+    """torchrun, two CPU processes (gloo, loopback), each half of every global batch of 8: the final weights
+    equal one process's on the whole batches, and only rank 0 writes (one metrics line per record)."""
+    import os
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    args = [*sets(TINY), "--data", "synthetic", "--max-steps", "6", *FAST, "--batch-size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("VIT_PLUGINS", None)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    one = subprocess.Popen(
+        [sys.executable, "-m", "vit_core.cli", "train", "vit", *args, "--out", str(tmp_path / "one")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    two = subprocess.run(
+        [*launch, "-m", "vit_core.cli", "train", "vit", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out, err = one.communicate(timeout=600)
+    assert one.returncode == 0, out + err
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "global batch 8, 2 process(es)" in two.stdout and two.stdout.count("training vit") == 1
+    single, double = (load_file(str(tmp_path / run / "checkpoint" / "model.safetensors")) for run in ("one", "two"))
+    assert single.keys() == double.keys()
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], atol=1e-5, rtol=0, msg=key)
+    assert len(metrics(tmp_path / "two")) == len(metrics(tmp_path / "one")) == 7  # 6 train lines + 1 test
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint", "metrics.jsonl"]
