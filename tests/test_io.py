@@ -170,3 +170,89 @@ def test_no_pickle_loading_in_the_packages() -> None:
         if re.search(r"\b(?:c?pickle|dill|joblib)\b", text):
             offenders.append(f"{source.relative_to(ROOT)}: mentions pickle")
     assert not offenders, offenders
+
+
+# vit convert: vit-pytorch state dict files -> saved folders.
+
+VIT = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
+CONVERT_CASES = {
+    "vit": ("vit_pytorch.vit:ViT", VIT, {}, (3, 3, 32, 32)),
+    "simple-vit": (
+        "vit_pytorch.simple_vit:SimpleViT",
+        VIT | dict(image_size=(32, 48), patch_size=(8, 16)),
+        {"image_size": "[32,48]", "patch_size": "[8,16]"},
+        (3, 3, 32, 48),
+    ),
+    "navit": ("vit_pytorch.na_vit:NaViT", VIT | dict(token_dropout_prob=0.1), {}, None),
+    "vit-3d": (
+        "vit_pytorch.vit_3d:ViT",
+        dict(VIT, image_size=16, image_patch_size=8, frames=4, frame_patch_size=2, depth=1, patch_size=None),
+        {"depth": "1"},
+        (2, 3, 4, 16, 16),
+    ),
+}
+
+
+def _reference(target: str, config: dict) -> nn.Module:
+    import importlib
+
+    module, _, attr = target.partition(":")
+    config = {k: v for k, v in config.items() if v is not None}
+    return perturb(getattr(importlib.import_module(module), attr)(**config), constants=("beta",)).eval()
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", list(CONVERT_CASES))
+def test_vit_convert_matches_the_reference(oracle, tmp_path: Path, name: str) -> None:
+    from typer.testing import CliRunner
+
+    from vit_core.cli import app
+
+    target, config, settings, shape = CONVERT_CASES[name]
+    reference = _reference(target, config)
+    state_file = tmp_path / "reference.pt"
+    torch.save(reference.state_dict(), state_file)
+    args = ["convert", name, str(state_file), str(tmp_path / "out")]
+    args += [f"--set={k}={v}" for k, v in settings.items()]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ours = load_model(tmp_path / "out")
+    if shape is None:
+        x = [[torch.randn(3, 32, 32), torch.randn(3, 16, 32)], [torch.randn(3, 32, 16)]]
+    else:
+        x = torch.randn(*shape)
+    with torch.no_grad():
+        diff = (ours(x) - reference(x)).abs().max().item()
+    assert diff < 1e-5, f"{name}: max abs difference {diff:.2e}"
+
+
+def test_convert_errors_name_the_file(oracle, tmp_path: Path) -> None:
+    from vit_core.io import convert_reference
+
+    reference = _reference("vit_pytorch.vit:ViT", VIT)
+    state_file = tmp_path / "reference.pt"
+    torch.save(reference.state_dict(), state_file)
+    with pytest.raises(ModelFileError, match=r"reference.pt: does not import into 'vit' built with .*'dim': 32"):
+        convert_reference("vit", state_file, tmp_path / "out", dim=32)
+    assert not (tmp_path / "out").exists()
+    torch.save({"model": reference}, tmp_path / "pickled.pt")  # a whole module: needs unpickling code
+    with pytest.raises(ModelFileError, match=r"pickled.pt: not a state dict torch.load\(weights_only=True\) can read"):
+        convert_reference("vit", tmp_path / "pickled.pt", tmp_path / "out")
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(ModelFileError, match=r"list.pt: holds list, not a state dict"):
+        convert_reference("vit", tmp_path / "list.pt", tmp_path / "out")
+    with pytest.raises(ValueError, match=r"'mae' registers no weight importer; models with importers: navit"):
+        convert_reference("mae", state_file, tmp_path / "out")
+
+
+def test_vit_convert_help_lists_the_importers_and_bad_settings_fail() -> None:
+    from typer.testing import CliRunner
+
+    from vit_core.cli import app
+
+    result = CliRunner().invoke(app, ["convert", "--help"])
+    assert result.exit_code == 0
+    assert "vit: vit_pytorch.vit.ViT" in result.output and "vivit: vit_pytorch.vivit.ViViT" in result.output
+    assert "mae" not in result.output.split("importer")[-1]
+    bad = CliRunner().invoke(app, ["convert", "vit", "x.pt", "out", "--set", "dim"])
+    assert bad.exit_code == 1 and "--set takes key=value" in bad.output

@@ -443,6 +443,77 @@ def train(
         print_summary(console, result)
 
 
+def _settings(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` pairs: a value is read as JSON (lists become tuples), else kept as a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            _fail(f"--set takes key=value with key an argument name (e.g. --set dim=64), got {pair!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out[key] = _tuples(value)
+    return out
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _convert_help(ctx: typer.Context, value: bool) -> None:
+    """``vit convert --help``: the usual help, then the models that register a vit-pytorch importer."""
+    if not value or ctx.resilient_parsing:
+        return
+    from vit_core.io import importer_models
+
+    console.print(ctx.get_help(), markup=False, highlight=False)
+    console.print("\nModels with a vit-pytorch importer (NAME: the reference class it reads):")
+    for name, reference in importer_models():
+        console.print(f"  {name}: {reference or '-'}", markup=False, highlight=False)
+    raise typer.Exit()
+
+
+@app.command(context_settings={"help_option_names": []})
+def convert(
+    name: Annotated[str, typer.Argument(help="A registered model with an importer (listed below).")],
+    state_dict: Annotated[str, typer.Argument(help="A vit-pytorch state dict file: torch.save(model.state_dict()).")],
+    out_dir: Annotated[str, typer.Argument(help="The folder to write (config.json and model.safetensors).")],
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="key=value constructor argument of the reference model (JSON value, e.g. --set dim=64 "
+            "--set image_size=[32,48]); repeat for each argument differing from the default configuration.",
+        ),
+    ] = None,
+    _help: Annotated[
+        bool,
+        typer.Option("--help", is_eager=True, expose_value=True, callback=_convert_help, help="Show this and exit."),
+    ] = False,
+) -> None:
+    """Convert a vit-pytorch state dict into a folder vit_core.load_model reads.
+
+    The file is read with torch.load(weights_only=True) (tensors only: never a pickle that runs code),
+    imported through the model's registered importer, checked tensor by tensor, and saved with
+    vit_core.save_model.
+    """
+    from vit_core.io import convert_reference
+
+    try:
+        folder = convert_reference(name, state_dict, out_dir, **_settings(settings))
+    except ModelLookupError as exc:
+        _fail(str(exc))
+    except (ValueError, TypeError) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {folder} ({name} from {state_dict})", markup=False, highlight=False)
+
+
 def main() -> None:
     app()
 

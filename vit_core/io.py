@@ -322,3 +322,64 @@ def load_model(
         model = model.to(dtypes.pop())
     model.load_state_dict(tensors, strict=True)
     return model.to(map_location).eval()
+
+
+# Converting vit-pytorch weights.
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict file written by ``torch.save(model.state_dict(), path)``, read with ``weights_only=True``
+    (tensors and plain containers only: a file holding code is refused, never run)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ModelFileError(f"{file}: not found")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(
+            f"{file}: not a state dict torch.load(weights_only=True) can read ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ModelFileError(f"{file}: holds {type(state).__name__}, not a state dict (a mapping of names to tensors)")
+    return dict(state)
+
+
+def importer_models(registry: Registry | None = None) -> list[tuple[str, str | None]]:
+    """``(name, reference class)`` of every registered model (not preset) that has a weight importer."""
+    from vit_core.registry import get_registry
+
+    registry = registry if registry is not None else get_registry()
+    return [(registry.key(i), i.reference) for i in registry.list(kind="model", presets=False) if i.importer]
+
+
+def convert_reference(
+    name: str, state_dict_path: str | Path, out_dir: str | Path, *, registry: Registry | None = None, **config: Any
+) -> Path:
+    """A vit-pytorch state dict file -> a :func:`save_model` folder, through the importer ``name`` registered.
+
+    ``config`` updates ``name``'s default configuration and must be the one the reference model was
+    built with (the importer checks every tensor against it).  Returns the folder.
+    """
+    from vit_core.registry import get_registry
+    from vit_core.weights import load_reference_weights
+
+    registry = registry if registry is not None else get_registry()
+    info = registry.info(name)
+    if not info.importer:
+        have = ", ".join(n for n, _ in importer_models(registry)) or "none"
+        raise ValueError(f"model {name!r} registers no weight importer; models with importers: {have}")
+    state = read_state_dict(state_dict_path)
+    model = registry.create(name, **config)
+    try:
+        load_reference_weights(model, state, name=registry.key(info))
+    except (KeyError, RuntimeError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ModelFileError(
+            f"{state_dict_path}: does not import into {name!r} built with {dict(info.default_config) | config}: "
+            f"{message}; pass the configuration the reference model was built with"
+        ) from None
+    return save_model(model.eval(), out_dir, name=registry.key(info), registry=registry)
