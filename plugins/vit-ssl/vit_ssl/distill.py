@@ -19,6 +19,7 @@ end; without a positional embedding on it, the outputs do not depend on where it
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import torch
@@ -31,6 +32,9 @@ from vit_core import ViT
 class DistillableViT(ViT):
     """``vit_core.ViT`` (same arguments) with a distillation token and head."""
 
+    parameters_outside_forward = ("distill_token", "distill_head.")
+    """Used by ``forward(img, distill=True)`` only (the conformance kit's gradients check skips them)."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.num_classes == 0:
@@ -40,6 +44,8 @@ class DistillableViT(ViT):
         self.config = dict(kwargs)
         self.distill_token = nn.Parameter(torch.randn(1, self.num_features) * 0.02)
         self.distill_head = self.make_distill_head(layernorm=False)
+
+    __init__.__signature__ = inspect.signature(ViT.__init__)  # ViT's arguments, for help() and the registry
 
     def make_distill_head(self, layernorm: bool) -> nn.Module:
         """The distillation head: ``Linear(dim, num_classes)``, after a LayerNorm with ``layernorm``."""

@@ -186,4 +186,48 @@ def vit_register_models() -> list[ModelInfo]:
             ),
             reference="vit_pytorch.es_vit.EsViTTrainer",
         ),
+        ModelInfo(
+            name="distillable-vit",
+            target="vit_ssl.distill:DistillableViT",
+            family="ssl",
+            paper_title=DEIT_TITLE,
+            paper_url="https://arxiv.org/abs/2012.12877",
+            summary="ViT with DeiT's distillation token and head; forward(x) is the plain ViT, to_vit() gives it.",
+            input_kind="image",
+            default_config=SMALL,
+            input_shape=IMAGE,
+            citation=DEIT_CITATION,
+            example=(
+                "from vit_ssl import DistillableViT\n"
+                "v = DistillableViT(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=8,\n"
+                "                   mlp_dim=2048, dropout=0.1, emb_dropout=0.1)\n"
+                "logits, distill_logits = v(torch.randn(2, 3, 256, 256), distill=True)\n"
+                "vit = v.to_vit()  # a plain vit_core.ViT"
+            ),
+            reference="vit_pytorch.distill.DistillableViT",
+        ),
+        _trainer(
+            "distill",
+            target="vit_ssl.distill:DistillWrapper",
+            paper_title=DEIT_TITLE,
+            paper_url="https://arxiv.org/abs/2012.12877",
+            summary="DeiT distillation: the distillation token learns from a frozen teacher (soft or hard).",
+            default_config=dict(
+                student=Component("distillable-vit"),
+                teacher=Component("vit", trained=False),
+                temperature=3.0,
+                alpha=0.5,
+            ),
+            takes_labels=True,
+            citation=DEIT_CITATION,
+            example=(
+                "from vit_ssl import DistillableViT, DistillWrapper\n"
+                "v = DistillableViT(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=8,\n"
+                "                   mlp_dim=2048, dropout=0.1, emb_dropout=0.1)\n"
+                "distiller = DistillWrapper(student=v, teacher=teacher, temperature=3, alpha=0.5, hard=False)\n"
+                "loss = distiller(torch.randn(2, 3, 256, 256), torch.randint(0, 1000, (2,))); loss.backward()\n"
+                "v = v.to_vit()"
+            ),
+            reference="vit_pytorch.distill.DistillWrapper",
+        ),
     ]
