@@ -256,3 +256,75 @@ def test_vit_convert_help_lists_the_importers_and_bad_settings_fail() -> None:
     assert "mae" not in result.output.split("importer")[-1]
     bad = CliRunner().invoke(app, ["convert", "vit", "x.pt", "out", "--set", "dim"])
     assert bad.exit_code == 1 and "--set takes key=value" in bad.output
+
+
+# Larger inputs: learned positions resampled from the 2-D grid.
+
+
+def _digits_vit() -> tuple[nn.Module, torch.Tensor]:
+    """A ViT trained briefly on sklearn digits at 32x32 (one channel), and the images."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images[:256], dtype=torch.float32).unsqueeze(1) / 16
+    images = nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    labels = torch.tensor(digits.target[:256])
+    model = create_model("vit", channels=1, dim=32, heads=2, dim_head=16, mlp_dim=64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(30):
+        batch = slice(step * 32 % 256, step * 32 % 256 + 32)
+        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), images
+
+
+def test_trained_vit_runs_at_larger_and_non_square_sizes(tmp_path: Path) -> None:
+    model, images = _digits_vit()
+    with pytest.raises(ValueError, match=r"img spatial size \(48, 48\) is larger than image_size \(32, 32\)"):
+        model(torch.zeros(1, 1, 48, 48))
+    dynamic = create_model("vit", channels=1, dim=32, heads=2, dim_head=16, mlp_dim=64, dynamic_img_size=True)
+    dynamic.load_state_dict(model.state_dict())
+    dynamic.eval()
+    with torch.no_grad():
+        assert torch.equal(dynamic(images[:8]), model(images[:8]))  # the training grid: the table itself
+        for size in [(48, 48), (48, 32)]:
+            x = nn.functional.interpolate(images[:8], size=size, mode="bilinear", align_corners=False)
+            out = dynamic(x)
+            assert out.shape == (8, 10) and torch.isfinite(out).all()
+            resized = create_model("vit", channels=1, dim=32, heads=2, dim_head=16, mlp_dim=64)
+            resized.load_state_dict(model.state_dict())
+            resized.set_input_size(size)
+            torch.testing.assert_close(resized.eval()(x), out, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"img spatial size \(36, 32\) must be divisible by patch_size \(8, 8\)"):
+        dynamic(torch.zeros(1, 1, 36, 32))
+    loaded = load_model(save_model(resized, tmp_path / "resized"))
+    assert loaded.input_size == (48, 32) and loaded.pos_embed.weight.shape == (6, 4, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), resized(x))
+
+
+def test_resampling_keeps_rows_and_columns_and_is_the_identity_on_the_same_grid() -> None:
+    from vit_core.layers.positional import resample_grid
+
+    rows = torch.arange(4.0).reshape(4, 1, 1).expand(4, 4, 1)  # depends on the row only
+    cols = torch.arange(4.0).reshape(1, 4, 1).expand(4, 4, 1) * 10  # on the column only
+    table = torch.cat((rows, cols), dim=-1).to(torch.bfloat16)
+    out = resample_grid(table, (6, 4))
+    assert out.shape == (6, 4, 2) and out.dtype == torch.bfloat16
+    assert (out[..., 0] == out[:, :1, 0]).all() and (out[..., 1] == out[:1, :, 1]).all()
+    assert out[..., 0].float().diff(dim=0).gt(0).all()  # rows still increase down the grid
+    assert resample_grid(table, (4, 4)) is table
+    model = create_model("vit").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        model.set_input_size(32)
+        assert torch.equal(model(x), before)
+    with pytest.raises(ValueError, match=r"interpolation must be one of .*got 'nearest'"):
+        model.set_input_size(48, interpolation="nearest")
+    with pytest.raises(ValueError, match=r"image_size"):
+        model.set_input_size(44)
+    with pytest.raises(TypeError, match=r"dynamic_img_size must be a bool, got 'yes'"):
+        create_model("vit", dynamic_img_size="yes")

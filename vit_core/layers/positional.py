@@ -29,8 +29,43 @@ class LearnedPositionalEmbedding(nn.Module):
         self.grid = tuple(check_positive_int("grid", g) for g in grid)
         self.weight = nn.Parameter(torch.randn(*self.grid, dim) * init_std)
 
+    dynamic: bool = False
+    """Resample the table to every other grid (timm's ``dynamic_img_size``) instead of taking a window."""
+    interpolation: str = "bicubic"
+
     def forward(self, grid: Sequence[int]) -> Tensor:
+        if self.dynamic and tuple(grid) != self.grid:
+            return resample_grid(self.weight, grid, self.interpolation).reshape(-1, self.weight.shape[-1])
         return grid_window(self.weight, grid)
+
+    @torch.no_grad()
+    def resize(self, grid: Sequence[int]) -> None:
+        """Replace the table by its resampling to ``grid`` (timm's ``set_input_size``)."""
+        grid = tuple(check_positive_int("grid", g) for g in grid)
+        if grid != self.grid:
+            self.weight = nn.Parameter(resample_grid(self.weight, grid, self.interpolation))
+            self.grid = grid
+
+
+INTERPOLATIONS = ("bicubic", "bilinear")
+
+
+def resample_grid(table: Tensor, grid: Sequence[int], mode: str = "bicubic") -> Tensor:
+    """A ``(*old_grid, dim)`` 2-D table resampled to ``(*grid, dim)``, computed in float32, in ``table``'s dtype.
+
+    Each axis is scaled on its own (``align_corners=False``), so non-square grids keep rows as rows
+    and columns as columns; the same grid gives the table back unchanged.
+    """
+    grid = tuple(grid)
+    if mode not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {mode!r}")
+    if table.ndim != 3 or len(grid) != 2:
+        raise ValueError(f"positions resample on 2-D grids; got a table of grid {tuple(table.shape[:-1])} -> {grid}")
+    if grid == tuple(table.shape[:-1]):
+        return table
+    maps = table.permute(2, 0, 1).unsqueeze(0).float()
+    resampled = nn.functional.interpolate(maps, size=grid, mode=mode, align_corners=False)
+    return resampled.squeeze(0).permute(1, 2, 0).to(table.dtype)
 
 
 class FixedPositionalEmbedding(nn.Module):
