@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vit_core import NaViT, SimpleViT, ViT
-from vit_core.layers import Transformer
+from vit_core.layers import Transformer, patchify
 
 SMALL = dict(num_classes=10, dim=32, depth=2, heads=2, mlp_dim=64, dim_head=16)
 
@@ -182,6 +182,72 @@ def test_navit_token_dropout_keeps_the_expected_share():
     assert seen[-1] == 16 + 4
 
 
+class KeptTokens:
+    """What NaViT's token dropout keeps: the raw patches and the coordinates it embeds, in packed order."""
+
+    def __init__(self, model: NaViT) -> None:
+        self.patches = self.coords = None
+        embed = model.patch_embed.embed_patches
+
+        def embed_patches(patches):
+            self.patches = patches
+            return embed(patches)
+
+        model.patch_embed.embed_patches = embed_patches
+        model.pos_embed.register_forward_hook(self._positions)
+
+    def _positions(self, module, args, output):
+        self.coords = args[0]
+
+
+def row_major(coords, width):
+    return (coords[:, 0] * width + coords[:, 1]).tolist()
+
+
+def test_navit_token_dropout_keeps_random_tokens_with_their_positions():
+    model = navit(token_dropout_prob=0.5).train()
+    kept = KeptTokens(model)
+    image = torch.randn(3, 32, 32)
+    patches = patchify(image[None], (8, 8))[0]  # 16 patches, row-major
+    draws = []
+    for _ in range(4):
+        model([image])
+        index = row_major(kept.coords, 4)
+        assert len(index) == len(set(index)) == 8
+        torch.testing.assert_close(kept.patches, patches[index])  # each kept patch sits at its own position
+        draws.append(sorted(index))
+    assert list(range(8)) not in draws  # not the first k tokens
+    assert len({tuple(d) for d in draws}) == len(draws)  # a fresh draw every call
+
+
+def test_navit_token_dropout_draws_a_mask_per_image():
+    model = navit(token_dropout_prob=0.5).train()
+    kept = KeptTokens(model)
+    image = torch.randn(3, 32, 32)
+    model([image, image])
+    first, second = kept.coords[:8], kept.coords[8:]
+    assert sorted(row_major(first, 4)) != sorted(row_major(second, 4))
+
+
+def test_navit_token_dropout_keeps_at_least_one_token():
+    model = navit(token_dropout_prob=0.9).train()
+    kept = KeptTokens(model)
+    imgs = images((8, 8), (16, 16))  # 1 and 4 patches: 10% of either rounds down to 0
+    assert [model.kept_tokens(img) for img in imgs] == [1, 1]
+    assert model(imgs).shape == (2, 10) and kept.patches.shape[0] == 2
+
+
+def test_navit_grouping_counts_tokens_after_dropout():
+    model = navit(token_dropout_prob=0.5).train()
+    imgs = images((32, 32), (32, 32))  # 16 patches each, 8 kept while training
+    assert [len(g) for g in model.group(imgs, 16)] == [2]
+    assert model(imgs, group_images=True, group_max_seq_len=8).shape == (2, 10)
+    model.eval()
+    assert [len(g) for g in model.group(imgs, 16)] == [1, 1]
+    with pytest.raises(ValueError, match=r"has 16 patches, more than group_max_seq_len=8"):
+        model(imgs, group_images=True, group_max_seq_len=8)
+
+
 def test_navit_token_dropout_callable():
     model = navit(token_dropout_prob=lambda h, w: 0.75 if h * w > 256 else 0.0)
     assert model.kept_tokens(torch.randn(3, 32, 32)) == 4
@@ -238,7 +304,11 @@ def test_navit_compiles_without_graph_breaks():
     ids=["vit", "simple-vit", "navit"],
 )
 def test_bf16_autocast(build, example):
-    model = build().eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(example())
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    """Autocast reaches the model (bfloat16 logits) and changes them by no more than bfloat16 rounding."""
+    model, x = build().eval(), example()
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x)
+    assert half.dtype == torch.bfloat16 and half.shape == full.shape
+    torch.testing.assert_close(half.float(), full, atol=5e-2, rtol=5e-2)
