@@ -514,6 +514,40 @@ def convert(
     console.print(f"wrote {folder} ({name} from {state_dict})", markup=False, highlight=False)
 
 
+@app.command()
+def bench(
+    names: Annotated[list[str], typer.Argument(help="Registered models, trainers or backends to compare.")],
+    batch: Annotated[int, typer.Option(help="Samples per call.")] = 8,
+    rounds: Annotated[int, typer.Option(help="Timed rounds kept (medians are reported).")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed calls of each model first.")] = 2,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Argument for every model, key=value (a Python literal).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Parameters, FLOPs, inference and training images/s and peak training memory, side by side.
+
+    The models are timed interleaved in one process (round after round, one call of each), so that a
+    busy shared machine slows every row alike; rounds during which other processes used the CPU are
+    repeated.
+    """
+    from vit_core.bench import bench as run
+    from vit_core.bench import print_table
+    from vit_core.train import TrainError, parse_sets
+
+    try:
+        rows = run(names, batch=batch, rounds=rounds, warmup=warmup, device=device, overrides=parse_sets(sets or []))
+    except ModelLookupError as exc:
+        _fail(str(exc))
+    except (TrainError, ValueError, TypeError, RuntimeError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print_table(console, rows, batch, device)
+
+
 def main() -> None:
     app()
 

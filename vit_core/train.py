@@ -104,7 +104,7 @@ def _trained_component(info: ModelInfo) -> str:
     return "encoder" if "encoder" in trained else trained[0]
 
 
-def _sample_shape(info: ModelInfo, config: Mapping[str, Any]) -> tuple[int, ...]:
+def sample_shape(info: ModelInfo, config: Mapping[str, Any]) -> tuple[int, ...]:
     """One sample's shape for ``config``: the registered ``input_shape`` with ``channels``, ``frames`` and
     ``image_size`` of the configuration applied."""
     shape = list(info.input_shape)
@@ -164,7 +164,7 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
         ):
             raise TrainError(f"num_classes={config['num_classes']} but the data has {num_classes} classes")
         module = registry.create(cfg.name, **{k: v for k, v in config.items() if k not in info.components})
-        return Built(info, module, True, _sample_shape(info, config), info.input_kind, None)
+        return Built(info, module, True, sample_shape(info, config), info.input_kind, None)
     components = dict(info.components)
     if cfg.encoder is not None:
         arg = _trained_component(info)
@@ -184,7 +184,7 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
     module, parts = registry.create_with_parts(cfg.name, **trainer_config, **components)
     arg = _trained_component(info)
     part_info = registry.info(components[arg].model)
-    shape = _sample_shape(part_info, {**part_info.default_config, **components[arg].config})
+    shape = sample_shape(part_info, {**part_info.default_config, **components[arg].config})
     return Built(info, module, False, shape, part_info.input_kind, {**trainer_config, **parts})
 
 
@@ -362,7 +362,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     built = build(cfg, None, registry) if info.kind != "model" else None
     if built is None:
         config = {**info.default_config, **{k: v for k, v in cfg.overrides.items() if "." not in k}}
-        probe_shape = _sample_shape(info, config)
+        probe_shape = sample_shape(info, config)
         data = load(cfg.data, info.input_kind, probe_shape)
         torch.manual_seed(cfg.seed)
         built = build(cfg, data.num_classes, registry)

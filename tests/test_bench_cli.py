@@ -1,0 +1,58 @@
+"""`vit bench` through the real command line (typer's runner): a row per model with every column, JSON that
+parses with every field, and a clear error for an unknown name.  One timed round: the figures are not checked
+(timing is for benchmarks, not tests), only that they are there and positive."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vit_core.bench import COLUMNS
+from vit_core.cli import app
+
+TINY = ["image_size=16", "patch_size=8", "dim=16", "depth=1", "heads=2", "mlp_dim=32", "dim_head=8", "num_classes=3"]
+QUICK = ["--batch", "2", "--rounds", "1", "--warmup", "0", *(a for pair in TINY for a in ("--set", pair))]
+ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, object]:
+    runner = CliRunner()
+    return {
+        "table": runner.invoke(app, ["bench", "vit", "simple-vit", *QUICK], env=ENV),
+        "json": runner.invoke(app, ["bench", "vit", "simple-vit", *QUICK, "--json"], env=ENV),
+    }
+
+
+def test_table_has_a_row_per_model_with_every_column(runs: dict) -> None:
+    result = runs["table"]
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if "model" in line and "FLOPs" in line)
+    for column in ("kind", "params", "FLOPs/sample", "infer img/s", "train img/s", "peak train memory"):
+        assert column in header
+    for name in ("vit", "simple-vit"):
+        row = next(line for line in lines if line.strip("│┃ ").startswith(name + " "))
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert len(cells) == 7 and all(cells), row
+
+
+def test_json_parses_with_every_field(runs: dict) -> None:
+    result = runs["json"]
+    assert result.exit_code == 0, result.output + result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["model"] for r in rows] == ["vit", "simple-vit"]
+    for row in rows:
+        assert tuple(row) == COLUMNS
+        assert row["params"] > 0 and row["flops"] > 0
+        assert row["infer_images_per_s"] > 0 and row["train_images_per_s"] > 0 and row["peak_train_memory"] >= 0
+
+
+def test_unknown_model_is_one_error_line() -> None:
+    result = CliRunner().invoke(app, ["bench", "vit", "no-such-vit", *QUICK], env=ENV)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == ["error: unknown model 'no-such-vit'; did you mean vit?"] or (
+        "unknown model 'no-such-vit'" in result.stderr
+    )

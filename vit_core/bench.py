@@ -1,0 +1,157 @@
+"""``vit bench``: registered models side by side at their default (or ``--set``) configuration.
+
+Each model is built once; its inference call (no grad) and training step (loss, backward, AdamW step)
+are timed interleaved with every other model's in one process (:func:`vit_core.timing.interleaved`,
+the benchmarks' harness: rounds A B C A B C, busy rounds discarded), so that drifts of a shared
+machine hit every row alike.  FLOPs are one forward pass per sample (``torch.utils.flop_counter``),
+peak memory the increase during one training step (resident set on CPU, allocated memory on CUDA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vit_core.registry import Registry, count_flops, count_parameters, get_registry
+from vit_core.timing import interleaved, peak_increase
+
+COLUMNS = ("model", "kind", "params", "flops", "infer_images_per_s", "train_images_per_s", "peak_train_memory")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One model's figures (``flops`` None where counting fails)."""
+
+    model: str
+    kind: str
+    params: int
+    flops: int | None
+    infer_images_per_s: float
+    train_images_per_s: float
+    peak_train_memory: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _loss(kind: str, output: Any, num_classes: int | None) -> torch.Tensor:
+    """Trainers return their loss; a classifier gets cross-entropy on fixed labels, anything else a sum."""
+    if kind == "trainer":
+        return output
+    if isinstance(num_classes, int) and num_classes > 0 and output.ndim == 2 and output.shape[-1] == num_classes:
+        labels = torch.arange(output.shape[0], device=output.device) % num_classes
+        return F.cross_entropy(output.float(), labels)
+    return output.float().sum()
+
+
+def _calls(model: nn.Module, args: tuple, kind: str, device: torch.device) -> tuple[Callable, Callable]:
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    num_classes = getattr(model, "num_classes", None)
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(*args)
+        sync()
+
+    def step() -> None:
+        loss = _loss(kind, model(*args), num_classes)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync()
+
+    return infer, step
+
+
+def _example(registry: Registry, name: str, parts: Mapping, overrides: Mapping, batch: int) -> tuple:
+    """The registered example call, its input resized to the configuration's ``image_size`` etc. for a model."""
+    from vit_core.train import sample_shape
+
+    info = registry.info(name)
+    args = list(registry.example_args(info, parts, batch))
+    if info.kind == "model":
+        shape = sample_shape(info, {**info.default_config, **overrides})
+        many = info.input_kind == "image-list"
+        args[0] = [torch.randn(shape) for _ in range(batch)] if many else torch.randn(batch, *shape)
+    return tuple(args)
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, list):
+        return [v.to(device) for v in value]
+    return value.to(device)
+
+
+def bench(
+    names: list[str],
+    *,
+    batch: int = 8,
+    rounds: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    max_discards: int = 5,
+) -> list[BenchRow]:
+    """Figures for each registered name, timed interleaved; ``overrides`` (``--set``) apply to every model."""
+    if batch < 1 or rounds < 1 or warmup < 0:
+        raise ValueError(f"batch and rounds must be at least 1 and warmup at least 0, got {batch}, {rounds}, {warmup}")
+    registry = registry if registry is not None else get_registry()
+    target = torch.device(device)
+    built = {}
+    for name in names:
+        info = registry.info(name)
+        model, parts = registry.create_with_parts(name, **dict(overrides or {}))
+        args = _example(registry, name, parts, overrides or {}, batch)
+        try:
+            flops = count_flops(model, *_example(registry, name, parts, overrides or {}, 1))
+        except Exception:  # data-dependent shapes the counter cannot follow: reported as unknown
+            flops = None
+        model = model.to(target).train()
+        args = tuple(_to(a, target) for a in args)
+        built[name] = (info, model, args, flops)
+    calls = {}
+    for name, (info, model, args, _) in built.items():
+        calls[f"{name} infer"], calls[f"{name} train"] = _calls(model, args, info.kind, target)
+    timing = interleaved(calls, rounds=rounds, warmup=warmup, max_discards=max_discards)
+    rows = []
+    for name, (info, model, _, flops) in built.items():
+        rows.append(
+            BenchRow(
+                model=registry.key(info),
+                kind=info.kind,
+                params=count_parameters(model),
+                flops=flops,
+                infer_images_per_s=batch / timing.median(f"{name} infer"),
+                train_images_per_s=batch / timing.median(f"{name} train"),
+                peak_train_memory=peak_increase(calls[f"{name} train"], device=str(target)),
+            )
+        )
+    return rows
+
+
+def print_table(console: Any, rows: list[BenchRow], batch: int, device: str) -> None:
+    from rich.table import Table
+
+    from vit_core.registry import human
+
+    table = Table(title=f"batch {batch} on {device} (medians of interleaved rounds)", title_justify="left")
+    for column in ("model", "kind", "params", "FLOPs/sample", "infer img/s", "train img/s", "peak train memory"):
+        table.add_column(column, justify="left" if column in ("model", "kind") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row.model,
+            row.kind,
+            human(row.params),
+            human(row.flops) if row.flops is not None else "n/a",
+            f"{row.infer_images_per_s:.1f}",
+            f"{row.train_images_per_s:.1f}",
+            f"{row.peak_train_memory / 2**20:.2f} MiB",
+        )
+    console.print(table)
