@@ -23,9 +23,9 @@ if importlib.util.find_spec("torchvision") is None:
 
 import torch  # noqa: E402
 
-from benchmarks import cases, efficient, report  # noqa: E402
+from benchmarks import cases, efficient, hierarchical, report, variants  # noqa: E402
 
-SECTIONS = ("vit", "navit", "long", "compile", *efficient.SECTIONS)
+SECTIONS = ("vit", "navit", "long", "compile", *efficient.SECTIONS, variants.SECTION, hierarchical.SECTION)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -93,6 +93,7 @@ def comparisons(
             build = functools.partial(cases.long_comparison, tokens, 384, 6, setup, memory=not quick)
             out.append((f"long {tokens}", build))
     out += efficient.comparisons(quick, only, setup)
+    out += variants.comparisons(quick, only, setup) + hierarchical.comparisons(quick, only, setup)
     return out
 
 

@@ -135,6 +135,7 @@ def long_table(comparisons: list[dict]) -> list[str]:
 
 TABLES = {"vit": vit_table, "compile": vit_table, "navit": navit_table, "long": long_table}
 TABLES |= {"efficient-trunks": vit_table, "token-reduction": vit_table}  # vit-efficient (benchmarks/efficient.py)
+TABLES |= {"variants": vit_table, "hierarchical": vit_table}  # benchmarks/variants.py, benchmarks/hierarchical.py
 
 
 def targets_table(results: dict, targets: list[Target] = TARGETS) -> list[str]:

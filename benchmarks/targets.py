@@ -214,3 +214,29 @@ def evaluate(results: dict, targets: list[Target] = TARGETS) -> list[Outcome]:
 
 def _status(target: Target, value: float) -> str:
     return "met" if target.met(value) else "not met"
+
+
+def _plugin_targets(
+    issue: int, section: str, timm_cases: tuple[str, ...], other_cases: tuple[str, ...]
+) -> list[Target]:
+    """Issues 11 and 12: the models timm has against timm and vit-pytorch, the others against vit-pytorch."""
+    return [
+        *_both(issue, f"{section} models timm has: eager >= 1.0x timm", section=section, metric="speedup",
+               anchor="timm", cases=timm_cases, at_least=1.0),
+        *_both(issue, f"{section} models timm has: eager >= 1.2x vit-pytorch", section=section, metric="speedup",
+               anchor="vit-pytorch", cases=timm_cases, at_least=1.2),
+        Target(issue, f"{section} models timm has: training peak memory no higher than timm's", section,
+               "memory_ratio", anchor="timm", cases=timm_cases, at_most=1.0),
+        *_both(issue, f"{section}, the other models: eager >= 1.0x vit-pytorch", section=section, metric="speedup",
+               anchor="vit-pytorch", cases=other_cases, at_least=1.0),
+    ]  # fmt: skip
+
+
+def _register_plugin_targets() -> None:
+    from benchmarks import hierarchical, variants
+
+    for issue, module in ((11, variants), (12, hierarchical)):
+        TARGETS.extend(_plugin_targets(issue, module.SECTION, module.TIMM_CASES, module.OTHER_CASES))
+
+
+_register_plugin_targets()  # vit-variants (benchmarks/variants.py) and vit-hierarchical (benchmarks/hierarchical.py)
