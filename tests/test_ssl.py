@@ -39,6 +39,15 @@ CFG = dict(image_size=16, patch_size=4, num_classes=10, dim=32, depth=2, heads=2
 HEAD = dict(projection_hidden_size=32, projection_layers=3, num_classes_K=32, bottleneck_dim=16)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: one thread (many times faster on a loaded host than oversubscribed threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def images(batch: int = 4, size: int = 16) -> torch.Tensor:
     return torch.rand(batch, 3, size, size)
 

@@ -41,6 +41,15 @@ LEGACY_ENV = "VIT_PYTORCH_1_16"
 CFG = dict(image_size=16, patch_size=4, num_classes=10, dim=32, depth=2, heads=2, mlp_dim=64, dim_head=16)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: one thread (many times faster on a loaded host than oversubscribed threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @contextlib.contextmanager
 def _isolated_vit_pytorch(path: str):
     """Import vit_pytorch from ``path`` without disturbing the installed one."""
