@@ -548,6 +548,48 @@ def bench(
         print_table(console, rows, batch, device)
 
 
+@app.command()
+def attention(
+    name: Annotated[str, typer.Argument(help="A registered ViT-like model (patches and a class token).")],
+    image: Annotated[str, typer.Option(help="The input image (any format Pillow reads).")],
+    out: Annotated[str, typer.Option(help="The PNG to write (the input's size).")],
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Weights: a save_model folder or a `vit train` run folder.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="rollout (through every layer) or last (the last layer).")] = "rollout",
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Model argument key=value (no checkpoint).")] = None,
+) -> None:
+    """Draw where the model's class token attends (attention rollout or the last layer) over the image."""
+    from pathlib import Path
+
+    from vit_core.attention_map import draw
+    from vit_core.io import CONFIG_FILE, load_model
+    from vit_core.train import TrainError, parse_sets
+
+    registry = get_registry()
+    try:
+        info = registry.info(name)
+        if checkpoint is None:
+            errors.print("[yellow]no --checkpoint: drawing the attention of untrained (random) weights[/yellow]")
+            model = registry.create(name, **parse_sets(sets or []))
+        else:
+            folder = Path(checkpoint)
+            folder = folder / "checkpoint" if (folder / "checkpoint" / CONFIG_FILE).is_file() else folder
+            if not (folder / CONFIG_FILE).is_file():
+                _fail(f"--checkpoint {checkpoint}: no {CONFIG_FILE} (expected a vit_core.save_model folder)")
+            saved = json.loads((folder / CONFIG_FILE).read_text()).get("model")
+            if saved is None or registry.info(saved).qualified_name != info.qualified_name:
+                _fail(f"--checkpoint {checkpoint}: the checkpoint is of model {saved!r}, not {name!r}")
+            model = load_model(folder)
+        heat = draw(model, image, out, method)
+    except ModelLookupError as exc:
+        _fail(str(exc))
+    except (TrainError, ValueError, TypeError, OSError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    peak = divmod(int(heat.flatten().argmax()), heat.shape[1])
+    console.print(f"wrote {out}: {method} attention over a {tuple(heat.shape)} patch grid, peak at patch {peak}")
+
+
 def main() -> None:
     app()
 
