@@ -304,11 +304,12 @@ def test_navit_compiles_without_graph_breaks():
     ids=["vit", "simple-vit", "navit"],
 )
 def test_bf16_autocast(build, example):
-    """Autocast reaches the model (bfloat16 logits) and changes them by no more than bfloat16 rounding."""
+    """Autocast reaches the model (bfloat16 logits) and moves them by at most 5% of the largest fp32 logit
+    (bfloat16 rounding moves them about 1%)."""
     model, x = build().eval(), example()
     with torch.no_grad():
         full = model(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             half = model(x)
     assert half.dtype == torch.bfloat16 and half.shape == full.shape
-    torch.testing.assert_close(half.float(), full, atol=5e-2, rtol=5e-2)
+    torch.testing.assert_close(half.float(), full, atol=5e-2 * full.abs().max().item(), rtol=0)
