@@ -113,6 +113,15 @@ def test_digits_and_trainer_and_third_party(invoke: Callable[..., Any], tmp_path
     assert metrics(toy)[-1]["accuracy"] >= 0.0
 
 
+def test_image_lists_and_clips(invoke: Callable[..., Any], tmp_path: Path) -> None:
+    """NaViT gets lists of images, a video model the digits as moving clips (frames of its configuration)."""
+    navit = invoke("train", "navit", *sets(TINY), "--data", "synthetic", "--max-steps", "2", *FAST, "--out", tmp_path)
+    assert navit.exit_code == 0, navit.output + navit.stderr
+    clips = invoke("train", "vit-3d", "--set", "frames=2", "--max-steps", "2", *FAST, "--out", tmp_path / "clips")
+    assert clips.exit_code == 0, clips.output + clips.stderr
+    assert "on digits: 1438 train / 359 test, 10 classes, sample (3, 2, 16, 16)" in clips.stdout
+
+
 def write_images(root: Path, classes: dict[str, int]) -> None:
     from PIL import Image
 

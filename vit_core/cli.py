@@ -387,7 +387,7 @@ def train(
         list[str] | None, typer.Option("--set", help="Model argument as key=value (a Python literal); repeatable.")
     ] = None,
     data: Annotated[str, typer.Option(help="digits (bundled, no download), synthetic, or folder:PATH.")] = "digits",
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 12,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun's processes).")] = 64,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
@@ -399,6 +399,9 @@ def train(
     out: Annotated[str, typer.Option(help="Folder for metrics.jsonl and checkpoint/.")] = "runs/{name}",
     resume: Annotated[str | None, typer.Option(help="Continue the run in this folder from its checkpoint.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when present).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads per process (default: OMP_NUM_THREADS, else 1).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     log_every: Annotated[int, typer.Option(help="Write a train line to metrics.jsonl every N steps.")] = 10,
 ) -> None:
@@ -431,6 +434,7 @@ def train(
             out=Path(out.format(name=name.replace(":", "-"))),
             resume=Path(resume) if resume is not None else None,
             device=device,
+            threads=threads,
             progress=progress,
             log_every=log_every,
         )
@@ -588,6 +592,51 @@ def attention(
         _fail(f"{type(exc).__name__}: {exc}")
     peak = divmod(int(heat.flatten().argmax()), heat.shape[1])
     console.print(f"wrote {out}: {method} attention over a {tuple(heat.shape)} patch grid, peak at patch {peak}")
+
+
+EXPORT_FORMATS = ("onnx", "pt2")
+
+
+@app.command("export")
+def export_command(
+    name: Annotated[str, typer.Argument(help="A registered model or backend (see `vit list`).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="The file to write (.onnx or .pt2).")],
+    format_: Annotated[str, typer.Option("--format", "-f", help="onnx (onnxruntime) or pt2 (torch.export).")] = "onnx",
+    weights: Annotated[
+        str | None, typer.Option("--from", help="A folder written by vit_core.save_model (default: fresh weights).")
+    ] = None,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value constructor argument (JSON value); repeatable.")
+    ] = None,
+) -> None:
+    """Export a model with a dynamic batch axis: torch.export (.pt2, torch.export.load reads it) or ONNX.
+
+    The model is built from its default configuration (updated by --set) or loaded with --from, and
+    traced on its example input; ONNX needs pip install 'vit-core[export]'.
+    """
+    from vit_core.export import ExportError, export_onnx, export_program, save_program
+
+    if format_ not in EXPORT_FORMATS:
+        _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format_!r}")
+    registry = get_registry()
+    try:
+        info = registry.info(name)
+        if info.kind == "trainer":
+            _fail(f"{name!r} is a trainer (a training-time wrapper returning a loss); export the model it trains")
+        if weights is not None:
+            from vit_core.io import load_model
+
+            model = load_model(weights)
+        else:
+            model = registry.create(name, **_settings(settings))
+        example = info.example_input(2)
+        program = export_program(model.eval(), example)
+        path = save_program(program, out) if format_ == "pt2" else export_onnx(program, example, out)
+    except ModelLookupError as exc:
+        _fail(str(exc))
+    except (ExportError, ValueError, TypeError, ImportError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, ImportError) else str(exc))
+    console.print(f"wrote {path} ({name}, {format_}, dynamic batch axis)", markup=False, highlight=False)
 
 
 def main() -> None:
