@@ -229,6 +229,22 @@ def test_mpp_corruption_shares():
     torch.testing.assert_close(tokens[0], tokens[1])
 
 
+def test_mpp_random_share_takes_patches_of_the_same_image():
+    mpp = MPP(ViT(**CFG), 4, 32, mask_prob=0.5, replace_prob=0.0, random_patch_prob=1.0)
+    seen = []
+    embed = mpp.transformer.patch_embed.embed_patches
+    mpp.transformer.patch_embed.embed_patches = lambda p: seen.append(p) or embed(p)
+    x = images(3)
+    picked = torch.stack([torch.randperm(16)[:8] for _ in range(3)])
+    mpp(x, picked_ids=picked)
+    patches, corrupted = patchify(x, (4, 4)), seen[0]
+    chosen = torch.zeros(3, 16, dtype=torch.bool).scatter_(1, picked, True)
+    assert torch.equal(corrupted[~chosen], patches[~chosen])
+    for b in range(3):
+        for i in picked[b]:
+            assert (corrupted[b, i] == patches[b]).all(dim=-1).any(), "a donor from another image"
+
+
 def mpp_corrupt(mpp: MPP, x: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
     patches = patchify(x, (4, 4))
     chosen = torch.zeros(patches.shape[:2], dtype=torch.bool).scatter_(1, picked, True)
@@ -293,6 +309,17 @@ def test_dino_update_moves_teacher_and_centre():
     for before, t, s in zip(teacher_before, learner.teacher.parameters(), learner.student.parameters()):
         torch.testing.assert_close(t, 0.5 * before + 0.5 * s)
     torch.testing.assert_close(learner.centering.center, 0.25 * teacher_logits.mean(dim=0, keepdim=True))
+
+
+def test_dino_reset_moving_average_copies_the_student_again():
+    learner = Dino(ViT(**CFG), 16, **HEAD)
+    with torch.no_grad():
+        for p in learner.student.parameters():
+            p.add_(1.0)
+    learner.reset_moving_average()
+    for t, s in zip(learner.teacher.parameters(), learner.student.parameters()):
+        assert torch.equal(t, s) and not t.requires_grad
+    assert learner.teacher_net is not learner.net
 
 
 def test_dino_eval_mode_leaves_centre_alone():

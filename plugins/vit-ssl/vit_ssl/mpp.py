@@ -106,11 +106,11 @@ class MPP(nn.Module):
         place = levels ** torch.arange(self.channels, device=patches.device)
         return (bins * place).sum(dim=-1)
 
-    def forward(self, input: Tensor, *, picked_ids: Tensor | None = None, corruption: Tensor | None = None) -> Tensor:
+    def forward(self, img: Tensor, *, picked_ids: Tensor | None = None, corruption: Tensor | None = None) -> Tensor:
         """The loss of a batch.  ``picked_ids`` ``(batch, picked)`` fixes the patches to predict and
         ``corruption`` ``(batch, patches)`` the uniform draws that decide mask / random / keep."""
         encoder = self.transformer
-        patches, grid = encoder.patches(input)
+        patches, grid = encoder.patches(img)
         b, n, patch_dim = patches.shape
         device = patches.device
         if picked_ids is None:
