@@ -2,10 +2,11 @@
 
 What the paper changes: a convolutional stem shrinks the image 16 times; stages of attention
 and MLP blocks on the resulting small map use BatchNorm after every projection instead of
-LayerNorm, no norm before the blocks, a Hardswish before the attention's output projection,
-keys narrower than values, and a learned attention bias per head and (absolute) offset between
-query and key positions instead of positional embeddings.  Between stages a "shrink attention"
-block takes its queries on a stride-2 subsampled map, halving the resolution and widening.
+LayerNorm, no norm before the blocks, Hardswish in the MLPs, an activation before the
+attention's output projection, keys narrower than values, and a learned attention bias per head
+and (absolute) offset between query and key positions instead of positional embeddings.  Between
+stages a "shrink attention" block takes its queries on a stride-2 subsampled map, halving the
+resolution and widening.
 """
 
 from __future__ import annotations

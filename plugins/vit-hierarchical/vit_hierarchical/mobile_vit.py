@@ -94,7 +94,7 @@ class MobileViT(HierarchicalModel):
         dim_head: int = 8,
         dropout: float = 0.0,
     ) -> None:
-        self.image_size = as_pair("image_size", image_size)
+        size = as_pair("image_size", image_size)
         dims = per_stage("dims", dims, 3, check=check_positive_int, of="MobileViT block")
         depths = per_stage("depths", depths, 3, check=check_positive_int, of="MobileViT block")
         if not isinstance(channels, (tuple, list)) or len(channels) != WIDTHS:
@@ -114,8 +114,9 @@ class MobileViT(HierarchicalModel):
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same-size convolutions), got {kernel_size}")
         check_probability("dropout", dropout)
-        self.patch_size = as_pair("patch_size", patch_size)
+        patch = as_pair("patch_size", patch_size)
         super().__init__(channels=in_channels, rule=self._side_problem)
+        self.image_size, self.patch_size = size, patch
         c = list(channels)
         self.widths = tuple(c)
         self.stem = ConvNormAct(in_channels, c[0], 3, stride=2)

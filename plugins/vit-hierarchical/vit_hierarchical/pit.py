@@ -87,7 +87,7 @@ class PiT(HierarchicalModel):
         emb_dropout: float = 0.0,
         channels: int = 3,
     ) -> None:
-        self.image_size = as_pair("image_size", image_size)
+        size = as_pair("image_size", image_size)
         check_positive_int("patch_size", patch_size)
         if patch_size < 2:
             raise ValueError(
@@ -100,11 +100,11 @@ class PiT(HierarchicalModel):
             check_positive_int(name, value)
         check_probability("dropout", dropout)
         stride = patch_size // 2
-        grid = tuple(conv_side(s, patch_size, stride) for s in self.image_size)
+        grid = tuple(conv_side(s, patch_size, stride) for s in size)
         if min(grid) < 1:
-            raise ValueError(f"image_size {self.image_size} is smaller than patch_size={patch_size}")
+            raise ValueError(f"image_size {size} is smaller than patch_size={patch_size}")
         super().__init__(channels=channels, rule=self._side_problem)
-        self.patch_size, self.stride = patch_size, stride
+        self.image_size, self.patch_size, self.stride = size, patch_size, stride
         self.patch_embed = nn.Conv2d(channels, dim, patch_size, stride=stride)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.cls_pos = nn.Parameter(torch.randn(1, 1, dim))

@@ -56,10 +56,14 @@ class InteractiveWindowAttention(MapProjectionAttention):
     def project_map(self, fmap: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self.to_q(fmap), self.to_k(fmap), self.to_v(fmap)
 
-    def forward(self, x: Tensor, *, grid: tuple[int, int] | None = None, **_: Any) -> Tensor:
+    def forward(
+        self, x: Tensor, *, grid: tuple[int, int] | None = None, mask: Tensor | None = None, **kwargs: Any
+    ) -> Tensor:
         """``x``: ``(b, h * w, dim)`` tokens of the ``grid=(h, w)`` map."""
         if grid is None:
             raise ValueError("InteractiveWindowAttention needs grid=(height, width) of its token map")
+        if mask is not None or kwargs.get("packing") is not None:
+            raise ValueError("InteractiveWindowAttention attends within windows of a dense map; it takes no mask")
         b, (h, w) = x.shape[0], grid
         window = (h, w) if self.window is None else (self.window, self.window)
         q, k, v = self.project_map(tokens_to_map(x, grid))

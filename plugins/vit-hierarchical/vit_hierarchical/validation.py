@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from torch import Tensor
-
 from vit_core.validation import check_tensor
 
 IMAGE_LAYOUT = "(batch, channels, height, width)"
@@ -116,9 +114,3 @@ def exact_size(image_size: Sequence[int], what: str) -> SideRule:
         return None
 
     return rule
-
-
-def check_input_tensor(x: Any) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"img must be a torch.Tensor of shape {IMAGE_LAYOUT}, got {type(x).__name__}")
-    return x
