@@ -31,6 +31,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, oracle parity included."""
     install_ecosystem(session)
     session.install(*CONSTRAINTS, "pytest>=8", "scikit-learn", "pillow", "packaging", "build", "setuptools>=68", "wheel")
+    session.install(*CONSTRAINTS, "onnx", "onnxscript", "onnxruntime")  # the export tests (vit-core[export])
     session.install("--no-deps", ORACLE)
     # vit-ssl's MAE/SimMIM/MPP parity needs vit-pytorch 1.16.0 (the latest release cannot run them), beside it
     legacy = Path(session.create_tmp()) / "vit-pytorch-1.16.0"

@@ -34,6 +34,12 @@ Each kind has its profile (:data:`PROFILES`); the checks of a model, in order (s
 ``overrides``    ``create_model(name, num_classes=...)`` changes the output width;
 ``save-load``    ``vit_core.save_model`` then ``vit_core.load_model`` gives bit-identical outputs.
 
+On request (``check_model(name, export=True)``, :data:`OPTIONAL_CHECKS`; models and backends):
+``export``       ``torch.export.export`` and ``torch.onnx.export`` with a dynamic batch axis; on another batch
+                 size the exported program matches eager within ``1e-5`` and onnxruntime within ``1e-4``;
+                 a model that does not export fails naming the stage and the blocking operator
+                 (needs ``pip install 'vit-core[export]'``).
+
 A trainer (:data:`TRAINER_CHECKS`): ``metadata``, ``listing``; ``loss``: built from its default
 configuration (the kit builds its components), called on a batch (``trainer(images)``, or
 ``trainer(images, labels)`` with ``takes_labels``) it returns a finite scalar; ``gradients``: the
@@ -490,6 +496,18 @@ def check_save_load(s: Subject) -> None:
         )
 
 
+def check_export_model(s: Subject) -> None:
+    from vit_core.export import ExportError, check_export
+
+    model = _build(s, "export").eval()
+    try:
+        check_export(model, s.info.example_input(s.batch), s.info.example_input(s.batch + 1))
+    except ExportError as exc:
+        raise s.fail("export", str(exc)) from exc
+    except ImportError as exc:
+        raise s.fail("export", f"{_describe(exc)}; the export check needs pip install 'vit-core[export]'") from exc
+
+
 # The trainer profile.
 
 
@@ -646,6 +664,10 @@ BACKEND_CHECKS: dict[str, Callable[[Subject], None]] = {
 }
 """The checks of a backend (``kind="backend"``)."""
 
+OPTIONAL_CHECKS: dict[str, Callable[[Subject], None]] = {"export": check_export_model}
+"""Checks run on request: ``check_model(name, export=True)`` (models and backends; trainers are training-time
+wrappers, not deployed)."""
+
 PROFILES: dict[str, dict[str, Callable[[Subject], None]]] = {
     "model": CHECKS,
     "trainer": TRAINER_CHECKS,
@@ -654,14 +676,17 @@ PROFILES: dict[str, dict[str, Callable[[Subject], None]]] = {
 """The checks of each kind."""
 
 
-def check_model(name: str, *, registry: Registry | None = None, skip: Iterable[str] = (), batch: int = 2) -> None:
-    """Run every conformance check of its kind (but those in ``skip``) on the registered entry ``name``.
+def check_model(
+    name: str, *, registry: Registry | None = None, skip: Iterable[str] = (), batch: int = 2, export: bool = False
+) -> None:
+    """Run every conformance check of its kind (but those in ``skip``) on the registered entry ``name``;
+    ``export=True`` adds the ``export`` check (models and backends).
 
     ``registry`` defaults to the process-wide one (installed plugins); pass a
     :class:`~vit_core.registry.Registry` to check models of plugins added in-process.
     Raises :class:`ConformanceError` on the first failed check.
     """
-    known = dict.fromkeys(check for profile in PROFILES.values() for check in profile)
+    known = dict.fromkeys(check for profile in (*PROFILES.values(), OPTIONAL_CHECKS) for check in profile)
     unknown = set(skip) - set(known)
     if unknown:
         raise ValueError(f"skip names unknown checks {sorted(unknown)}; known: {', '.join(known)}")
@@ -671,7 +696,10 @@ def check_model(name: str, *, registry: Registry | None = None, skip: Iterable[s
     except KeyError as exc:
         raise ConformanceError(name, "metadata", str(exc)) from None
     subject = Subject(info, registry, batch)
-    for check, run in PROFILES[info.kind].items():
+    checks = dict(PROFILES[info.kind])
+    if export and info.kind != "trainer":
+        checks.update(OPTIONAL_CHECKS)
+    for check, run in checks.items():
         if check not in skip:
             run(subject)
 
