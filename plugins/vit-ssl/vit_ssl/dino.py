@@ -95,9 +95,14 @@ def teacher_targets(logits: Tensor, center: Tensor, temperature: float) -> Tenso
     return F.softmax((logits.float() - center.float()) / temperature, dim=-1)
 
 
+def student_log_probs(logits: Tensor, temperature: float) -> Tensor:
+    """``log softmax(logits / temperature)`` (float32)."""
+    return F.log_softmax(logits.float() / temperature, dim=-1)
+
+
 def cross_entropy(targets: Tensor, student_logits: Tensor, temperature: float) -> Tensor:
     """``-sum p_t log p_s`` over the last axis, averaged over the others."""
-    return -(targets * F.log_softmax(student_logits.float() / temperature, dim=-1)).sum(dim=-1).mean()
+    return -(targets * student_log_probs(student_logits, temperature)).sum(dim=-1).mean()
 
 
 @dataclass
@@ -286,16 +291,12 @@ class Dino(nn.Module):
     def pair_losses(
         self, teacher: Projections, students: list[Projections], batch: int, st: float, tt: float
     ) -> Tensor:
-        """Mean over (teacher global view i, student view j != i) of the cross-entropy."""
+        """Mean over (teacher global view i, student view j != i) of the cross-entropy (each view's
+        softmax computed once, however many pairs it is in)."""
         targets = teacher_targets(teacher.view, self.centering.center, tt).split(batch)
-        views = [v for s in students for v in s.view.split(batch)]
-        total, pairs = 0.0, 0
-        for i, target in enumerate(targets):
-            for j, view in enumerate(views):
-                if j != i:
-                    total = total + cross_entropy(target, view, st)
-                    pairs += 1
-        return total / pairs
+        log_probs = [p for s in students for p in student_log_probs(s.view, st).split(batch)]
+        losses = [-(t * p).sum(dim=-1).mean() for i, t in enumerate(targets) for j, p in enumerate(log_probs) if j != i]
+        return torch.stack(losses).mean()
 
     @torch.no_grad()
     def update_moving_average(self) -> None:

@@ -17,10 +17,20 @@ similarity.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vit_ssl.dino import Dino, Projections, cross_entropy, teacher_targets
+from vit_ssl.dino import Dino, Projections, cross_entropy, student_log_probs, teacher_targets
+
+
+def match_regions(targets: Tensor, teacher_features: Tensor, student_features: Tensor) -> Tensor:
+    """For each student region, the target of the teacher region most similar to it (cosine):
+    ``targets`` ``(batch, teacher regions, K)``, ``*_features`` ``(batch, regions, dim)`` ->
+    ``(batch, student regions, K)``."""
+    student = F.normalize(student_features.float(), dim=-1)
+    best = (student @ F.normalize(teacher_features.float(), dim=-1).transpose(1, 2)).argmax(dim=-1)
+    return targets.gather(1, best.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
 
 
 def region_loss(
@@ -30,12 +40,7 @@ def region_loss(
 
     ``targets``: the teacher's region distributions ``(batch, teacher regions, K)``;
     ``student_logits``: ``(batch, student regions, K)``; ``*_features``: ``(batch, regions, dim)``."""
-    similarity = F.normalize(student_features.float(), dim=-1) @ F.normalize(
-        teacher_features.float(), dim=-1
-    ).transpose(1, 2)
-    best = similarity.argmax(dim=-1)  # (batch, student regions)
-    matched = targets.gather(1, best.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
-    return cross_entropy(matched, student_logits, student_temp)
+    return cross_entropy(match_regions(targets, teacher_features, student_features), student_logits, student_temp)
 
 
 class EsViTTrainer(Dino):
@@ -50,14 +55,16 @@ class EsViTTrainer(Dino):
         targets = teacher_targets(teacher.regions, self.region_centering.center, tt).split(batch)
         teacher_features = teacher.embedding.regions.split(batch)
         views = [
-            (logits, features)
+            (log_probs, features)
             for s in students
-            for logits, features in zip(s.regions.split(batch), s.embedding.regions.split(batch))
+            for log_probs, features in zip(
+                student_log_probs(s.regions, st).split(batch), s.embedding.regions.split(batch)
+            )
         ]
-        total, pairs = 0.0, 0
-        for i, (target, t_features) in enumerate(zip(targets, teacher_features)):
-            for j, (logits, features) in enumerate(views):
-                if j != i:
-                    total = total + region_loss(target, logits, t_features, features, st)
-                    pairs += 1
-        return (view_loss + total / pairs) / 2
+        losses = [
+            -(match_regions(target, t_features, features) * log_probs).sum(dim=-1).mean()
+            for i, (target, t_features) in enumerate(zip(targets, teacher_features))
+            for j, (log_probs, features) in enumerate(views)
+            if j != i
+        ]
+        return (view_loss + torch.stack(losses).mean()) / 2
