@@ -303,6 +303,7 @@ class Result:
     out: Path | None
     data: str
     world: int
+    loop_overhead: float = float("nan")
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -435,6 +436,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     )
     update_average = getattr(module, "update_moving_average", None)
     start_time, images, last_loss = time.perf_counter(), 0, float("nan")
+    loop_seconds = step_seconds = 0.0  # the loop (data, logging, bar included) and the bare steps within it
     history = []
     with _progress(cfg.progress and main) as bar:
         task = bar.add_task("train", total=total, completed=step, epoch=step // steps_per_epoch + 1, loss=0.0, ips=0.0)
@@ -442,6 +444,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
             epoch = step // steps_per_epoch
             sampler.set_epoch(epoch)
             skip = step - epoch * steps_per_epoch
+            mark = time.perf_counter()
             for index, (x, y) in enumerate(loader):
                 if index < skip:
                     continue
@@ -451,6 +454,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total, warmup, cfg.lr)
+                begin = time.perf_counter()
                 loss, _ = _call(built, model, x, y, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -459,14 +463,17 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                 optimizer.step()
                 if callable(update_average):
                     update_average()
+                last_loss = loss.item()  # waits for the device: the bare step ends here
+                step_seconds += time.perf_counter() - begin
                 step += 1
                 images += len(y) * world
-                last_loss = loss.item()
-                ips = images / max(1e-9, time.perf_counter() - start_time)
+                ips = images / max(1e-9, loop_seconds + time.perf_counter() - mark)
                 bar.update(task, completed=step, epoch=epoch + 1, loss=last_loss, ips=ips)
                 if step % cfg.log_every == 0 or step == total:
                     lr = optimizer.param_groups[0]["lr"]
                     metrics.write(split="train", step=step, epoch=epoch + 1, loss=last_loss, lr=lr, images_per_s=ips)
+                now = time.perf_counter()
+                loop_seconds, mark = loop_seconds + now - mark, now
             end_of_epoch = step % steps_per_epoch == 0 or step == total
             if end_of_epoch and main:
                 test_loss, accuracy = evaluate(built, data, device, cfg.batch_size)
@@ -474,6 +481,8 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                 if accuracy is not None:
                     record["accuracy"] = accuracy
                 record["seconds"] = time.perf_counter() - start_time
+                record["images_per_s"] = images / max(1e-9, loop_seconds)
+                record["loop_overhead"] = loop_seconds / step_seconds - 1 if step_seconds else None
                 metrics.write(**record)
                 history.append(record)
                 if out is not None:
@@ -492,7 +501,8 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
         train_loss=last_loss,
         test_loss=final["loss"],
         accuracy=final.get("accuracy"),
-        images_per_s=images / max(1e-9, seconds),
+        images_per_s=images / max(1e-9, loop_seconds),
+        loop_overhead=loop_seconds / step_seconds - 1 if step_seconds else float("nan"),
         out=out if main else None,
         data=data.name,
         world=world,
@@ -511,7 +521,8 @@ def print_summary(console: Any, result: Result) -> None:
         ("parameters", f"{result.params:,}"),
         ("steps", f"{result.steps} ({result.epochs} epochs, {result.world} process(es))"),
         ("time", f"{result.seconds:.1f} s"),
-        ("images/s", f"{result.images_per_s:.0f}"),
+        ("images/s", f"{result.images_per_s:.0f} (training steps; evaluation and checkpoints excluded)"),
+        ("loop overhead", f"{result.loop_overhead:.1%} over the bare steps (data, logging, progress bar)"),
         ("last train loss", f"{result.train_loss:.4f}"),
         ("test loss", f"{result.test_loss:.4f}"),
     ]
