@@ -50,7 +50,10 @@ class HiddenLayer(nn.Module):
         elif isinstance(hidden_layer, bool) or not isinstance(hidden_layer, (str, int)):
             raise TypeError(f"hidden_layer must be a module name, a block index or None, got {hidden_layer!r}")
         else:
-            Extractor(net, layer_name=hidden_layer).eject()  # resolves it now: a bad name fails here
+            try:
+                Extractor(net, layer_name=hidden_layer).eject()  # resolves it now: a bad name fails here
+            except ValueError as error:
+                raise ValueError(f"hidden_layer={hidden_layer!r} names no layer: {error}") from error
         self.net = net
         self.hidden_layer = hidden_layer
 
