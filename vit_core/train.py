@@ -375,17 +375,13 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
         state, optimizer_state = read_checkpoint(cfg.resume / CHECKPOINT, cfg.name)
 
     info = registry.info(cfg.name)
-    probe_shape = info.input_shape
     torch.manual_seed(cfg.seed)
-    # The data's class count decides a classifier's head; the shape comes from the built configuration.
-    built = build(cfg, None, registry) if info.kind != "model" else None
-    if built is None:
-        config = {**info.default_config, **{k: v for k, v in cfg.overrides.items() if "." not in k}}
-        probe_shape = sample_shape(info, config)
-        data = load(cfg.data, info.input_kind, probe_shape)
-        torch.manual_seed(cfg.seed)
+    if info.kind == "model":  # the data's class count sizes the head: the data comes first
+        own = {k: v for k, v in cfg.overrides.items() if "." not in k}
+        data = load(cfg.data, info.input_kind, sample_shape(info, {**info.default_config, **own}))
         built = build(cfg, data.num_classes, registry)
-    else:
+    else:  # a trainer: the data has its encoder's shape (a backend is refused by build)
+        built = build(cfg, None, registry)
         data = load(cfg.data, built.input_kind, built.shape)
     if cfg.resume is not None:
         from safetensors.torch import load_file
