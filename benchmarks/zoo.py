@@ -55,7 +55,8 @@ class Spec:
         if self.target.startswith("timm:"):
             import timm
 
-            return timm.create_model(self.target.removeprefix("timm:"), pretrained=False, num_classes=CLASSES)
+            name = self.target.removeprefix("timm:")
+            return timm.create_model(name, pretrained=False, num_classes=CLASSES, **self.config)
         return self.constructor()(**self.config)
 
     def constructor(self) -> Callable[..., nn.Module]:
@@ -68,7 +69,8 @@ class Spec:
 
     def describe(self) -> str:
         if self.target.startswith("timm:"):
-            return f"timm {self.target.removeprefix('timm:')} (pretrained=False)"
+            options = "".join(f", {k}={v}" for k, v in self.config.items())
+            return f"timm {self.target.removeprefix('timm:')} (pretrained=False{options})"
         config = ", ".join(f"{k}={v}" for k, v in self.config.items())
         return f"{self.target.replace(':', '.')}({config})"
 
@@ -102,11 +104,12 @@ class ZooCase:
     reference_config: dict | None = None
     timm: str | None = None
     difference: Difference | None = None
+    timm_config: dict | None = None
     reference_difference: Difference = SAME_ARCHITECTURE
 
     def spec(self, impl: str, *, at_reference: bool = False) -> Spec:
         if impl == TIMM:
-            return Spec(f"timm:{self.timm}", {})
+            return Spec(f"timm:{self.timm}", dict(self.timm_config or {}))
         config = self.reference_config if at_reference and self.reference_config is not None else self.config
         return Spec(self.reference if impl == VIT_PYTORCH else self.ours, dict(config) | {"num_classes": CLASSES})
 
