@@ -20,6 +20,27 @@ from vit_core.cli import app
 from vit_core.registry import reset_registry
 
 TINY = ["image_size=16", "patch_size=8", "dim=16", "depth=1", "heads=2", "mlp_dim=32", "dim_head=8"]
+LABEL_TRAINER = """
+
+import torch.nn.functional as F
+from torch import nn
+from vit_core.registry import Component
+
+
+class LabelTrainer(nn.Module):
+    def __init__(self, *, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images, labels):
+        return F.cross_entropy(self.encoder(images), labels)
+"""
+TOYCO = registering(
+    "toy('toy-vit')",
+    "toy('label-trainer', target='fake_toyco_plugin:LabelTrainer', kind='trainer', takes_labels=True, "
+    "default_config={'encoder': Component('vit', TINY)})",
+    extra=LABEL_TRAINER,
+)
 FAST = ["--batch-size", "16", "--lr", "1e-2", "--no-progress", "--log-every", "1"]
 
 
@@ -32,7 +53,7 @@ def invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable
     """Every installed plugin plus ``toyco`` (a fake third-party plugin registering ``toy-vit``)."""
     site = tmp_path / "site"
     site.mkdir()
-    install_fake(site, "toyco", registering("toy('toy-vit')"), dist="vit-test-toyco")
+    install_fake(site, "toyco", TOYCO, dist="vit-test-toyco")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.delenv("VIT_PLUGINS", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -111,6 +132,12 @@ def test_digits_and_trainer_and_third_party(invoke: Callable[..., Any], tmp_path
     assert result.exit_code == 0, result.output + result.stderr
     assert json.loads((toy / "checkpoint" / "config.json").read_text())["plugin"] == "toyco"
     assert metrics(toy)[-1]["accuracy"] >= 0.0
+
+    # a trainer taking labels: its encoder (3 classes registered) gets the data's 4
+    labels = invoke("train", "label-trainer", "--data", "synthetic", "--epochs", "1", *FAST, "--out", tmp_path / "lt")
+    assert labels.exit_code == 0, labels.output + labels.stderr
+    config = json.loads((tmp_path / "lt" / "checkpoint" / "config.json").read_text())
+    assert config["config"]["encoder"]["__model__"]["config"]["num_classes"] == 4
 
 
 def test_image_lists_and_clips(invoke: Callable[..., Any], tmp_path: Path) -> None:

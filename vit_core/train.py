@@ -135,7 +135,8 @@ class Built:
 def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Built:
     """The model or trainer ``cfg.name`` with ``--set``/``--encoder`` applied (its own checks validate values).
 
-    A classifier whose ``num_classes`` is not ``--set`` gets the data's class count.
+    A classifier whose ``num_classes`` is not ``--set`` gets the data's class count ``num_classes``, and so
+    does the trained model of a trainer that takes labels.
     """
     info = registry.info(cfg.name)
     if info.kind == "backend":
@@ -181,9 +182,12 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
         part_info = registry.info(component.model)
         _check_keys(part_info, list(nested.get(arg, {})), f"{arg}=")
         components[arg] = Component(component.model, sub, component.trained)
+    arg = _trained_component(info)
+    labelled = info.takes_labels and num_classes is not None and "num_classes" not in nested.get(arg, {})
+    if labelled and "num_classes" in registry.info(components[arg].model).signature().parameters:
+        components[arg] = Component(components[arg].model, {**components[arg].config, "num_classes": num_classes})
     trainer_config = {**{k: v for k, v in info.default_config.items() if k not in components}, **own}
     module, parts = registry.create_with_parts(cfg.name, **trainer_config, **components)
-    arg = _trained_component(info)
     part_info = registry.info(components[arg].model)
     shape = sample_shape(part_info, {**part_info.default_config, **components[arg].config})
     return Built(info, module, False, shape, part_info.input_kind, {**trainer_config, **parts})
@@ -383,6 +387,9 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     else:  # a trainer: the data has its encoder's shape (a backend is refused by build)
         built = build(cfg, None, registry)
         data = load(cfg.data, built.input_kind, built.shape)
+        if info.takes_labels:  # its trained model's head sized to the data's classes
+            torch.manual_seed(cfg.seed)
+            built = build(cfg, data.num_classes, registry)
     if cfg.resume is not None:
         from safetensors.torch import load_file
 
