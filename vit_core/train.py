@@ -429,6 +429,8 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     main = rank == 0
     if main and out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.resume is None:  # a new run in an old folder starts its metrics afresh
+            (out / METRICS).unlink(missing_ok=True)
     metrics = Metrics(out / METRICS if main and out is not None else None)
     say = log if main else (lambda _: None)
     say(
