@@ -135,3 +135,8 @@ def test_timm_anchor_within_its_documented_difference_and_refused_beyond_it(orac
     strict = {"timm": zoo.Difference("nothing differs", params=0.0, flops=0.0)}
     with pytest.raises(work.WorkMismatch, match=r"timm: parameters .* beyond 0\.0% \(nothing differs\)"):
         zoo.check_sizes("strict", comparison.rows, strict, case.batch)
+
+
+def test_training_peak_memory_of_a_spec_is_measured_in_a_fresh_process(oracle):
+    case = _quick_case("DeepViT-S/16")
+    assert zoo.training_peak_memory(case.spec("vit-pytorch"), case.batch, case.image) > 0
