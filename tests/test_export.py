@@ -1,0 +1,100 @@
+"""torch.export and ONNX export (dynamic batch axis) of every registered model and backend; `vit export`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from vit_core.export import DATA_DEPENDENT, ExportError, check_export, export_program
+from vit_core.registry import get_registry
+from vit_core.testing import ConformanceError, check_model, model_names
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "interop.md"
+
+EXPORT_BLOCKERS = {
+    "navit": "takes list input",
+    "ats-vit": re.escape("at operator aten.item (a tensor's value used as a Python number or bool"),
+    "cct-3d": re.escape("onnxruntime failed: ") + r".*FusedConv.*bias must be a 1D tensor",
+}
+"""Models that do not export, with what the kit's message says; docs/interop.md lists each of them."""
+
+
+def exportable_names() -> list[str]:
+    registry = get_registry()
+    return [n for n in model_names() if ":" in n or registry.info(n).kind != "trainer"]
+
+
+def _export_only(name: str) -> None:
+    from vit_core.testing import PROFILES
+
+    info = get_registry().info(name)
+    check_model(name, export=True, skip=list(PROFILES[info.kind]))
+
+
+@pytest.mark.parametrize("name", exportable_names())
+def test_every_model_exports_or_is_a_documented_blocker(name: str) -> None:
+    if name not in EXPORT_BLOCKERS:
+        _export_only(name)
+        return
+    with pytest.raises(ConformanceError, match=rf"(?s)failed conformance check 'export'.*{EXPORT_BLOCKERS[name]}"):
+        _export_only(name)
+
+
+def test_blockers_are_registered_and_documented() -> None:
+    docs = DOCS.read_text()
+    names = set(exportable_names())
+    for name in EXPORT_BLOCKERS:
+        assert name in names, f"{name} is no longer registered: drop it from EXPORT_BLOCKERS"
+        assert re.search(rf"^\| `{re.escape(name)}` \|", docs, re.MULTILINE), f"{name} is not listed in {DOCS.name}"
+
+
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum() > 0 else x
+
+
+def test_a_model_that_cannot_export_is_named_with_the_blocking_operator() -> None:
+    with pytest.raises(ExportError, match=r"torch.export failed at operator aten.item .*data-dependent") as caught:
+        export_program(DataDependent(), torch.randn(2, 3))
+    assert caught.value.op == DATA_DEPENDENT and "in forward" in str(caught.value)
+
+
+def test_check_export_reports_errors_on_another_batch_size() -> None:
+    model = get_registry().create("simple-vit").eval()
+    report = check_export(model, torch.randn(2, 3, 32, 32), torch.randn(5, 3, 32, 32))
+    assert report.batch == 5 and report.program_error <= 1e-5 and report.onnx_error <= 1e-4
+
+
+def test_vit_export_writes_pt2_and_onnx_with_a_dynamic_batch(tmp_path: Path) -> None:
+    import onnxruntime
+    from typer.testing import CliRunner
+
+    from vit_core import load_model, save_model
+    from vit_core.cli import app
+
+    model = get_registry().create("vit", num_classes=4).eval()
+    save_model(model, tmp_path / "saved")
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["export", "vit", "--from", str(tmp_path / "saved"), "-f", "pt2", "--out", str(tmp_path / "m.pt2")]
+    )
+    assert result.exit_code == 0, result.output
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = load_model(tmp_path / "saved")(x)
+        torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), expected)
+    result = runner.invoke(app, ["export", "vit", "--set", "num_classes=4", "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].shape == (5, 4)
+    bad = runner.invoke(app, ["export", "vit", "-f", "tflite", "--out", str(tmp_path / "m")])
+    assert bad.exit_code == 1 and "--format must be one of onnx, pt2" in bad.output
+    trainer = runner.invoke(app, ["export", "mae", "--out", str(tmp_path / "m")])
+    assert trainer.exit_code == 1 and "is a trainer" in trainer.output
