@@ -636,6 +636,14 @@ def test_nest_hierarchies_run_bottom_up() -> None:
 # --- registry, conformance, packaging ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", list(NAMES))
+def test_bf16_autocast(name: str) -> None:
+    model = build(name).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(example(name))
+    assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
+
+
 def test_registered_models() -> None:
     record = get_registry().plugins["hierarchical"]
     assert record.ok and set(NAMES) <= set(record.models)
