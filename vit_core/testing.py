@@ -369,10 +369,16 @@ def check_encoder_protocol(s: Subject) -> None:
         )
 
 
+GRADIENT_PASSES = 3
+"""Training-mode backward passes whose gradients the ``gradients`` check accumulates: stochastic depth
+or layer drop may skip a branch for a whole small batch in one pass, never (in practice) in all."""
+
+
 def check_gradients(s: Subject) -> None:
     model = _build(s, "gradients").train()
-    out = _forward(s, "gradients", model, s.example())
-    (out * torch.randn_like(out)).sum().backward()
+    for _ in range(GRADIENT_PASSES):
+        out = _forward(s, "gradients", model, s.example())
+        (out * torch.randn_like(out)).sum().backward()
     outside = tuple(getattr(model, "parameters_outside_forward", ()))
     trainable = [
         (name, p) for name, p in model.named_parameters() if p.requires_grad and not name.startswith(outside or ("\0",))
