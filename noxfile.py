@@ -30,7 +30,9 @@ def install_ecosystem(session: nox.Session, editable: bool = True) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite, oracle parity included."""
     install_ecosystem(session)
-    session.install(*CONSTRAINTS, "pytest>=8", "scikit-learn", "pillow", "packaging", "build", "setuptools>=68", "wheel")
+    session.install(
+        *CONSTRAINTS, "pytest>=8", "scikit-learn", "pillow", "packaging", "build", "setuptools>=68", "wheel"
+    )
     session.install(*CONSTRAINTS, "onnx", "onnxscript", "onnxruntime")  # the export tests (vit-core[export])
     session.install("--no-deps", ORACLE)
     # vit-ssl's MAE/SimMIM/MPP parity needs vit-pytorch 1.16.0 (the latest release cannot run them), beside it
