@@ -15,6 +15,18 @@ vit_hierarchical = pytest.importorskip("vit_hierarchical")
 
 pytestmark = pytest.mark.oracle
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread for these small models: on a busy two-core host every parallel op waits
+    at OpenMP's barrier for a descheduled thread (a training step of the Twins default measured
+    25 times slower with two threads than with one); restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TWINS = dict(
     num_classes=10,
     **{f"s{i}_{k}": v for i in (1, 2, 3, 4) for k, v in (("local_patch_size", 2), ("global_k", 2))},
