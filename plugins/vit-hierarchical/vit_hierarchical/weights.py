@@ -322,47 +322,49 @@ def _twins_pair(attn: str, ff: str, fused: bool) -> list[tuple[str, str]]:
     ]
 
 
+def _twins_patch_embedding(state: StateDict, embed: nn.Module) -> StateDict:
+    """A stage's ``LayerNorm -> 1x1 conv -> LayerNorm`` over ``(c p1 p2)`` patches -> our
+    :class:`~vit_core.layers.PatchEmbedding` over ``(p1 p2 c)`` patches."""
+    p, c = embed.patch_size[0], embed.channels
+    to_ours = (("c", "p1", "p2"), {"c": c, "p1": p, "p2": p}, ("p1", "p2", "c"))
+    return {
+        "patch_norm.weight": permute_patch_dim(state["0.weight"].reshape(-1), 0, *to_ours),
+        "patch_norm.bias": permute_patch_dim(state["0.bias"].reshape(-1), 0, *to_ours),
+        "proj.weight": permute_patch_dim(state["1.weight"].flatten(1), 1, *to_ours),
+        "proj.bias": state["1.bias"],
+        "norm.weight": state["2.weight"].reshape(-1),
+        "norm.bias": state["2.bias"].reshape(-1),
+    }
+
+
 def import_twins_svt(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     """``vit_pytorch.twins_svt.TwinsSVT`` -> :class:`vit_hierarchical.TwinsSVT`.
 
-    A reference layer (local attention, feed-forward, global attention, feed-forward) is two of
-    our blocks; the local attention's ``to_q`` and ``to_kv`` become one ``to_qkv``.
+    A reference stage is a patch embedding (``.0``), a one-layer transformer (``.1``), the PEG
+    (``.2``) and a ``depth``-layer transformer (``.3``); each of its layers (local attention,
+    feed-forward, global attention, feed-forward; the last stage only the global half) is two of
+    our blocks (one), the PEG one more after the first layer.  The local attention's ``to_q`` and
+    ``to_kv`` become one ``to_qkv``.
     """
     state = channel_norm_names(state)
     out: StateDict = {}
-    last = len(model.stages) - 1
     for i, stage in enumerate(model.stages):
-        blocks = iter(range(len(stage.blocks)))
-        layers = [f"layers.{i}.1.layers.0."] + [f"layers.{i}.3.layers.{n}." for n in range(model.configs[i]["depth"])]
+        blocks = (f"stages.{i}.blocks.{j}." for j in range(len(stage.blocks)))
+        local = i < len(model.stages) - 1
+        layers = [f"layers.{i}.1.layers.0.", *(f"layers.{i}.3.layers.{n}." for n in range(model.configs[i]["depth"]))]
         for n, layer in enumerate(layers):
             part = subtree(state, layer)
-            if i < last:
-                local = {k: part.pop(k) for k in [k for k in part if re.match(r"[01]\.", k)]}
-                qkv = torch.cat([local.pop("0.fn.to_q.weight"), local.pop("0.fn.to_kv.weight")]).flatten(1)
-                prefix = f"stages.{i}.blocks.{next(blocks)}.block."
-                graft(out, prefix, rename(local, _twins_pair("0", "1", fused=True)))
-                out[prefix + "attn.to_qkv.weight"] = qkv
-            graft(out, f"stages.{i}.blocks.{next(blocks)}.block.", rename(part, _twins_pair("2", "3", fused=False)))
+            if local:
+                prefix = next(blocks)
+                qkv = torch.cat([part.pop("0.fn.to_q.weight"), part.pop("0.fn.to_kv.weight")])
+                out[prefix + "block.attn.to_qkv.weight"] = qkv.flatten(1)
+                pair = {k: part.pop(k) for k in [k for k in part if k[0] in "01"]}
+                graft(out, prefix + "block.", rename(pair, _twins_pair("0", "1", fused=True)))
+            graft(out, next(blocks) + "block.", rename(part, _twins_pair("2", "3", fused=False)))
             if n == 0:
-                graft(
-                    out,
-                    f"stages.{i}.blocks.{next(blocks)}.module.",
-                    rename(subtree(state, f"layers.{i}.2."), [(rf"proj\.fn\.{PARAM}", r"proj.\1")]),
-                )
-        embed = rename(
-            subtree(state, f"layers.{i}.0.proj."),
-            [(rf"0\.{PARAM}", r"patch_norm.\1"), (rf"1\.{PARAM}", r"proj.\1"), (rf"2\.{PARAM}", r"norm.\1")],
-        )
-        embed = fit_shapes({f"stages.{i}.downsample.embed.{k}": v for k, v in embed.items()}, model)
-        patch_embed = stage.downsample.embed
-        p, c = patch_embed.patch_size[0], patch_embed.channels
-        to_ours = (("c", "p1", "p2"), {"c": c, "p1": p, "p2": p}, ("p1", "p2", "c"))
-        for key in embed:
-            if ".patch_norm." in key:
-                embed[key] = permute_patch_dim(embed[key], 0, *to_ours)
-            elif key.endswith("proj.weight"):
-                embed[key] = permute_patch_dim(embed[key], 1, *to_ours)
-        out.update(embed)
+                graft(out, next(blocks) + "module.proj.", subtree(state, f"layers.{i}.2.proj.fn."))
+        embed = _twins_patch_embedding(subtree(state, f"layers.{i}.0.proj."), stage.downsample.embed)
+        graft(out, f"stages.{i}.downsample.embed.", embed)
     last_linear = len(model.stages) + 2  # the reference's Sequential: stages, pool, flatten, linear
     return finish(out, state, [(rf"layers\.{last_linear}\.{PARAM}", r"head.\1")], model)
 
