@@ -50,6 +50,12 @@ def fit_shapes(state: StateDict, model: nn.Module) -> StateDict:
     return state
 
 
+def channel_norm_names(state: Mapping[str, Tensor]) -> StateDict:
+    """vit-pytorch's channel LayerNorm stores ``g`` and ``b``: rename them ``weight`` and ``bias``
+    (:func:`fit_shapes` then drops their unit axes)."""
+    return {re.sub(r"(^|\.)g$", r"\1weight", re.sub(r"(^|\.)b$", r"\1bias", k)): v for k, v in state.items()}
+
+
 def block_prefixes(model: nn.Module) -> list[str]:
     """``stages.i.blocks.j.`` of every block of every stage, in order."""
     return [f"stages.{i}.blocks.{j}." for i, stage in enumerate(model.stages) for j in range(len(stage.blocks))]
@@ -225,12 +231,6 @@ def import_mobile_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDic
     graft(out, "stages.4.blocks.2.module.", rename(subtree(state, "to_logits.0."), CONV_BN))
     out["head.weight"] = state.pop("to_logits.2.weight")
     return finish(out, state, [], model)
-
-
-def channel_norm_names(state: Mapping[str, Tensor]) -> StateDict:
-    """vit-pytorch's channel LayerNorm stores ``g`` and ``b``: rename them ``weight`` and ``bias``
-    (:func:`fit_shapes` then drops their unit axes)."""
-    return {re.sub(r"(^|\.)g$", r"\1weight", re.sub(r"(^|\.)b$", r"\1bias", k)): v for k, v in state.items()}
 
 
 # --- NesT ----------------------------------------------------------------------------------------
