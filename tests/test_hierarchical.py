@@ -356,6 +356,17 @@ def test_recorder_maps(name: str) -> None:
         torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
 
 
+def test_extractor_reads_a_stage() -> None:
+    """``Extractor(model, layer_name="stages.i")`` gives that stage's map as the model holds it, channels-last."""
+    from vit_core import Extractor
+
+    model = build("maxvit").eval()
+    img = example("maxvit")
+    _, fmap = Extractor(model, layer_name="stages.0")(img)
+    expected = model.forward_intermediates(img, indices=[0], output_fmt="NHWC", intermediates_only=True)[0]
+    torch.testing.assert_close(fmap, expected)
+
+
 def test_recorder_window_shapes() -> None:
     """MaxViT: each block/grid attention covers (batch * groups) groups of window^2 tokens."""
     model = build("maxvit").eval()  # window 2: 8x8 then 4x4 maps
