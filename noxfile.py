@@ -33,10 +33,11 @@ def tests(session: nox.Session) -> None:
     session.install(
         *CONSTRAINTS, "pytest>=8", "scikit-learn", "pillow", "packaging", "build", "setuptools>=68", "wheel"
     )
+    session.install(*CONSTRAINTS, "matplotlib")  # the benchmark report's plot, which the benchmark tests draw
     session.install(*CONSTRAINTS, "onnx", "onnxscript", "onnxruntime")  # the export tests (vit-core[export])
     session.install("--no-deps", ORACLE)
     # vit-ssl's MAE/SimMIM/MPP parity needs vit-pytorch 1.16.0 (the latest release cannot run them), beside it
-    legacy = Path(session.create_tmp()) / "vit-pytorch-1.16.0"
+    legacy = Path(session.create_tmp()).resolve() / "vit-pytorch-1.16.0"
     session.install("--no-deps", "--target", str(legacy), "vit-pytorch==1.16.0")
     session.run("pytest", "-ra", *session.posargs, env={"VIT_PYTORCH_1_16": str(legacy)})
 

@@ -72,6 +72,7 @@ def legacy() -> types.SimpleNamespace:
     path = os.environ.get(LEGACY_ENV)
     if not path or not (Path(path) / "vit_pytorch").is_dir():
         pytest.skip(f"set {LEGACY_ENV} to a `pip install --no-deps --target DIR vit-pytorch==1.16.0` directory")
+    path = str(Path(path).resolve())
     with _isolated_vit_pytorch(path):
         modules = {name: importlib.import_module(f"vit_pytorch.{name}") for name in ("vit", "mae", "simmim", "mpp")}
     assert Path(modules["vit"].__file__).is_relative_to(path), "imported the wrong vit-pytorch"
