@@ -278,6 +278,11 @@ def test_forward_intermediates_of_the_trunk():
     torch.testing.assert_close(early, hidden[1])
     assert len(chosen) == 2
     assert resolve_indices(None, 3) == [0, 1, 2] and resolve_indices([-1, 0], 3) == [0, 2]
+    assert resolve_indices(2, 3) == [1, 2]
+    with pytest.raises(ValueError, match=r"indices=0 must select between 1 and 3 stages"):
+        resolve_indices(0, 3, "stages")
+    with pytest.raises(TypeError, match="a sequence of ints"):
+        resolve_indices("last", 3)
     with pytest.raises(ValueError, match="indices"):
         trunk.forward_intermediates(x, [4])
 

@@ -118,19 +118,24 @@ class TransformerBlock(nn.Module):
         return x + self.drop_path(self.ff_scale(self.ff(self.ff_norm(x))))
 
 
-def resolve_indices(indices: int | Sequence[int] | None, depth: int) -> list[int]:
-    """timm's meaning: ``None`` every block, ``n`` the last ``n`` blocks, a sequence of (negative-ok) indices."""
+def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str = "blocks") -> list[int]:
+    """timm's meaning of ``indices``: ``None`` all ``count`` items (blocks, stages), an int ``n`` the last ``n``,
+    a sequence those indices (negatives count from the end; empty: none); sorted, without repeats."""
     if indices is None:
-        return list(range(depth))
+        return list(range(count))
     if isinstance(indices, int) and not isinstance(indices, bool):
-        if not 0 <= indices <= depth:
-            raise ValueError(f"indices={indices} asks for the last {indices} blocks of a depth-{depth} trunk")
-        return list(range(depth - indices, depth))
+        if not 0 < indices <= count:
+            raise ValueError(f"indices={indices} must select between 1 and {count} {what}")
+        return list(range(count - indices, count))
+    if not isinstance(indices, (list, tuple)):
+        raise TypeError(f"indices must be None, an int or a sequence of ints, got {indices!r}")
     out = []
     for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not -depth <= i < depth:
-            raise ValueError(f"indices must be block indices in [-{depth}, {depth}), got {list(indices)}")
-        out.append(i % depth)
+        if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count:
+            raise ValueError(
+                f"indices must hold ints in [-{count}, {count}) (the model has {count} {what}), got {indices!r}"
+            )
+        out.append(i % count)
     return sorted(set(out))
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from vit_core.layers import resolve_indices
 from vit_core.models.base import VisionModel
 from vit_core.validation import check_choice, check_non_negative_int
 from vit_hierarchical.validation import SideRule, check_image
@@ -85,26 +86,6 @@ class Stage(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
-
-
-def resolve_indices(indices: int | Sequence[int] | None, count: int, what: str = "stages") -> list[int]:
-    """``None``: all; an int ``n``: the last ``n``; a sequence: those indices (negatives count from the end)."""
-    if indices is None:
-        return list(range(count))
-    if isinstance(indices, int) and not isinstance(indices, bool):
-        if not 0 < indices <= count:
-            raise ValueError(f"indices={indices} must select between 1 and {count} {what}")
-        return list(range(count - indices, count))
-    if not isinstance(indices, (list, tuple)) or not indices:
-        raise TypeError(f"indices must be None, an int or a non-empty sequence of ints, got {indices!r}")
-    out = []
-    for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count:
-            raise ValueError(
-                f"indices must hold ints in [-{count}, {count}) (the model has {count} {what}), got {indices!r}"
-            )
-        out.append(i % count)
-    return sorted(set(out))
 
 
 class HierarchicalModel(VisionModel):
@@ -206,7 +187,7 @@ class HierarchicalModel(VisionModel):
         equals ``forward_features``."""
         fmt = self.output_formats[0] if output_fmt is None else output_fmt
         check_choice("output_fmt", fmt, self.output_formats)
-        chosen = set(resolve_indices(indices, len(self.stages)))
+        chosen = set(resolve_indices(indices, len(self.stages), "stages"))
         last = len(self.stages) - 1
         outputs, state = [], None
         for i, state in enumerate(self.stage_states(img)):

@@ -12,16 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import (
-    Attention,
-    FeedForward,
-    LearnedPositionalEmbedding,
-    Transformer,
-    TransformerBlock,
-)
-from vit_core.models.patch_model import PatchTransformer
-from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import as_tuple, check_grid, check_positive_ints
+from vit_core.layers import Attention
+from vit_variants.class_token_vit import ClassTokenViT
 
 
 class ReAttention(Attention):
@@ -41,48 +33,11 @@ class ReAttention(Attention):
         return self.head_norm(mixed).permute(0, 3, 1, 2)
 
 
-class DeepViT(PatchTransformer):
+class DeepViT(ClassTokenViT):
     """ViT with re-attention in every layer.  Arguments as vit-pytorch's ``deepvit.DeepViT``.
 
     The class token is always there; ``pool="mean"`` averages it with the patch tokens (as in
     vit-pytorch, so its weights import exactly).
     """
 
-    def __init__(
-        self,
-        *,
-        image_size: int | tuple[int, int],
-        patch_size: int | tuple[int, int],
-        num_classes: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        mlp_dim: int,
-        pool: str = "cls",
-        channels: int = 3,
-        dim_head: int = 64,
-        dropout: float = 0.0,
-        emb_dropout: float = 0.0,
-    ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
-        grid = check_grid("image_size", image_size, "patch_size", patch_size)
-
-        def block(_: int) -> nn.Module:
-            mixer = ReAttention(dim, heads, dim_head, dropout)
-            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim)
-
-        super().__init__(
-            input_size=image_size,
-            patch_size=patch_size,
-            channels=channels,
-            dim=dim,
-            num_classes=num_classes,
-            pool=pool,
-            positional=LearnedPositionalEmbedding(grid, dim),
-            transformer=Transformer(dim, depth, final_norm=False, block=block),
-            emb_dropout=emb_dropout,
-            fc_norm=True,
-            class_token=True,
-            layout=IMAGE_LAYOUT,
-        )
+    attention_class = ReAttention

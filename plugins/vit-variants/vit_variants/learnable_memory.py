@@ -14,15 +14,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import FeedForward, LearnedPositionalEmbedding, Transformer, TransformerBlock
 from vit_core.models.base import VisionModel
-from vit_core.models.patch_model import PatchTransformer
-from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import as_tuple, check_grid, check_non_negative_int, check_positive_ints
+from vit_core.validation import check_non_negative_int
 from vit_variants.attention import ContextAttention
+from vit_variants.class_token_vit import ClassTokenViT
 
 
-class LearnableMemoryViT(PatchTransformer):
+class LearnableMemoryViT(ClassTokenViT):
     """A ViT whose attention layers accept memory tokens as extra keys and values (``context``).
 
     Arguments as vit-pytorch's ``learnable_memory_vit.ViT``.  Used on its own it is a ViT (the
@@ -31,44 +29,7 @@ class LearnableMemoryViT(PatchTransformer):
     accepts ``pool`` but always reads the class token).
     """
 
-    def __init__(
-        self,
-        *,
-        image_size: int | tuple[int, int],
-        patch_size: int | tuple[int, int],
-        num_classes: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        mlp_dim: int,
-        pool: str = "cls",
-        channels: int = 3,
-        dim_head: int = 64,
-        dropout: float = 0.0,
-        emb_dropout: float = 0.0,
-    ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
-        grid = check_grid("image_size", image_size, "patch_size", patch_size)
-
-        def block(_: int) -> nn.Module:
-            mixer = ContextAttention(dim, heads, dim_head, dropout)
-            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim)
-
-        super().__init__(
-            input_size=image_size,
-            patch_size=patch_size,
-            channels=channels,
-            dim=dim,
-            num_classes=num_classes,
-            pool=pool,
-            positional=LearnedPositionalEmbedding(grid, dim),
-            transformer=Transformer(dim, depth, final_norm=False, block=block),
-            emb_dropout=emb_dropout,
-            fc_norm=True,
-            class_token=True,
-            layout=IMAGE_LAYOUT,
-        )
+    attention_class = ContextAttention
 
 
 def memory_mask(tokens: int, memories: int) -> Tensor:

@@ -18,18 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vit_core.layers import (
-    Attention,
-    FeedForward,
-    LearnedPositionalEmbedding,
-    PatchEmbedding,
-    Transformer,
-    TransformerBlock,
-    patchify,
-)
-from vit_core.models.patch_model import PatchTransformer
+from vit_core.layers import Attention, PatchEmbedding, patchify
 from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import as_tuple, check_grid, check_positive_ints, check_tensor
+from vit_core.validation import as_tuple, check_positive_ints, check_tensor
+from vit_variants.class_token_vit import ClassTokenViT
 
 SHIFTS = ((1, -1, 0, 0), (-1, 1, 0, 0), (0, 0, 1, -1), (0, 0, -1, 1))
 """``F.pad`` arguments shifting an image one pixel right, left, down and up (zeros fill the gap)."""
@@ -90,52 +82,18 @@ class LocalitySelfAttention(Attention):
         return super().attend(q * self.log_scale.exp(), k, v, mask=mask, bias=bias, scale=1.0)
 
 
-class SmallDatasetViT(PatchTransformer):
+class SmallDatasetViT(ClassTokenViT):
     """ViT with shifted patch tokenization and locality self-attention.  Arguments as
     vit-pytorch's ``vit_for_small_dataset.ViT``.
 
     The encoder has no final norm; the pooled token is LayerNorm-ed before the head.
     """
 
-    def __init__(
-        self,
-        *,
-        image_size: int | tuple[int, int],
-        patch_size: int | tuple[int, int],
-        num_classes: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        mlp_dim: int,
-        pool: str = "cls",
-        channels: int = 3,
-        dim_head: int = 64,
-        dropout: float = 0.0,
-        emb_dropout: float = 0.0,
-    ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
-        grid = check_grid("image_size", image_size, "patch_size", patch_size)
+    attention_class = LocalitySelfAttention
 
-        def block(_: int) -> nn.Module:
-            mixer = LocalitySelfAttention(dim, heads, dim_head, dropout)
-            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim)
-
-        super().__init__(
-            input_size=image_size,
-            patch_size=patch_size,
-            channels=channels,
-            dim=dim,
-            num_classes=num_classes,
-            pool=pool,
-            positional=LearnedPositionalEmbedding(grid, dim),
-            transformer=Transformer(dim, depth, final_norm=False, block=block),
-            emb_dropout=emb_dropout,
-            fc_norm=True,
-            class_token=True,
-            layout=IMAGE_LAYOUT,
-            patch_embed=SPT(dim=dim, patch_size=patch_size, channels=channels),
-        )
+    @classmethod
+    def build_patch_embed(cls, dim: int, patch_size: tuple[int, int], channels: int) -> nn.Module:
+        return SPT(dim=dim, patch_size=patch_size, channels=channels)
 
     def patches(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """Validate ``x``; the shifted-and-stacked patches ``(batch, patches, patch_dim)`` and the grid."""
