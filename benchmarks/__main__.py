@@ -1,6 +1,6 @@
 """``python -m benchmarks [--quick] [--only vit,navit,long,compile] [--cases ...] [--rounds N]
 [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--json FILE] [--write-docs [DIR]]
-[--from-json FILE]``: measure, print the tables and targets, and optionally write the results'
+[--from-json FILE ...]``: measure, print the tables and targets, and optionally write the results'
 JSON and the generated docs page (with its plot)."""
 
 from __future__ import annotations
@@ -104,9 +104,11 @@ def run(
     rounds: int = 7,
     vit_names: tuple[str, ...] | None = None,
     command: str = "python -m benchmarks",
+    json_path: Path | None = None,
 ) -> dict:
     """Measure the selected sections and return the run's results (JSON-ready); each comparison's
-    rows are printed as it completes."""
+    rows are printed as it completes, and the results so far are rewritten to ``json_path`` (when
+    given) after each one, so a run cut short keeps what it measured."""
     unknown = set(only) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown --only {sorted(unknown)}; choose from {list(SECTIONS)}")
@@ -131,7 +133,32 @@ def run(
         measured = cases.measure(build(), timer, setup, probe_side)
         print("\n".join(report.progress_lines(measured)), flush=True)
         results["comparisons"].append(measured)
+        if json_path is not None:
+            write_json(results, json_path)
     return results
+
+
+def write_json(results: dict, path: Path) -> None:
+    path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One results dict from runs of different sections on one machine (``--from-json A B ...``):
+    their comparisons in order; the first run's probe rate; every command and the dates' span."""
+    first = runs[0]["meta"]
+    for other in runs[1:]:
+        for key in ("machine", "quick", "rounds", "probe_side"):
+            if other["meta"][key] != first[key]:
+                raise ValueError(
+                    f"--from-json runs must share {key}: {first[key]!r} (first run) against {other['meta'][key]!r}"
+                )
+    if len(runs) == 1:
+        return runs[0]
+    dates = [run["meta"]["date"] for run in runs]
+    meta = dict(first)
+    meta["command"] = " && ".join(run["meta"]["command"] for run in runs)
+    meta["date"] = f"{min(dates)} to {max(dates)}"
+    return {"meta": meta, "comparisons": [c for run in runs for c in run["comparisons"]]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,18 +177,21 @@ def main(argv: list[str] | None = None) -> None:
         "--write-docs", type=Path, nargs="?", const=Path("docs"), metavar="DIR",
         help="write benchmarks.md, benchmarks.json and the ratio plot into DIR (default docs)",
     )  # fmt: skip
-    parser.add_argument("--from-json", type=Path, help="render a saved run's results instead of measuring")
+    parser.add_argument(
+        "--from-json", type=Path, nargs="+", metavar="FILE",
+        help="render saved runs' results instead of measuring (several: one machine's runs, merged in order)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json:
-        results = json.loads(args.from_json.read_text())
+        results = merge_runs([json.loads(path.read_text()) for path in args.from_json])
     else:
         setup = cases.Setup(args.device, getattr(torch, args.dtype))
         names = tuple(args.cases.split(",")) if args.cases else None
         command = shlex.join(["python", "-m", "benchmarks", *argv])
-        results = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names, command)
+        results = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names, command, args.json)
     print(report.render_tables(results), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        write_json(results, args.json)
     if args.write_docs:
         print(f"wrote {report.write_docs(results, args.write_docs)}")
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import cases, harness, report, targets, work
-from benchmarks.__main__ import comparisons, main, run
+from benchmarks.__main__ import comparisons, main, merge_runs, run
 from benchmarks.harness import interleaved
 from vit_core import NaViT, SimpleViT, ViT
 from vit_core.layers import Attention
@@ -441,6 +441,39 @@ def test_docs_regenerate_from_the_saved_json(quick_results, tmp_path, capsys):
     main(["--from-json", str(tmp_path / "first" / "benchmarks.json"), "--write-docs", str(tmp_path / "second")])
     assert (tmp_path / "second" / "benchmarks.md").read_text() == (tmp_path / "first" / "benchmarks.md").read_text()
     assert "## Targets" in capsys.readouterr().out
+
+
+def test_runs_of_separate_sections_merge_into_one_page(quick_results, tmp_path, capsys):
+    vit_part = {"meta": quick_results["meta"], "comparisons": quick_results["comparisons"][:2]}
+    rest = {
+        "meta": quick_results["meta"] | {"command": "python -m benchmarks --quick --only navit,long", "date": "later"},
+        "comparisons": quick_results["comparisons"][2:],
+    }
+    for name, part in (("a.json", vit_part), ("b.json", rest)):
+        (tmp_path / name).write_text(json.dumps(part))
+    main(["--from-json", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--write-docs", str(tmp_path / "docs")])
+    merged = json.loads((tmp_path / "docs" / "benchmarks.json").read_text())
+    assert merged["comparisons"] == quick_results["comparisons"]
+    assert merged["meta"]["command"] == "python -m benchmarks --quick && python -m benchmarks --quick --only navit,long"
+    page = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "## NaViT" in page and "## ViT and SimpleViT, eager" in page and " to later" in page
+    with pytest.raises(ValueError, match="--from-json runs must share machine"):
+        merge_runs([vit_part, rest | {"meta": rest["meta"] | {"machine": "another"}}])
+
+
+def test_the_json_holds_each_comparison_as_it_completes(tmp_path, monkeypatch):
+    seen = []
+    real = cases.measure
+
+    def measure_and_look(*args, **kwargs):
+        if (tmp_path / "run.json").exists():
+            seen.append(len(json.loads((tmp_path / "run.json").read_text())["comparisons"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cases, "measure", measure_and_look)
+    results = run(quick=True, only=("long",), json_path=tmp_path / "run.json")
+    assert seen == [1] and len(results["comparisons"]) == 2
+    assert json.loads((tmp_path / "run.json").read_text()) == results
 
 
 def test_quick_run_at_lower_precision():
