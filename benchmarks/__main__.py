@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--only vit,navit,long,compile] [--cases ...] [--rounds N]
+"""``python -m benchmarks [--quick] [--only vit,navit,long,compile] [--cases ...] [--batches ...] [--rounds N]
 [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--json FILE] [--write-docs [DIR]]
 [--from-json FILE ...]``: measure, print the tables and targets, and optionally write the results'
 JSON and the generated docs page (with its plot)."""
@@ -62,7 +62,11 @@ def versions() -> dict[str, str]:
 
 
 def comparisons(
-    quick: bool, only: tuple[str, ...], setup: cases.Setup, vit_names: tuple[str, ...] | None = None
+    quick: bool,
+    only: tuple[str, ...],
+    setup: cases.Setup,
+    vit_names: tuple[str, ...] | None = None,
+    vit_batches: tuple[int, ...] | None = None,
 ) -> list[tuple[str, object]]:
     """The comparisons of the selected sections as (name, builder) pairs; building is deferred so
     that one comparison's models are freed before the next is built."""
@@ -71,7 +75,7 @@ def comparisons(
         unknown = set(vit_names) - {c.name for c in vit_cases}
         if unknown:
             raise ValueError(f"unknown --cases {sorted(unknown)}; choose from {[c.name for c in vit_cases]}")
-    batches = (2,) if quick else (8, 32)
+    batches = vit_batches or ((2,) if quick else (8, 32))
     out: list[tuple[str, object]] = []
     if "vit" in only:
         for case in [c for c in vit_cases if vit_names is None or c.name in vit_names]:
@@ -105,6 +109,7 @@ def run(
     vit_names: tuple[str, ...] | None = None,
     command: str = "python -m benchmarks",
     json_path: Path | None = None,
+    vit_batches: tuple[int, ...] | None = None,
 ) -> dict:
     """Measure the selected sections and return the run's results (JSON-ready); each comparison's
     rows are printed as it completes, and the results so far are rewritten to ``json_path`` (when
@@ -114,7 +119,7 @@ def run(
         raise ValueError(f"unknown --only {sorted(unknown)}; choose from {list(SECTIONS)}")
     timer = cases.QUICK_TIMER if quick else cases.Timer(rounds=rounds)
     probe_side = 256 if quick else 1536
-    selected = comparisons(quick, only, setup, vit_names)
+    selected = comparisons(quick, only, setup, vit_names, vit_batches)
     rate = cases.matmul_rate(probe_side, repeats=3 if quick else 10, setup=setup)
     results = {
         "meta": {
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny configurations (seconds; for the test suite)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--cases", help="comma-separated ViT cases to run (default: all), e.g. ViT-S/16,SimpleViT-S/16")
+    parser.add_argument("--batches", help="comma-separated batch sizes of the ViT cases (default: 8,32; --quick: 2)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds kept per comparison")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: resident set / allocated)")
     parser.add_argument(
@@ -188,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         setup = cases.Setup(args.device, getattr(torch, args.dtype))
         names = tuple(args.cases.split(",")) if args.cases else None
         command = shlex.join(["python", "-m", "benchmarks", *argv])
-        results = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names, command, args.json)
+        batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else None
+        results = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names, command, args.json, batches)
     print(report.render_tables(results), flush=True)
     if args.json:
         write_json(results, args.json)

@@ -43,7 +43,7 @@ class R2LLayer(nn.Module):
         b, rh, rw, c = regional.shape
         (lh, lw), window = local.shape[1:3], (local.shape[1] // rh, local.shape[2] // rw)
         tokens = regional.reshape(b, rh * rw, c)
-        tokens = tokens + self.block.attn(self.block.attn_norm(tokens))
+        tokens = self.block.mix(tokens)
         windows = torch.cat((tokens.reshape(b * rh * rw, 1, c), partition(local, window, "window")), dim=1)
         windows = self.block(windows, bias=bias)
         local = merge(windows[:, 1:], window, (lh, lw), "window")
