@@ -149,10 +149,11 @@ def write_json(results: dict, path: Path) -> None:
 
 def merge_runs(runs: list[dict]) -> dict:
     """One results dict from runs of different sections on one machine (``--from-json A B ...``):
-    their comparisons in order; the first run's probe rate; every command and the dates' span."""
+    their comparisons in order; the first run's probe rate; every command, the dates' span and,
+    where the runs kept different numbers of rounds, each run's."""
     first = runs[0]["meta"]
     for other in runs[1:]:
-        for key in ("machine", "quick", "rounds", "probe_side"):
+        for key in ("machine", "quick", "probe_side"):
             if other["meta"][key] != first[key]:
                 raise ValueError(
                     f"--from-json runs must share {key}: {first[key]!r} (first run) against {other['meta'][key]!r}"
@@ -160,9 +161,12 @@ def merge_runs(runs: list[dict]) -> dict:
     if len(runs) == 1:
         return runs[0]
     dates = [run["meta"]["date"] for run in runs]
+    rounds = [run["meta"]["rounds"] for run in runs]
     meta = dict(first)
     meta["command"] = " && ".join(run["meta"]["command"] for run in runs)
     meta["date"] = f"{min(dates)} to {max(dates)}"
+    if len(set(rounds)) > 1:
+        meta["rounds"] = f"{', '.join(map(str, rounds))} (run by run, in the order of the commands)"
     return {"meta": meta, "comparisons": [c for run in runs for c in run["comparisons"]]}
 
 

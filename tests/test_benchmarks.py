@@ -443,10 +443,19 @@ def test_docs_regenerate_from_the_saved_json(quick_results, tmp_path, capsys):
     assert "## Targets" in capsys.readouterr().out
 
 
+def test_cases_and_batches_select_the_vit_comparisons():
+    names = [name for name, _ in comparisons(False, ("vit",), cases.CPU_FP32, ("ViT-B/16",), (32,))]
+    assert names == ["ViT-B/16 b32"]
+    assert len(comparisons(False, ("vit",), cases.CPU_FP32)) == 2 * len(cases.FULL)
+    with pytest.raises(ValueError, match="unknown --cases"):
+        comparisons(False, ("vit",), cases.CPU_FP32, ("ViT-H/14",))
+
+
 def test_runs_of_separate_sections_merge_into_one_page(quick_results, tmp_path, capsys):
     vit_part = {"meta": quick_results["meta"], "comparisons": quick_results["comparisons"][:2]}
     rest = {
-        "meta": quick_results["meta"] | {"command": "python -m benchmarks --quick --only navit,long", "date": "later"},
+        "meta": quick_results["meta"]
+        | {"command": "python -m benchmarks --quick --only navit,long", "date": "later", "rounds": 3},
         "comparisons": quick_results["comparisons"][2:],
     }
     for name, part in (("a.json", vit_part), ("b.json", rest)):
@@ -457,6 +466,7 @@ def test_runs_of_separate_sections_merge_into_one_page(quick_results, tmp_path, 
     assert merged["meta"]["command"] == "python -m benchmarks --quick && python -m benchmarks --quick --only navit,long"
     page = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "## NaViT" in page and "## ViT and SimpleViT, eager" in page and " to later" in page
+    assert f"{quick_results['meta']['rounds']}, 3 (run by run" in page
     with pytest.raises(ValueError, match="--from-json runs must share machine"):
         merge_runs([vit_part, rest | {"meta": rest["meta"] | {"machine": "another"}}])
 
