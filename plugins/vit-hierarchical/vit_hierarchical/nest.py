@@ -9,10 +9,9 @@ hierarchies run bottom-up: the first has ``4 ** (num_hierarchies - 1)`` blocks, 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from vit_core.layers import PatchEmbedding, Transformer
+from vit_core.layers import LearnedPositionalEmbedding, PatchEmbedding, Transformer
 from vit_core.validation import check_divisible, check_positive_int, check_probability
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage
 from vit_hierarchical.validation import as_pair, exact_size, per_stage
@@ -26,12 +25,12 @@ class BlockTransformer(nn.Module):
     def __init__(self, transformer: Transformer, dim: int, block: tuple[int, int]) -> None:
         super().__init__()
         self.block = block
-        self.pos_embed = nn.Parameter(torch.randn(block[0] * block[1], dim) * 0.02)
+        self.pos_embed = LearnedPositionalEmbedding(block, dim)
         self.transformer = transformer
 
     def forward(self, x: Tensor) -> Tensor:
         size = (x.shape[1], x.shape[2])
-        blocks = partition(x, self.block, "window") + self.pos_embed
+        blocks = partition(x, self.block, "window") + self.pos_embed(self.block)
         return merge(self.transformer(blocks), self.block, size, "window")
 
 

@@ -19,9 +19,10 @@ from vit_core.validation import as_tuple, check_grid, check_positive_ints
 
 
 class ClassTokenViT(PatchTransformer):
-    """``attention_class(dim, heads, dim_head, dropout)`` in every block; :meth:`build_patch_embed`
-    gives the patch embedding (``None``: the core's).  ``pool="mean"`` averages every token, the
-    class token included (as vit-pytorch does, so its weights import exactly)."""
+    """``attention_class(dim, heads, dim_head, dropout)`` in every block (:meth:`build_block` builds
+    the whole block); :meth:`build_patch_embed` gives the patch embedding (``None``: the core's).
+    ``pool="mean"`` averages every token, the class token included (as vit-pytorch does, so its
+    weights import exactly)."""
 
     attention_class: ClassVar[type[Attention]] = Attention
 
@@ -44,11 +45,9 @@ class ClassTokenViT(PatchTransformer):
         image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
         check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
         grid = check_grid("image_size", image_size, "patch_size", patch_size)
-        attention_class = type(self).attention_class
 
         def block(_: int) -> nn.Module:
-            mixer = attention_class(dim, heads, dim_head, dropout)
-            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim)
+            return self.build_block(dim, heads, dim_head, mlp_dim, dropout)
 
         super().__init__(
             input_size=image_size,
@@ -65,6 +64,11 @@ class ClassTokenViT(PatchTransformer):
             layout=IMAGE_LAYOUT,
             patch_embed=type(self).build_patch_embed(dim, patch_size, channels),
         )
+
+    def build_block(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float) -> nn.Module:
+        """One encoder layer: pre-norm ``attention_class`` then a pre-norm feed-forward."""
+        mixer = self.attention_class(dim, heads, dim_head, dropout)
+        return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim)
 
     @classmethod
     def build_patch_embed(cls, dim: int, patch_size: tuple[int, int], channels: int) -> nn.Module | None:

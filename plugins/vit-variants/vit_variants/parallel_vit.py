@@ -13,17 +13,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vit_core.layers import (
-    Attention,
-    FeedForward,
-    LearnedPositionalEmbedding,
-    PatchEmbedding,
-    Transformer,
-    TransformerBlock,
-)
-from vit_core.models.patch_model import PatchTransformer
-from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import as_tuple, check_grid, check_positive_int, check_positive_ints
+from vit_core.layers import Attention, FeedForward, PatchEmbedding, TransformerBlock
+from vit_core.validation import check_positive_int
+from vit_variants.class_token_vit import ClassTokenViT
 
 
 class ParallelBranches(nn.Module):
@@ -45,7 +37,7 @@ class ParallelBranches(nn.Module):
         return out
 
 
-class ParallelViT(PatchTransformer):
+class ParallelViT(ClassTokenViT):
     """ViT whose layers hold parallel branches.  Arguments as vit-pytorch's ``parallel_vit.ViT``.
 
     The patch embedding is a single linear map (no LayerNorms, as there); the encoder has no final
@@ -71,29 +63,30 @@ class ParallelViT(PatchTransformer):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
     ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
-        branches = check_positive_int("num_parallel_branches", num_parallel_branches)
-        grid = check_grid("image_size", image_size, "patch_size", patch_size)
-
-        def block(_: int) -> nn.Module:
-            attentions = [Attention(dim, heads, dim_head, dropout) for _ in range(branches)]
-            mlps = [FeedForward(dim, mlp_dim, dropout) for _ in range(branches)]
-            mixer, mlp = ParallelBranches(attentions, dim), ParallelBranches(mlps, dim)
-            return TransformerBlock(mixer, mlp, dim, norm=lambda _: nn.Identity())
-
+        self.num_parallel_branches = check_positive_int("num_parallel_branches", num_parallel_branches)
         super().__init__(
-            input_size=image_size,
+            image_size=image_size,
             patch_size=patch_size,
-            channels=channels,
-            dim=dim,
             num_classes=num_classes,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_dim=mlp_dim,
             pool=pool,
-            positional=LearnedPositionalEmbedding(grid, dim),
-            transformer=Transformer(dim, depth, final_norm=False, block=block),
+            channels=channels,
+            dim_head=dim_head,
+            dropout=dropout,
             emb_dropout=emb_dropout,
-            fc_norm=True,
-            class_token=True,
-            layout=IMAGE_LAYOUT,
-            patch_embed=PatchEmbedding(channels, patch_size, dim, patch_norm=False, out_norm=False),
         )
+
+    def build_block(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float) -> nn.Module:
+        """``num_parallel_branches`` attentions, then as many feed-forwards, each with its own norm."""
+        branches = range(self.num_parallel_branches)
+        attentions = ParallelBranches([Attention(dim, heads, dim_head, dropout) for _ in branches], dim)
+        mlps = ParallelBranches([FeedForward(dim, mlp_dim, dropout) for _ in branches], dim)
+        return TransformerBlock(attentions, mlps, dim, norm=lambda _: nn.Identity())
+
+    @classmethod
+    def build_patch_embed(cls, dim: int, patch_size: tuple[int, int], channels: int) -> nn.Module:
+        """A single linear map of each flattened patch, as vit-pytorch's parallel ViT."""
+        return PatchEmbedding(channels, patch_size, dim, patch_norm=False, out_norm=False)
