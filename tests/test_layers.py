@@ -132,6 +132,14 @@ def test_patch_embedding_non_square_patches():
     assert embed(torch.randn(2, 3, 8, 6)).shape == (2, 2 * 3, 10)
 
 
+def test_patch_embedding_forward_map_puts_each_patch_at_its_grid_cell():
+    embed = PatchEmbedding(3, (4, 2), 10)
+    x = torch.randn(2, 3, 8, 6)
+    fmap = embed.forward_map(x)
+    assert fmap.shape == (2, 2, 3, 10)
+    torch.testing.assert_close(fmap[:, 1, 2], embed(x[:, :, 4:8, 4:6])[:, 0])
+
+
 def saved_bytes(fn) -> int:
     """Bytes of the tensors autograd keeps for backward while ``fn()`` runs (parameters excluded)."""
     total = 0

@@ -83,6 +83,11 @@ class PatchEmbedding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self._maybe_recompute(self._patchify_and_project, x)
 
+    def forward_map(self, x: Tensor) -> Tensor:
+        """The embedding as a channels-last map ``(batch, *grid, dim)`` instead of a token sequence."""
+        grid = [s // p for s, p in zip(x.shape[2:], self.patch_size)]
+        return self(x).view(x.shape[0], *grid, self.dim)
+
     def _project(self, patches: Tensor) -> Tensor:
         return self.norm(self.proj(self.patch_norm(patches)))
 

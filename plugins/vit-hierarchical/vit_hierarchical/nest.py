@@ -112,6 +112,4 @@ class NesT(HierarchicalModel):
         self.build_head(num_classes, map_norm=nn.LayerNorm(self.stages[-1].dim))
 
     def embed(self, img: Tensor) -> Tensor:
-        b, _, h, w = img.shape
-        p = self.patch_size
-        return self.patch_embed(img).view(b, h // p, w // p, -1)
+        return self.patch_embed.forward_map(img)

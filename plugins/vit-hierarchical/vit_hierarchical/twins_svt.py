@@ -43,13 +43,10 @@ class StagePatchEmbedding(nn.Module):
 
     def __init__(self, channels: int, patch_size: int, dim: int) -> None:
         super().__init__()
-        self.patch_size = patch_size
         self.embed = PatchEmbedding(channels, (patch_size, patch_size), dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, h, w, _ = x.shape
-        p = self.patch_size
-        return self.embed(to_nchw(x)).view(b, h // p, w // p, -1)
+        return self.embed.forward_map(to_nchw(x))
 
 
 class TwinsSVT(HierarchicalModel):
