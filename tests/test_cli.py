@@ -137,6 +137,7 @@ LIST_SCHEMA = {
     "presets": list,
     "components": dict,
     "takes_labels": bool,
+    "channels_arg": str,
     "plugs_into": (dict, type(None)),
     "reference": (str, type(None)),
     "ambiguous": bool,

@@ -4,11 +4,18 @@ Each model is built once; its inference call (no grad) and training step (loss, 
 are timed interleaved with every other model's in one process (:func:`vit_core.timing.interleaved`,
 the benchmarks' harness: rounds A B C A B C, busy rounds discarded), so that drifts of a shared
 machine hit every row alike.  FLOPs are one forward pass per sample (``torch.utils.flop_counter``),
-peak memory the increase during one training step (resident set on CPU, allocated memory on CUDA).
+peak memory the increase during the first two training steps (optimizer state included) in a fresh
+process per model: the resident set on CPU, with glibc's mmap threshold pinned so that freed tensors go
+back to the system (in the timing process the allocator keeps what earlier rounds freed, and the
+increase reads 0), allocated memory on CUDA.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -82,6 +89,40 @@ def _example(registry: Registry, name: str, parts: Mapping, overrides: Mapping, 
     return tuple(args)
 
 
+FIXED_MMAP_THRESHOLD = 64 * 1024
+"""glibc serves allocations above this size with ``mmap`` and returns them on free (its default threshold
+moves with the allocation history, and the peak with it)."""
+
+MEMORY_SCRIPT = """
+import json, sys, torch
+sys.path[:0] = {paths!r}
+from vit_core.bench import training_step_peak
+print(json.dumps(training_step_peak({name!r}, {overrides!r}, {batch}, {device!r})))
+"""
+
+
+def training_step_peak(name: str, overrides: Mapping[str, Any], batch: int, device: str) -> int:
+    """Bytes by which memory peaks, over its size once model and batch are built, during ``name``'s first two
+    training steps in this process (:func:`fresh_training_peak` runs it in a fresh one)."""
+    registry = get_registry()
+    target = torch.device(device)
+    torch.manual_seed(0)
+    model, parts = registry.create_with_parts(name, **dict(overrides))
+    args = tuple(_to(a, target) for a in _example(registry, name, parts, overrides, batch))
+    _, step = _calls(model.to(target).train(), args, registry.info(name).kind, target)
+    return peak_increase(lambda: (step(), step()), device=device)
+
+
+def fresh_training_peak(name: str, overrides: Mapping[str, Any], batch: int, device: str) -> int:
+    """:func:`training_step_peak` in a fresh Python process (this one's ``sys.path``, its installed plugins)."""
+    script = MEMORY_SCRIPT.format(paths=sys.path, name=name, overrides=dict(overrides), batch=batch, device=device)
+    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"measuring {name}'s training memory in a fresh process failed:\n{out.stderr[-2000:]}")
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, list):
         return [v.to(device) for v in value]
@@ -130,7 +171,7 @@ def bench(
                 flops=flops,
                 infer_images_per_s=batch / timing.median(f"{name} infer"),
                 train_images_per_s=batch / timing.median(f"{name} train"),
-                peak_train_memory=peak_increase(calls[f"{name} train"], device=str(target)),
+                peak_train_memory=fresh_training_peak(name, overrides or {}, batch, str(target)),
             )
         )
     return rows

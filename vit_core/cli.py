@@ -77,6 +77,7 @@ def _info_dict(registry: Registry, info: ModelInfo) -> dict[str, Any]:
         "presets": list(info.presets),
         "components": {arg: c.to_json() for arg, c in info.components.items()},
         "takes_labels": info.takes_labels,
+        "channels_arg": info.channels_arg,
         "plugs_into": info.plugs_into.to_json() if info.plugs_into else None,
         "reference": info.reference,
         "ambiguous": info.name in registry.conflicts,

@@ -188,6 +188,8 @@ class ModelInfo:
         presets: named architectures, ``{"vit-b-16": Preset({...})}``, registered as names of
             their own (``create_model("vit-b-16")``).
         takes_labels: trainers only: called as ``trainer(images, labels)``, not ``trainer(images)``.
+        channels_arg: the constructor argument holding the input's channel count (``"channels"``;
+            MobileViT's is ``"in_channels"``), read when a configuration changes it.
         plugs_into: backends only (required): the model it is a ``transformer=`` for, with the
             configuration that fits the backend's default ``dim`` and token count.
         citation: BibTeX of the paper.
@@ -209,6 +211,7 @@ class ModelInfo:
     kind: str = "model"
     presets: Mapping[str, Preset] = field(default_factory=dict)
     takes_labels: bool = False
+    channels_arg: str = "channels"
     plugs_into: Component | None = None
     citation: str = ""
     example: str = ""
@@ -227,7 +230,7 @@ class ModelInfo:
             value = getattr(self, attr)
             if (value is not None or attr == "target") and not (isinstance(value, str) and _TARGET.match(value)):
                 problems.append(f"{attr} must be a 'module:attr' string, got {value!r}")
-        for attr in ("family", "paper_title", "summary"):
+        for attr in ("family", "paper_title", "summary", "channels_arg"):
             if not isinstance(getattr(self, attr), str) or not getattr(self, attr).strip():
                 problems.append(f"{attr} must be a non-empty string")
         if not isinstance(self.paper_url, str) or not self.paper_url.startswith(("http://", "https://")):

@@ -106,11 +106,14 @@ def _trained_component(info: ModelInfo) -> str:
 
 
 def sample_shape(info: ModelInfo, config: Mapping[str, Any]) -> tuple[int, ...]:
-    """One sample's shape for ``config``: the registered ``input_shape`` with ``channels``, ``frames`` and
-    ``image_size`` of the configuration applied."""
+    """One sample's shape for ``config``: the registered ``input_shape`` with the input channels (the
+    argument ``info.channels_arg``), ``frames`` and ``image_size`` of the configuration applied."""
     shape = list(info.input_shape)
-    if "channels" in config:
-        shape[0] = int(config["channels"])
+    channels = config.get(info.channels_arg)
+    if channels is not None:
+        if isinstance(channels, bool) or not isinstance(channels, int):
+            raise TrainError(f"{info.channels_arg}={channels!r}: {info.name!r} takes its input channels as an int")
+        shape[0] = channels
     if info.input_kind == "video" and "frames" in config:
         shape[1] = int(config["frames"])
     size = config.get("image_size")

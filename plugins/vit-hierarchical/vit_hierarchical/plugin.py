@@ -38,6 +38,7 @@ def _info(
     example: str,
     reference: str,
     presets: dict[str, Preset] | None = None,
+    channels_arg: str = "channels",
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -54,6 +55,7 @@ def _info(
         example=example,
         importer=f"vit_hierarchical.weights:import_{module}",
         reference=reference,
+        channels_arg=channels_arg,
     )
 
 
@@ -490,6 +492,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "pred = mbvit_xs(torch.randn(1, 3, 256, 256))  # (1, 1000)"
             ),
             reference="vit_pytorch.mobile_vit.MobileViT",
+            channels_arg="in_channels",
             presets={
                 "mobilevit-xs": Preset(
                     dict(
