@@ -36,6 +36,18 @@ def image(tmp_path: Path) -> Path:
     return path
 
 
+def test_run_folder_checkpoint_and_other_input_channels(tmp_path: Path, image: Path) -> None:
+    """``--checkpoint`` takes a `vit train` run folder (its checkpoint/ inside); a one-channel model reads the
+    image as grey."""
+    save_model(ViT(**TINY, channels=1), tmp_path / "run" / "checkpoint", name="vit")
+    out = tmp_path / "grey.png"
+    args = ["attention", "vit", "--image", image, "--out", out, "--checkpoint", tmp_path / "run"]
+    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV)
+    assert result.exit_code == 0, result.output + result.stderr
+    with Image.open(out) as written:
+        assert written.size == (48, 40)
+
+
 def test_writes_a_png_of_the_input_size(tmp_path: Path, image: Path) -> None:
     torch.manual_seed(0)
     model = ViT(**TINY)
@@ -82,3 +94,5 @@ def test_bad_input(tmp_path: Path, image: Path) -> None:
     assert "no config.json" in error("vit", "--image", image, "--out", out, "--checkpoint", tmp_path)
     assert "method must be one of" in error("vit", "--image", image, "--out", out, "--method", "mean")
     assert "missing.png" in error("vit", "--image", tmp_path / "missing.png", "--out", out)
+    if "ats-vit" in runner.invoke(app, ["list"], env=ENV).stdout:  # drops tokens: its layers differ in size
+        assert "different token counts" in error("ats-vit", "--image", image, "--out", out)

@@ -60,6 +60,12 @@ def test_peak_memory_grows_with_the_batch() -> None:
     assert 0 < small < large
 
 
+def test_unknown_set_key_lists_the_valid_ones() -> None:
+    result = CliRunner().invoke(app, ["bench", "vit", *QUICK, "--set", "colour=3"], env=ENV)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--set colour" in result.stderr and "valid keys:" in result.stderr and "patch_size" in result.stderr
+
+
 def test_unknown_model_is_one_error_line() -> None:
     result = CliRunner().invoke(app, ["bench", "vit", "no-such-vit", *QUICK], env=ENV)
     assert result.exit_code == 1 and "Traceback" not in result.output

@@ -101,7 +101,11 @@ def test_classifier_learns_then_resumes(invoke: Callable[..., Any], tmp_path: Pa
     model = load_model(checkpoint)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 4)  # the head was sized to the data's classes
 
-    resumed = invoke("train", "vit", *sets(TINY), "--data", "synthetic", "--epochs", "5", *FAST, "--resume", out)
+    # the model's settings and the data come from the checkpoint; a contradicting --set is refused
+    message = error(invoke("train", "vit", "--set", "dim=32", "--epochs", "5", *FAST, "--resume", out))
+    assert "--set dim=32: the checkpoint" in message and "trained with dim=16" in message
+    assert "trained on --data synthetic" in error(invoke("train", "vit", "--data", "digits", *FAST, "--resume", out))
+    resumed = invoke("train", "vit", "--epochs", "5", *FAST, "--resume", out)
     assert resumed.exit_code == 0, resumed.output + resumed.stderr
     assert f"resuming at step {steps}" in resumed.stdout
     later = metrics(out)[len(records) :]
@@ -170,9 +174,10 @@ def write_images(root: Path, classes: dict[str, int]) -> None:
             Image.new("RGB", (12, 10), (40 * i, 100, 200)).save(root / name / f"{i}.png")
 
 
-def test_image_folder(invoke: Callable[..., Any], tmp_path: Path) -> None:
+def test_image_folder(invoke: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_images(tmp_path / "images", {"cats": 5, "dogs": 5})
-    folder = f"folder:{tmp_path / 'images'}"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = "folder:~/images"  # the shell does not expand ~ after "folder:"; the loader does
     result = invoke("train", "vit", *sets(TINY), "--data", folder, "--max-steps", "2", *FAST, "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output + result.stderr
     assert "8 train / 2 test, 2 classes, sample (3, 16, 16)" in result.stdout
@@ -194,6 +199,9 @@ def test_bad_input(invoke: Callable[..., Any], tmp_path: Path) -> None:
     message = error(invoke("train", "vit", *base, "--epochs", "2", "--resume", run))
     assert "checkpoint is of model 'simple-vit', not 'vit'" in message
     assert "expected digits, synthetic" in error(invoke("train", "vit", *base, "--data", "mnist"))
+    if "mae" in invoke("list").stdout:
+        message = error(invoke("train", "mae", "--encoder", "vit", "--set", "encoder.colour=3", *FAST))
+        assert "--set encoder.colour" in message and "encoder.patch_size" in message
     assert "backend" in error(invoke("train", "nystrom", *FAST)) if "nystrom" in invoke("list").stdout else True
 
 

@@ -46,7 +46,15 @@ def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tenso
     patches = grid[0] * grid[1]
     with torch.no_grad():
         _, attention = Recorder(model)(x)
-    layers = attention[0] if isinstance(attention, Tensor) else torch.stack([a[0] for a in attention])
+    if not isinstance(attention, Tensor):
+        sizes = sorted({tuple(a.shape[-2:]) for a in attention})
+        if len(sizes) > 1:
+            raise TypeError(
+                f"{type(model).__name__}'s layers attend over different token counts {sizes} (it drops tokens "
+                "on the way), so its attention cannot be placed on the image grid"
+            )
+        attention = torch.stack([a[0] for a in attention])[None]
+    layers = attention[0]
     layers = layers.float().mean(1)  # (layers, n, n), heads averaged
     if layers.shape[-1] != prefix + patches or layers.shape[-2] != prefix + patches:
         raise TypeError(
@@ -94,13 +102,15 @@ def overlay(image: Any, heat: Tensor, alpha: float = 0.5) -> Any:
 
 
 def model_size(model: nn.Module) -> tuple[int, tuple[int, int]]:
-    """Channels and image size the model was built for (``init_config``, else its patch embedding)."""
+    """Input channels and image size the model was built for (its ``channels``, ``init_config``)."""
     config = getattr(model, "init_config", {}) or {}
+    channels = getattr(model, "channels", None)
+    channels = channels if isinstance(channels, int) and not isinstance(channels, bool) else config.get("channels", 3)
     size = config.get("image_size", getattr(model, "image_size", None))
     if size is None:
         raise TypeError(f"{type(model).__name__} records no image_size, so the input cannot be resized for it")
     h, w = (size, size) if isinstance(size, int) else tuple(size)[-2:]
-    return int(config.get("channels", 3)), (int(h), int(w))
+    return int(channels), (int(h), int(w))
 
 
 def draw(model: nn.Module, image_path: str | Path, out: str | Path, method: str = "rollout") -> Tensor:

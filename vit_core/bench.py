@@ -146,8 +146,11 @@ def bench(
     registry = registry if registry is not None else get_registry()
     target = torch.device(device)
     built = {}
+    from vit_core.train import check_keys
+
     for name in names:
         info = registry.info(name)
+        check_keys(info, list(overrides or {}), info.kind)
         model, parts = registry.create_with_parts(name, **dict(overrides or {}))
         args = _example(registry, name, parts, overrides or {}, batch)
         try:

@@ -387,7 +387,10 @@ def train(
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="Model argument as key=value (a Python literal); repeatable.")
     ] = None,
-    data: Annotated[str, typer.Option(help="digits (bundled, no download), synthetic, or folder:PATH.")] = "digits",
+    data: Annotated[
+        str | None,
+        typer.Option(help="digits (bundled, no download; default), synthetic, or folder:PATH; --resume: the run's."),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun's processes).")] = 64,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,

@@ -99,7 +99,7 @@ def folder(path: str | Path, channels: int, size: tuple[int, int]) -> Dataset:
         from PIL import Image
     except ImportError:
         raise ImportError("--data folder:PATH needs Pillow: pip install 'vit-core[train]'") from None
-    root = Path(path)
+    root = Path(path).expanduser()
     if not root.is_dir():
         raise ValueError(f"--data folder:{path}: {str(root)!r} is not a folder (expected one sub-folder per class)")
     found = {

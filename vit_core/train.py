@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class TrainConfig:
     name: str
     encoder: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    data: str = "digits"
+    data: str | None = None  # None: digits, or on --resume the checkpoint's
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
@@ -86,15 +86,18 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 # Building the model.
 
 
-def _check_keys(info: ModelInfo, keys: list[str], where: str) -> None:
+def check_keys(info: ModelInfo, keys: list[str], where: str, prefix: str = "") -> None:
+    """Refuse ``--set`` keys that ``info``'s constructor does not take, listing the ones it does
+    (``prefix``: ``"encoder."`` for a component's keys)."""
     params = info.signature().parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     valid = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    unknown = [k for k in keys if k not in valid]
+    unknown = [prefix + k for k in keys if k not in valid]
     if unknown:
         raise TrainError(
-            f"--set {', '.join(unknown)}: {where} {info.name!r} takes no such argument; valid keys: {', '.join(valid)}"
+            f"--set {', '.join(unknown)}: {where} {info.name!r} takes no such argument; "
+            f"valid keys: {', '.join(prefix + k for k in valid)}"
         )
 
 
@@ -153,7 +156,7 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
         if "." in key:
             arg, _, sub = key.partition(".")
             nested.setdefault(arg, {})[sub] = value
-    _check_keys(info, list(own), info.kind)
+    check_keys(info, list(own), info.kind)
     if info.kind == "model":
         if cfg.encoder is not None:
             raise TrainError(f"--encoder is for trainers; {info.name!r} is a model (use --set to change it)")
@@ -183,7 +186,7 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
     for arg, component in components.items():
         sub = {**component.config, **nested.get(arg, {})}
         part_info = registry.info(component.model)
-        _check_keys(part_info, list(nested.get(arg, {})), f"{arg}=")
+        check_keys(part_info, list(nested.get(arg, {})), f"{arg}=", prefix=f"{arg}.")
         components[arg] = Component(component.model, sub, component.trained)
     arg = _trained_component(info)
     labelled = info.takes_labels and num_classes is not None and "num_classes" not in nested.get(arg, {})
@@ -246,6 +249,56 @@ def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, 
         index, _, entry = key.partition(".")
         per_param.setdefault(int(index), {})[entry] = value
     return state, {"state": per_param, "param_groups": state.pop("param_groups")}
+
+
+def _plain(value: Any) -> Any:
+    """A ``config.json`` value back as the Python value (tuples restored); registered models stay records."""
+    from vit_core.io import _TUPLE
+
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {_TUPLE}:
+            return tuple(_plain(v) for v in value[_TUPLE])
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def checkpoint_settings(folder: Path, info: ModelInfo) -> tuple[str | None, dict[str, Any]]:
+    """The ``--encoder`` and ``--set`` pairs that rebuild the model saved in ``folder`` (its ``config.json``):
+    a model's constructor arguments; a trainer's own, and ``component.key`` for the models inside it."""
+    from vit_core.io import _MODEL, CONFIG_FILE
+
+    config = json.loads((folder / CONFIG_FILE).read_text())["config"]
+    encoder, overrides = None, {}
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {_MODEL}:
+            record = value[_MODEL]
+            if info.kind == "trainer" and key == _trained_component(info):
+                encoder = record["model"]
+            overrides.update({f"{key}.{k}": _plain(v) for k, v in record["config"].items()})
+        else:
+            overrides[key] = _plain(value)
+    return encoder, overrides
+
+
+def resumed_config(cfg: TrainConfig, info: ModelInfo, state: Mapping[str, Any]) -> TrainConfig:
+    """``cfg`` with the checkpoint's model settings and data: a resumed run continues the same model on the
+    same data; a ``--set``, ``--encoder`` or ``--data`` that contradicts the checkpoint is refused."""
+    folder = cfg.resume / CHECKPOINT
+    encoder, saved = checkpoint_settings(folder, info)
+    for key, value in cfg.overrides.items():
+        if key in saved and saved[key] != value:
+            raise TrainError(
+                f"--set {key}={value!r}: the checkpoint in {cfg.resume} was trained with {key}={saved[key]!r}; "
+                "--resume continues that model (drop the --set, or start a new run with --out)"
+            )
+    if cfg.encoder is not None and encoder is not None and cfg.encoder != encoder:
+        raise TrainError(f"--encoder {cfg.encoder}: the checkpoint in {cfg.resume} trained --encoder {encoder}")
+    data = state.get("data")
+    if cfg.data is not None and data is not None and cfg.data != data:
+        raise TrainError(f"--data {cfg.data}: the checkpoint in {cfg.resume} was trained on --data {data}")
+    return replace(cfg, encoder=encoder or cfg.encoder, overrides={**saved, **cfg.overrides}, data=data or cfg.data)
 
 
 class Metrics:
@@ -378,10 +431,11 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     out = cfg.resume if cfg.resume is not None else cfg.out
     state: dict[str, Any] = {"step": 0}
     optimizer_state = None
+    info = registry.info(cfg.name)
     if cfg.resume is not None:
         state, optimizer_state = read_checkpoint(cfg.resume / CHECKPOINT, cfg.name)
-
-    info = registry.info(cfg.name)
+        cfg = resumed_config(cfg, info, state)
+    cfg = replace(cfg, data=cfg.data or "digits")
     torch.manual_seed(cfg.seed)
     if info.kind == "model":  # the data's class count sizes the head: the data comes first
         own = {k: v for k, v in cfg.overrides.items() if "." not in k}
@@ -425,6 +479,8 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+        for group in optimizer.param_groups:  # the command line's weight decay, not the checkpoint's
+            group["weight_decay"] = cfg.weight_decay
     step = int(state["step"])
     if step >= total:
         raise TrainError(f"--resume: the checkpoint is at step {step}, the run has {total} steps; raise --epochs")
@@ -494,7 +550,9 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                 metrics.write(**record)
                 history.append(record)
                 if out is not None:
-                    loop_state = {"step": step, "epoch": epoch + 1, "seed": cfg.seed, "total_steps": total}
+                    loop_state = {
+                        "step": step, "epoch": epoch + 1, "seed": cfg.seed, "total_steps": total, "data": cfg.data,
+                    }  # fmt: skip
                     save_checkpoint(out / CHECKPOINT, built, optimizer, loop_state)
     seconds = time.perf_counter() - start_time
     if owns_group:
