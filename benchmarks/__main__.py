@@ -23,9 +23,11 @@ if importlib.util.find_spec("torchvision") is None:
 
 import torch  # noqa: E402
 
-from benchmarks import cases, efficient, hierarchical, report, variants  # noqa: E402
+from benchmarks import cases, efficient, hierarchical, report, training, variants  # noqa: E402
 
-SECTIONS = ("vit", "navit", "long", "compile", *efficient.SECTIONS, variants.SECTION, hierarchical.SECTION)
+SECTIONS = (
+    "vit", "navit", "long", "compile", *efficient.SECTIONS, variants.SECTION, hierarchical.SECTION, training.SECTION,
+)  # fmt: skip
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -133,11 +135,17 @@ def run(
             "matmul_rate": rate,
         },
         "comparisons": [],
+        "training": [],
     }
     for _, build in selected:
         measured = cases.measure(build(), timer, setup, probe_side)
         print("\n".join(report.progress_lines(measured)), flush=True)
         results["comparisons"].append(measured)
+        if json_path is not None:
+            write_json(results, json_path)
+    if training.SECTION in only:
+        results["training"].append(training.measure(quick))
+        print("\n".join(training.table(results["training"])), flush=True)
         if json_path is not None:
             write_json(results, json_path)
     return results
@@ -167,7 +175,11 @@ def merge_runs(runs: list[dict]) -> dict:
     meta["date"] = f"{min(dates)} to {max(dates)}"
     if len(set(rounds)) > 1:
         meta["rounds"] = f"{', '.join(map(str, rounds))} (run by run, in the order of the commands)"
-    return {"meta": meta, "comparisons": [c for run in runs for c in run["comparisons"]]}
+    return {
+        "meta": meta,
+        "comparisons": [c for run in runs for c in run["comparisons"]],
+        "training": [t for run in runs for t in run.get("training", [])],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks import training
 from benchmarks.harness import Ratio
 from benchmarks.targets import TARGETS, Target, call_flops, evaluate, padded_tokens, row_of, share, speedup
 
@@ -156,6 +157,8 @@ def section_tables(results: dict) -> dict[str, list[str]]:
             if comparisons
             else ["Not measured in this run."]
         )
+    runs = results.get("training", [])
+    out[training.SECTION] = training.table(runs) if runs else ["Not measured in this run."]
     return out
 
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from benchmarks.harness import Ratio, Timing
 
-METRICS = ("speedup", "share", "useful_share", "padded_tokens", "mask_elements", "memory_ratio", "memory_growth")
+METRICS = (
+    "speedup", "share", "useful_share", "padded_tokens", "mask_elements", "memory_ratio", "memory_growth",
+    "seconds_to_accuracy", "loop_overhead",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,10 @@ class Target:
     the probe's rate), ``padded_tokens`` (tokens the subject processes beyond the useful row's),
     ``mask_elements`` (attention-mask elements it builds), ``memory_ratio`` (its training peak over
     the anchor's), ``memory_growth`` (the exponent of peak memory in tokens across the section's
-    comparisons: 1 is linear, 2 quadratic)."""
+    comparisons: 1 is linear, 2 quadratic); for ``vit train`` runs (section ``"train"``, kept under
+    ``results["training"]``): ``seconds_to_accuracy`` (seconds into training at which the test accuracy
+    first reached 0.90, plus the command's start-up before training; never reached counts as
+    infinite) and ``loop_overhead`` (the loop's time over its bare steps, minus 1)."""
 
     issue: int
     text: str
@@ -101,6 +107,10 @@ TARGETS: list[Target] = [
            "speedup", "inference", subject="patch-merger", anchor="vit", at_least=1.3),
     Target(14, "ATSViT faster than a plain ViT, inference", "token-reduction", "speedup", "inference",
            subject="ats", anchor="vit", above=1.0),
+    Target(16, "vit train vit (defaults, bundled digits) reaches 0.90 test accuracy within 60 s of launch", "train",
+           "seconds_to_accuracy", at_most=60.0),
+    Target(16, "vit train vit: the loop adds at most 10% over the bare training steps", "train", "loop_overhead",
+           at_most=0.10),
 ]  # fmt: skip
 
 
@@ -188,10 +198,30 @@ def _value(target: Target, comparison: dict) -> tuple[float, str] | None:
     return ours / theirs, f"{ours / 2**20:,.0f} / {theirs / 2**20:,.0f} MB"
 
 
+def _training_value(target: Target, run: dict) -> tuple[float, str]:
+    if target.metric == "loop_overhead":
+        return run["loop_overhead"], f"{run['loop_overhead']:.1%}"
+    reached = run["seconds_to_090"]
+    if reached is None:
+        return math.inf, f"never (final accuracy {run['accuracy']:.3f})"
+    startup = run["wall_seconds"] - run["curve"][-1]["seconds"]  # imports, data, model (and the exit)
+    return startup + reached, (
+        f"{startup + reached:.1f} s from launch ({reached:.1f} s into training; the whole command "
+        f"{run['wall_seconds']:.1f} s, final accuracy {run['accuracy']:.3f})"
+    )
+
+
 def evaluate(results: dict, targets: list[Target] = TARGETS) -> list[Outcome]:
     """Every target against the run's comparisons: at least one outcome per target."""
     outcomes = []
     for target in targets:
+        if target.section == "train":
+            found = []
+            for run in results.get("training", []):
+                value, text = _training_value(target, run)
+                found.append(Outcome(target, run["name"], text, _status(target, value)))
+            outcomes += found or [Outcome(target, "-", "-", "not measured in this run")]
+            continue
         comparisons = [
             c
             for c in results["comparisons"]

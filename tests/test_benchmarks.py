@@ -391,6 +391,19 @@ def test_targets_are_read_from_the_run():
     assert targets.evaluate(results, [strict])[0].status == "not met"
 
 
+def test_training_targets_count_the_start_up_and_a_never_reached_accuracy():
+    run = {"name": "vit train vit", "wall_seconds": 50.0, "accuracy": 0.95, "seconds_to_090": 30.0,
+           "loop_overhead": 0.12, "curve": [{"seconds": 40.0}]}  # fmt: skip
+    fast = targets.Target(16, "fast", "train", "seconds_to_accuracy", at_most=35.0)
+    cheap = targets.Target(16, "cheap", "train", "loop_overhead", at_most=0.10)
+    outcomes = targets.evaluate({"comparisons": [], "training": [run]}, [fast, cheap])
+    assert [o.status for o in outcomes] == ["not met", "not met"]  # 10 s of start-up + 30 s into training = 40
+    assert outcomes[0].measured.startswith("40.0 s from launch") and outcomes[1].measured == "12.0%"
+    never = targets.evaluate({"comparisons": [], "training": [run | {"seconds_to_090": None}]}, [fast])[0]
+    assert never.status == "not met" and never.measured.startswith("never")
+    assert targets.evaluate({"comparisons": []}, [fast])[0].status == "not measured in this run"
+
+
 def test_a_target_needs_exactly_one_bound_and_a_known_metric():
     with pytest.raises(ValueError, match="give exactly one of at_least, above, at_most"):
         targets.Target(1, "x", "vit", "speedup", at_least=1.0, at_most=2.0)
@@ -412,14 +425,19 @@ def test_memory_growth_is_the_log_log_slope():
 
 @pytest.fixture(scope="module")
 def quick_results():
-    return run(quick=True, only=("vit", "navit", "long"), command="python -m benchmarks --quick")
+    return run(quick=True, only=("vit", "navit", "long", "train"), command="python -m benchmarks --quick")
 
 
 def test_quick_run_writes_the_docs_tables_plot_and_every_target_row(quick_results, tmp_path):
     page = report.write_docs(quick_results, tmp_path).read_text()
     assert "<!--" not in page
-    for heading in ("## ViT and SimpleViT, eager", "## NaViT", "## One attention layer", "## Targets"):
+    headings = ("## ViT and SimpleViT, eager", "## NaViT", "## One attention layer", "## `vit train`", "## Targets")
+    for heading in headings:
         assert heading in page
+    trained = quick_results["training"][0]
+    assert trained["command"] == "vit train vit --epochs 1 --max-steps 4 --set depth=1"
+    assert [p["step"] for p in trained["curve"]] == [4] and 0 <= trained["accuracy"] <= 1
+    assert "| 1 | 4 |" in page and trained["wall_seconds"] > trained["curve"][-1]["seconds"] > 0
     assert "| tiny | 2 | ours |" in page and "| tiny-simple | 2 | ours |" in page
     assert "vs vit-pytorch (infer / train)" in page  # the tiny cases have no timm anchor: the header says so
     assert "| ours (nested flavour) |" in page and "| na_vit@256 |" in page

@@ -235,3 +235,19 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
         torch.testing.assert_close(double[key], single[key], atol=1e-5, rtol=0, msg=key)
     assert len(metrics(tmp_path / "two")) == len(metrics(tmp_path / "one")) == 7  # 6 train lines + 1 test
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint", "metrics.jsonl"]
+
+
+def test_batches_match_a_data_loader_over_the_same_sampler() -> None:
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    from vit_core.train import Batches
+
+    x, y = torch.randn(21, 3, 4, 4), torch.arange(21)
+    for world, rank in ((1, 0), (2, 1)):
+        sampler = DistributedSampler(y, num_replicas=world, rank=rank, shuffle=True, seed=3)
+        sampler.set_epoch(2)
+        ours = list(Batches(x, y, sampler, 4))
+        theirs = list(DataLoader(TensorDataset(x, y), batch_size=4, sampler=sampler))
+        assert len(ours) == len(theirs) == len(Batches(x, y, sampler, 4))
+        for (a, b), (c, d) in zip(ours, theirs):
+            assert torch.equal(a, c) and torch.equal(b, d)

@@ -322,8 +322,12 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def _device(requested: str | None, world: int, local_rank: int) -> torch.device:
+    """``--device``, else cuda when present; under torchrun a bare ``cuda`` means this process's GPU."""
     if requested is not None:
-        return torch.device(requested)
+        device = torch.device(requested)
+        if device.type == "cuda" and device.index is None and world > 1:
+            return torch.device("cuda", local_rank)
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank if world > 1 else 0)
     return torch.device("cpu")
@@ -365,6 +369,22 @@ class Result:
     world: int
     loop_overhead: float = float("nan")
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Batches:
+    """The sampler's indices of an epoch in consecutive batches, each gathered from the tensors in one
+    indexing (what a ``DataLoader`` over a ``TensorDataset`` yields, without its per-sample collation)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, sampler: Any, batch_size: int) -> None:
+        self.x, self.y, self.sampler, self.batch_size = x, y, sampler, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Any:
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        for batch in order.split(self.batch_size):
+            yield self.x[batch], self.y[batch]
 
 
 def _call(built: Built, model: nn.Module, x: Any, y: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, Any]:
@@ -414,7 +434,7 @@ def _progress(enabled: bool) -> Any:
 def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[str], None] = print) -> Result:
     """Run ``cfg``; returns the final figures (the same on every rank).  Raises :class:`TrainError` for a
     request that cannot run, the model's own ValueError/TypeError for arguments it rejects."""
-    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+    from torch.utils.data import DistributedSampler
 
     registry = registry if registry is not None else get_registry()
     world, rank, local_rank = _distributed()
@@ -466,9 +486,8 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
-    dataset = TensorDataset(data.train_x, data.train_y)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size // world, sampler=sampler)
+    sampler = DistributedSampler(data.train_y, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    loader = Batches(data.train_x, data.train_y, sampler, cfg.batch_size // world)
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
