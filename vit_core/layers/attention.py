@@ -318,7 +318,7 @@ class Attention(nn.Module):
         if self.recorder is None and not self.explicit_scores:
             attn_mask = _combine(mask, bias, q.dtype)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
-        scores = (q @ k.transpose(-1, -2)) * scale
+        scores = (q * scale) @ k.transpose(-1, -2)  # scaling the queries is cheaper than scaling the scores
         if bias is not None:
             scores = scores + bias.to(scores.dtype)
         scores = self.transform_scores(scores)

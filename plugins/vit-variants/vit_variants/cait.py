@@ -37,6 +37,12 @@ def layer_scale_init(depth: int) -> float:
     return 1e-6
 
 
+def mix_heads(scores: Tensor, mix: Tensor) -> Tensor:
+    """``out[b, g] = sum_h mix[h, g] * scores[b, h]`` over ``(batch, heads, queries, keys)``: one batched
+    product over the flattened maps (an einsum spelling of it measured about 5% slower here)."""
+    return torch.matmul(mix.t(), scores.flatten(2)).view_as(scores)
+
+
 class TalkingHeadsAttention(ContextAttention):
     """Attention with learned ``heads x heads`` mixes of the scores (pre-softmax) and of the weights
     (post-softmax), both starting at the identity.  With ``context`` it is CaiT's class attention."""
@@ -47,10 +53,10 @@ class TalkingHeadsAttention(ContextAttention):
         self.mix_weights = nn.Parameter(torch.eye(heads))
 
     def transform_scores(self, scores: Tensor) -> Tensor:
-        return torch.einsum("bhij,hg->bgij", scores, self.mix_scores)
+        return mix_heads(scores, self.mix_scores)
 
     def transform_weights(self, weights: Tensor) -> Tensor:
-        return torch.einsum("bhij,hg->bgij", weights, self.mix_weights)
+        return mix_heads(weights, self.mix_weights)
 
 
 def cait_trunk(
@@ -80,6 +86,7 @@ class CaiT(PatchTransformer):
     ``layer_dropout`` skips layers in training only.  ``layer_scale`` overrides the initial
     LayerScale gain (default: the paper's value for ``depth``).  ``forward_features`` returns
     ``(batch, 1 + patches, dim)``: the class token's final state, then the patch tokens.
+    ``dynamic_img_size`` and ``set_input_size`` run it at other sizes (positions resampled, as ViT).
     """
 
     def __init__(
@@ -99,6 +106,7 @@ class CaiT(PatchTransformer):
         layer_dropout: float = 0.0,
         channels: int = 3,
         layer_scale: float | None = None,
+        dynamic_img_size: bool = False,
     ) -> None:
         image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
         check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
@@ -129,6 +137,7 @@ class CaiT(PatchTransformer):
             fc_norm=True,
             class_token=False,
             layout=IMAGE_LAYOUT,
+            dynamic_img_size=dynamic_img_size,
         )
         self.class_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.cls_transformer = trunk(cls_depth)
