@@ -21,7 +21,6 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "interop.md"
 EXPORT_BLOCKERS = {
     "navit": "takes list input",
     "ats-vit": re.escape("at operator aten.item (a tensor's value used as a Python number or bool"),
-    "cct-3d": re.escape("onnxruntime failed: ") + r".*FusedConv.*bias must be a 1D tensor",
 }
 """Models that do not export, with what the kit's message says; docs/interop.md lists each of them."""
 
