@@ -21,7 +21,15 @@ from torch import Tensor, nn
 
 from vit_core.layers import PatchEmbedding, patchify, pool_tokens
 from vit_core.models.base import VisionModel, check_output_fmt, trunk_intermediates
-from vit_core.validation import check_choice, check_grid, check_non_negative_int, check_probability, check_tensor
+from vit_core.models.resizing import enable_dynamic, resizable_positions, resize_positions
+from vit_core.validation import (
+    as_tuple,
+    check_choice,
+    check_grid,
+    check_non_negative_int,
+    check_probability,
+    check_tensor,
+)
 
 ENCODER_PROTOCOL = ("num_prefix_tokens", "patches", "tokenize", "add_positions", "prepend_prefix", "encode", "embed")
 """What an encoder exposes for trainers; :class:`PatchTransformer` implements every step."""
@@ -63,6 +71,11 @@ class PatchTransformer(VisionModel):
         patch_embed: the tokenizer to use instead of ``PatchEmbedding(channels, patch_size, dim)``;
             one with an ``output_grid(size)`` method (a convolutional or tokens-to-token stem)
             decides the token grid itself, and ``patch_size`` is then only its overall stride.
+        dynamic_img_size: take inputs of any size the patches divide, larger than ``input_size``
+            too, with the positions resampled from their 2-D grid (timm's meaning; needs a 2-D
+            :class:`~vit_core.layers.LearnedPositionalEmbedding`, see :mod:`vit_core.models.resizing`).
+            Without it, inputs up to ``input_size`` use the matching top-left window of the grid.
+            :meth:`set_input_size` resamples the positions for good.
 
     Class attribute ``trunk_needs_grid``: hand the token grid to the trunk (``grid=``) in
     :meth:`forward_features` and :meth:`forward_intermediates`, for blocks that reshape tokens to a
@@ -99,19 +112,18 @@ class PatchTransformer(VisionModel):
         layout: str,
         size_name: str = "image_size",
         patch_embed: nn.Module | None = None,
+        dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
         self.input_size, self.patch_size = tuple(input_size), tuple(patch_size)
         self.size_name = size_name
         self.patch_embed = PatchEmbedding(channels, self.patch_size, dim) if patch_embed is None else patch_embed
-        if self._stem_grid() is None:
-            self.grid = check_grid(size_name, self.input_size, "patch_size", self.patch_size)
-        else:
-            self.grid = self._stem_grid()(self.input_size)
+        self.grid = self.token_grid(self.input_size)
         self.pool = check_choice("pool", pool, ("cls", "mean"))
         self.num_classes = check_non_negative_int("num_classes", num_classes)
         self.channels, self.layout, self.num_features = channels, layout, dim
         self.pos_embed = positional
+        self.dynamic_img_size = enable_dynamic(self, positional, dynamic_img_size)
         class_token = pool == "cls" if class_token is None else class_token
         self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02) if class_token else None
         self.cls_pos = nn.Parameter(torch.randn(1, dim) * 0.02) if class_token else None
@@ -123,6 +135,27 @@ class PatchTransformer(VisionModel):
 
     def _stem_grid(self) -> Any:
         return getattr(self.patch_embed, "output_grid", None)
+
+    def token_grid(self, size: Sequence[int]) -> tuple[int, ...]:
+        """The token grid of an input of spatial ``size`` (validated against ``size_name``)."""
+        stem_grid = self._stem_grid()
+        if stem_grid is None:
+            return check_grid(self.size_name, size, "patch_size", self.patch_size)
+        grid = tuple(stem_grid(size))
+        if min(grid) <= 0:
+            raise ValueError(f"{self.size_name} {tuple(size)} is too small for the tokenizer (token grid {grid})")
+        return grid
+
+    def set_input_size(self, image_size: int | Sequence[int], interpolation: str = "bicubic") -> None:
+        """Run at ``image_size`` from now on: the learned positions are resampled (in float32) from their 2-D
+        grid to the new one, per axis (timm's ``set_input_size``); fine-tune at that size for best results.
+        The recorded ``init_config`` follows, so ``vit_core.save_model`` saves the resized model.  A model
+        whose positions are not a learned 2-D table (fixed sin-cos, 3-D video grids) raises ``ValueError``."""
+        resizable_positions(self, self.pos_embed)
+        size = as_tuple(self.size_name, image_size, len(self.patch_size))
+        grid = self.token_grid(size)
+        resize_positions(self, self.pos_embed, grid, interpolation, size_name=self.size_name, size=size)
+        self.input_size, self.grid = size, grid
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -138,7 +171,7 @@ class PatchTransformer(VisionModel):
             layout=self.layout,
             spatial_dims=len(self.patch_size),
             channels=self.channels,
-            max_size=self.input_size,
+            max_size=None if self.dynamic_img_size else self.input_size,
             patch=None if stem_grid is not None else self.patch_size,
             size_name=self.size_name,
         )

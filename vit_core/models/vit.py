@@ -8,10 +8,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
-from vit_core.layers.positional import INTERPOLATIONS
 from vit_core.layers.transformer import is_observed
 from vit_core.models.patch_model import PatchTransformer
-from vit_core.validation import as_tuple, check_choice, check_grid, check_positive_int, check_tensor
+from vit_core.validation import as_tuple, check_positive_int
 
 IMAGE_LAYOUT = "(batch, channels, height, width)"
 
@@ -71,7 +70,7 @@ class ViT(PatchTransformer):
     norm.  Images smaller than ``image_size`` use the matching top-left window of the positional
     grid; ``dynamic_img_size=True`` instead takes any size the patches divide, larger ones too, with
     the positions resampled (bicubic, in float32) from the 2-D grid (timm's meaning), and
-    :meth:`set_input_size` resamples them for good.
+    :meth:`~vit_core.models.patch_model.PatchTransformer.set_input_size` resamples them for good.
     ``num_classes=0`` makes ``forward`` return the token features ``(batch, tokens, dim)``.
     ``transformer="name"`` builds the registered backend of that name (``vit list --kind backend``)
     with this model's ``dim`` and the ``depth``, ``heads``, ``dim_head``, ``mlp_dim`` and ``dropout``
@@ -111,8 +110,6 @@ class ViT(PatchTransformer):
         dynamic_img_size: bool = False,
     ) -> None:
         image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        if not isinstance(dynamic_img_size, bool):
-            raise TypeError(f"dynamic_img_size must be a bool, got {dynamic_img_size!r}")
         check_positive_int("dim", dim)
         check_positive_int("channels", channels)
         if transformer_options is not None and not isinstance(transformer, str):
@@ -145,29 +142,9 @@ class ViT(PatchTransformer):
             emb_dropout=emb_dropout,
             fc_norm=custom,
             layout=IMAGE_LAYOUT,
+            dynamic_img_size=dynamic_img_size,
         )
         self.prune_last_block = not custom
-        self.dynamic_img_size = dynamic_img_size
-        self.pos_embed.dynamic = dynamic_img_size
-
-    def patch_grid(self, x: Tensor) -> tuple[int, ...]:
-        """Validate ``x``; with ``dynamic_img_size`` any size the patches divide is taken (positions resampled)."""
-        if not self.dynamic_img_size:
-            return super().patch_grid(x)
-        return check_tensor("img", x, layout=self.layout, spatial_dims=2, channels=self.channels, patch=self.patch_size)
-
-    def set_input_size(self, image_size: int | tuple[int, int], interpolation: str = "bicubic") -> None:
-        """Run at ``image_size`` from now on: the learned positions are resampled (in float32) from the 2-D
-        grid to the new one, per axis (timm's ``set_input_size``); fine-tune at that size for best results.
-        The recorded ``init_config`` follows, so ``vit_core.save_model`` saves the resized model."""
-        image_size = as_tuple("image_size", image_size)
-        grid = check_grid("image_size", image_size, "patch_size", self.patch_size)
-        check_choice("interpolation", interpolation, INTERPOLATIONS)
-        self.pos_embed.interpolation = interpolation
-        self.pos_embed.resize(grid)
-        self.input_size, self.grid = image_size, grid
-        if isinstance(getattr(self, "init_config", None), dict) and "image_size" in self.init_config:
-            self.init_config["image_size"] = image_size
 
     def head_reads_leading_tokens(self) -> int | None:
         return 1 if self.pool == "cls" and self.head is not None else None

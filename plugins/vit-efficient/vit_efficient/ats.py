@@ -235,7 +235,8 @@ class ATSViT(ViT):
     Args:
         max_tokens_per_depth: one budget per layer, non-increasing.
         sampling: ``"random"`` (default: random draws while training) or ``"fixed"``.
-        others: as :class:`vit_core.ViT` (class-token pooling; the class token is never dropped).
+        others: as :class:`vit_core.ViT` (class-token pooling; the class token is never dropped;
+            ``dynamic_img_size`` and ``set_input_size`` as there: the budgets cap any number of tokens).
     """
 
     def __init__(
@@ -254,6 +255,7 @@ class ATSViT(ViT):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
         sampling: str = "random",
+        dynamic_img_size: bool = False,
     ) -> None:
         check_positive_ints(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head)
         budgets = check_token_budgets(max_tokens_per_depth, depth)
@@ -277,6 +279,7 @@ class ATSViT(ViT):
             channels=channels,
             emb_dropout=emb_dropout,
             transformer=trunk,
+            dynamic_img_size=dynamic_img_size,
         )
         self.max_tokens_per_depth = budgets
         self.sampling = sampling

@@ -53,7 +53,9 @@ class PatchMergerViT(ViT):
     Args:
         patch_merge_layer: merge after this many layers, in ``[1, depth]``; ``None``: ``depth // 2``
             (at least 1), mid-way as in the paper.
-        patch_merge_num_tokens: the number of tokens after the merge.
+        patch_merge_num_tokens: the number of tokens after the merge (whatever the input size: the
+            merger's learned queries attend over any number of tokens, so ``dynamic_img_size`` and
+            ``set_input_size`` work as in ViT).
         others: as :class:`vit_core.ViT`.
     """
 
@@ -73,6 +75,7 @@ class PatchMergerViT(ViT):
         dim_head: int = 64,
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
+        dynamic_img_size: bool = False,
     ) -> None:
         check_positive_int("depth", depth)
         if patch_merge_layer is None:
@@ -98,6 +101,7 @@ class PatchMergerViT(ViT):
             dim_head=dim_head,
             dropout=dropout,
             emb_dropout=emb_dropout,
+            dynamic_img_size=dynamic_img_size,
         )
         self.patch_merge_layer = patch_merge_layer
         self.transformer.insert_after(patch_merge_layer - 1, merger)

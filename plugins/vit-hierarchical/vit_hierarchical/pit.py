@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
+from vit_core.models.resizing import enable_dynamic, resize_positions
 from vit_core.validation import check_positive_int, check_probability
 from vit_hierarchical.stages import HierarchicalModel, to_nchw, to_nhwc
 from vit_hierarchical.validation import as_pair, conv_side, per_stage, stage_count
@@ -67,7 +68,9 @@ class PiT(HierarchicalModel):
     stage.  ``forward_features`` returns the tokens ``(b, 1 + h * w, c)`` (class token first), and
     so does ``forward_intermediates`` for each stage (``output_fmt="NLC"``, the default);
     ``output_fmt="NCHW"`` gives each stage's patch tokens as a map ``(b, c, h, w)``.  Images up to ``image_size``
-    are accepted (smaller ones use the matching window of the positional grid).
+    are accepted (smaller ones use the matching window of the positional grid); ``dynamic_img_size=True``
+    takes any side from ``patch_size`` up, the learned positions resampled from their 2-D grid (as
+    :class:`vit_core.ViT`; the token pools halve any map), and :meth:`set_input_size` resamples them for good.
     """
 
     output_formats = ("NLC", "NCHW", "NHWC")
@@ -86,6 +89,7 @@ class PiT(HierarchicalModel):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
         channels: int = 3,
+        dynamic_img_size: bool = False,
     ) -> None:
         size = as_pair("image_size", image_size)
         check_positive_int("patch_size", patch_size)
@@ -99,18 +103,16 @@ class PiT(HierarchicalModel):
         for name, value in (("dim", dim), ("dim_head", dim_head), ("channels", channels)):
             check_positive_int(name, value)
         check_probability("dropout", dropout)
-        stride = patch_size // 2
-        grid = tuple(conv_side(s, patch_size, stride) for s in size)
-        if min(grid) < 1:
-            raise ValueError(f"image_size {size} is smaller than patch_size={patch_size}")
         super().__init__(channels=channels, rule=self._side_problem)
-        self.image_size, self.patch_size, self.stride = size, patch_size, stride
-        self.patch_embed = nn.Conv2d(channels, dim, patch_size, stride=stride)
+        self.image_size, self.patch_size, self.stride = size, patch_size, patch_size // 2
+        grid = self.position_grid(size)
+        self.patch_embed = nn.Conv2d(channels, dim, patch_size, stride=self.stride)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.cls_pos = nn.Parameter(torch.randn(1, 1, dim))
         self.pos_embed = LearnedPositionalEmbedding(grid, dim, init_std=1.0)
+        self.dynamic_img_size = enable_dynamic(self, self.pos_embed, dynamic_img_size)
         self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
-        stages, width, reduction = [], dim, stride
+        stages, width, reduction = [], dim, self.stride
         for i, (stage_depth, stage_head, stage_mlp) in enumerate(zip(depths, stage_heads, mlp_dims)):
             if i:
                 width, reduction = 2 * width, 2 * reduction
@@ -120,9 +122,28 @@ class PiT(HierarchicalModel):
         self.build_head(num_classes, fc_norm=nn.LayerNorm(width))
 
     def _side_problem(self, side: int, axis: int) -> str | None:
+        if self.dynamic_img_size and side >= self.patch_size:
+            return None
         if self.patch_size <= side <= self.image_size[axis]:
             return None
+        if self.dynamic_img_size:
+            return f"sides must be at least patch_size={self.patch_size}"
         return f"the learned positions cover sides from patch_size={self.patch_size} up to image_size {self.image_size}"
+
+    def position_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The patch grid of an image of ``size`` (overlapping patches at stride ``patch_size // 2``)."""
+        grid = tuple(conv_side(s, self.patch_size, self.stride) for s in size)
+        if min(grid) < 1:
+            raise ValueError(f"image_size {size} is smaller than patch_size={self.patch_size}")
+        return grid
+
+    def set_input_size(self, image_size: int | tuple[int, int], interpolation: str = "bicubic") -> None:
+        """Run at ``image_size`` from now on: the learned positions resampled from their 2-D grid (see
+        :mod:`vit_core.models.resizing`); ``init_config`` follows, so ``save_model`` saves the resized model."""
+        size = as_pair("image_size", image_size)
+        grid = self.position_grid(size)
+        resize_positions(self, self.pos_embed, grid, interpolation, size_name="image_size", size=size)
+        self.image_size = size
 
     def stage_states(self, img: Tensor) -> Iterator[PiTState]:
         self.check_input(img)

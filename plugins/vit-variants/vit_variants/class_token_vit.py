@@ -22,7 +22,8 @@ class ClassTokenViT(PatchTransformer):
     """``attention_class(dim, heads, dim_head, dropout)`` in every block (:meth:`build_block` builds
     the whole block); :meth:`build_patch_embed` gives the patch embedding (``None``: the core's).
     ``pool="mean"`` averages every token, the class token included (as vit-pytorch does, so its
-    weights import exactly)."""
+    weights import exactly).  ``dynamic_img_size`` and ``set_input_size`` run it at other sizes (the
+    learned positions resampled, as :class:`vit_core.ViT`)."""
 
     attention_class: ClassVar[type[Attention]] = Attention
 
@@ -41,6 +42,7 @@ class ClassTokenViT(PatchTransformer):
         dim_head: int = 64,
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
+        dynamic_img_size: bool = False,
     ) -> None:
         image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
         check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
@@ -63,6 +65,7 @@ class ClassTokenViT(PatchTransformer):
             class_token=True,
             layout=IMAGE_LAYOUT,
             patch_embed=type(self).build_patch_embed(dim, patch_size, channels),
+            dynamic_img_size=dynamic_img_size,
         )
 
     def build_block(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float) -> nn.Module:

@@ -11,16 +11,26 @@ quadratic, time in the tokens.  The two class tokens are classified and the logi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer, resolve_indices
+from vit_core.layers.positional import INTERPOLATIONS
 from vit_core.models.base import VisionModel, check_output_fmt
 from vit_core.models.patch_model import PatchTransformer
+from vit_core.models.resizing import check_dynamic_img_size, record_input_size
 from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import as_tuple, check_grid, check_non_negative_int, check_positive_ints, check_tensor
+from vit_core.validation import (
+    as_tuple,
+    check_choice,
+    check_grid,
+    check_non_negative_int,
+    check_positive_ints,
+    check_tensor,
+)
 from vit_variants.attention import ContextAttention
 
 Pair = tuple[Tensor, Tensor]
@@ -103,7 +113,7 @@ class MultiScaleEncoder(nn.Module):
 
 
 def _branch(
-    image_size: tuple[int, ...], patch_size: tuple[int, ...], channels: int, dim: int, dropout: float
+    image_size: tuple[int, ...], patch_size: tuple[int, ...], channels: int, dim: int, dropout: float, dynamic: bool
 ) -> PatchTransformer:
     """One branch's embedding: patches, class token and learned positions (a trunk-less patch transformer)."""
     return PatchTransformer(
@@ -117,6 +127,7 @@ def _branch(
         transformer=nn.Identity(),
         emb_dropout=dropout,
         layout=IMAGE_LAYOUT,
+        dynamic_img_size=dynamic,
     )
 
 
@@ -135,6 +146,10 @@ class CrossViT(VisionModel):
     large branch's, then per cross-attention round the small class token over
     ``[itself, large patches]`` ``(batch, heads, 1, 1 + lg_patches)`` and the large class token over
     ``[itself, small patches]`` ``(batch, heads, 1, 1 + sm_patches)``.
+
+    ``dynamic_img_size=True`` takes images of any size both patch sizes divide, larger ones too (each
+    branch's learned positions resampled from its 2-D grid, as :class:`vit_core.ViT`);
+    :meth:`set_input_size` resamples them for good.
     """
 
     def __init__(
@@ -161,8 +176,10 @@ class CrossViT(VisionModel):
         dropout: float = 0.1,
         emb_dropout: float = 0.1,
         channels: int = 3,
+        dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
+        self.dynamic_img_size = check_dynamic_img_size(dynamic_img_size)
         self.input_size = as_tuple("image_size", image_size)
         self.patch_sizes = {"sm_patch_size": as_tuple("sm_patch_size", sm_patch_size)}
         self.patch_sizes["lg_patch_size"] = as_tuple("lg_patch_size", lg_patch_size)
@@ -186,8 +203,9 @@ class CrossViT(VisionModel):
         check_non_negative_int("cross_attn_depth", cross_attn_depth)
         check_non_negative_int("depth", depth)
         self.channels = channels
-        self.sm_embed = _branch(self.input_size, self.patch_sizes["sm_patch_size"], channels, sm_dim, emb_dropout)
-        self.lg_embed = _branch(self.input_size, self.patch_sizes["lg_patch_size"], channels, lg_dim, emb_dropout)
+        branch = functools.partial(_branch, self.input_size, channels=channels, dropout=emb_dropout)
+        self.sm_embed = branch(self.patch_sizes["sm_patch_size"], dim=sm_dim, dynamic=dynamic_img_size)
+        self.lg_embed = branch(self.patch_sizes["lg_patch_size"], dim=lg_dim, dynamic=dynamic_img_size)
         self.multi_scale_encoder = MultiScaleEncoder(
             MultiScaleBlock(
                 Transformer(sm_dim, sm_enc_depth, sm_enc_heads, sm_enc_dim_head, sm_enc_mlp_dim, dropout),
@@ -206,10 +224,23 @@ class CrossViT(VisionModel):
 
     def embed(self, img: Tensor) -> Pair:
         """Validate ``img``; both branches' tokens (class token first, positions added, dropout applied)."""
-        size = check_tensor("img", img, layout=IMAGE_LAYOUT, channels=self.channels, max_size=self.input_size)
+        max_size = None if self.dynamic_img_size else self.input_size
+        size = check_tensor("img", img, layout=IMAGE_LAYOUT, channels=self.channels, max_size=max_size)
         for name, patch in self.patch_sizes.items():
             check_grid("img spatial size", size, name, patch)
         return self.sm_embed.encode(self.sm_embed.embed(img)), self.lg_embed.encode(self.lg_embed.embed(img))
+
+    def set_input_size(self, image_size: int | tuple[int, int], interpolation: str = "bicubic") -> None:
+        """Run at ``image_size`` from now on: each branch's learned positions resampled from its 2-D grid
+        (:meth:`vit_core.models.patch_model.PatchTransformer.set_input_size`); ``init_config`` follows."""
+        size = as_tuple("image_size", image_size)
+        for name, patch in self.patch_sizes.items():
+            check_grid("image_size", size, name, patch)
+        check_choice("interpolation", interpolation, INTERPOLATIONS)
+        self.sm_embed.set_input_size(size, interpolation)
+        self.lg_embed.set_input_size(size, interpolation)
+        self.input_size = size
+        record_input_size(self, "image_size", size)
 
     def forward_features(self, img: Tensor) -> Pair:
         return self.multi_scale_encoder(*self.embed(img))

@@ -62,6 +62,7 @@ class ParallelViT(ClassTokenViT):
         dim_head: int = 64,
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
+        dynamic_img_size: bool = False,
     ) -> None:
         self.num_parallel_branches = check_positive_int("num_parallel_branches", num_parallel_branches)
         super().__init__(
@@ -77,6 +78,7 @@ class ParallelViT(ClassTokenViT):
             dim_head=dim_head,
             dropout=dropout,
             emb_dropout=emb_dropout,
+            dynamic_img_size=dynamic_img_size,
         )
 
     def build_block(self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float) -> nn.Module:

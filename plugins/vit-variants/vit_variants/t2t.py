@@ -95,7 +95,8 @@ class T2TViT(PatchTransformer):
     ``t2t_layers``: the ``(kernel_size, stride)`` of each soft split.  ``transformer=`` replaces the
     encoder (then ``depth``, ``heads``, ``mlp_dim``, ``dim_head`` are not used).  Images may be
     smaller than ``image_size`` (the matching window of the positional grid is used) as long as at
-    least one token is left.
+    least one token is left; ``dynamic_img_size=True`` takes larger ones too, the positions resampled
+    from their 2-D grid to the soft splits' token grid, and ``set_input_size`` resamples them for good.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class T2TViT(PatchTransformer):
         emb_dropout: float = 0.0,
         transformer: nn.Module | None = None,
         t2t_layers: Sequence[tuple[int, int]] = DEFAULT_T2T_LAYERS,
+        dynamic_img_size: bool = False,
     ) -> None:
         image_size = as_tuple("image_size", image_size)
         check_positive_ints(dim=dim, channels=channels)
@@ -147,6 +149,7 @@ class T2TViT(PatchTransformer):
             class_token=True,
             layout=IMAGE_LAYOUT,
             patch_embed=tokenizer,
+            dynamic_img_size=dynamic_img_size,
         )
 
     def patches(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:

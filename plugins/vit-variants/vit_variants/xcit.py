@@ -133,6 +133,8 @@ class XCiT(PatchTransformer):
     layers.  ``layer_dropout`` skips layers in training only.  ``layer_scale`` sets the initial
     LayerScale gain (default: CaiT's value for ``depth``).  ``forward_features`` returns
     ``(batch, 1 + patches, dim)``: the class token's final state, then the normalised patch tokens.
+    ``dynamic_img_size`` and ``set_input_size`` run it at other sizes (positions resampled, as ViT;
+    the local patch interaction works on any grid).
     :class:`~vit_core.Recorder` on the model records the XCA channel maps ``(batch, depth, heads,
     dim_head, dim_head)``; ``Recorder(model, layer=model.cls_transformer)`` the class token's maps
     over ``[itself, patches]``.
@@ -158,6 +160,7 @@ class XCiT(PatchTransformer):
         layer_dropout: float = 0.0,
         channels: int = 3,
         layer_scale: float | None = None,
+        dynamic_img_size: bool = False,
     ) -> None:
         image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
         check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
@@ -185,6 +188,7 @@ class XCiT(PatchTransformer):
             fc_norm=True,
             class_token=False,
             layout=IMAGE_LAYOUT,
+            dynamic_img_size=dynamic_img_size,
         )
         self.class_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.cls_transformer = Transformer(
