@@ -14,9 +14,10 @@ from torch import nn
 import vit_core
 from tests.helpers import perturb
 from vit_core import create_model, load_model, save_model
+from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
 from vit_core.io import ModelFileError
 from vit_core.layers import Attention
-from vit_core.registry import Component, get_registry
+from vit_core.registry import Component, ModelInfo, Registry, get_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,6 +124,36 @@ def test_model_not_installed_names_the_distribution_to_install(tmp_path: Path) -
         ModelFileError,
         match=r"model 'acme-vit' is not installed.*install the plugin distribution "
         r"'acme-vision' \(it was saved with acme-vision 2.1\)",
+    ):
+        load_model(folder)
+
+
+def test_a_name_the_recorded_plugin_does_not_provide_is_not_installed(tmp_path: Path) -> None:
+    """A folder saved by plugin acme's model "vit" must not load vit-core's ViT in its place."""
+    _, folder = saved_vit(tmp_path)
+    config = folder / "config.json"
+    record = json.loads(config.read_text())
+    for plugin in ("acme", "variants"):  # not installed; installed, but it does not provide "vit"
+        record.update(plugin=plugin, distribution="acme-vision", version="1.0")
+        config.write_text(json.dumps(record))
+        with pytest.raises(
+            ModelFileError,
+            match=rf"model 'vit' is not installed \(unknown model '{plugin}:vit'.*; install the plugin distribution "
+            r"'acme-vision' \(it was saved with acme-vision 1.0\)",
+        ):
+            load_model(folder)
+
+
+def test_dtype_mismatch_names_the_file_and_the_tensor(tmp_path: Path) -> None:
+    _, folder = saved_vit(tmp_path)
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["cls_token"] = tensors["cls_token"].to(torch.int64)
+    save_file(tensors, weights)
+    with pytest.raises(
+        ModelFileError,
+        match=rf"{re.escape(str(weights))}: 1 tensor\(s\) whose dtype does not match the model's: "
+        r"cls_token torch.int64 \(the model has torch.float32\)",
     ):
         load_model(folder)
 
@@ -329,3 +360,168 @@ def test_resampling_keeps_rows_and_columns_and_is_the_identity_on_the_same_grid(
         model.set_input_size(44)
     with pytest.raises(TypeError, match=r"dynamic_img_size must be a bool, got 'yes'"):
         create_model("vit", dynamic_img_size="yes")
+
+
+RESIZABLE = [
+    "vit",
+    "ats-vit",
+    "patch-merger-vit",
+    "distillable-vit",
+    "cait",
+    "xcit",
+    "deepvit",
+    "small-dataset-vit",
+    "learnable-memory-vit",
+    "parallel-vit",
+    "cross-vit",
+    "t2t-vit",
+    "pit",
+]
+"""Models with learned 2-D positions that take ``dynamic_img_size`` and ``set_input_size``."""
+DIVIDED = [name for name in RESIZABLE if name not in ("t2t-vit", "pit")]
+"""Those whose patches must divide the input (T2T's soft splits and PiT's strided convolution take any size)."""
+
+
+def _input(name: str, size: tuple[int, int], batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, get_registry().info(name).input_shape[0], *size)
+
+
+def _default_size(name: str) -> tuple[int, int]:
+    return tuple(get_registry().info(name).input_shape[1:])
+
+
+@pytest.mark.parametrize("name", RESIZABLE)
+def test_dynamic_img_size_runs_larger_and_non_square_inputs(name: str) -> None:
+    h, w = _default_size(name)
+    fixed = perturb(create_model(name)).eval()
+    dynamic = create_model(name, dynamic_img_size=True).eval()
+    dynamic.load_state_dict(fixed.state_dict())
+    num_classes = get_registry().info(name).default_config["num_classes"]
+    with torch.no_grad():
+        x = _input(name, (h, w))
+        assert torch.equal(dynamic(x), fixed(x))  # the training grid: the table itself, not resampled
+        for size in [(2 * h, 2 * w), (h + h // 2, w)]:
+            out = dynamic(_input(name, size))
+            assert out.shape == (2, num_classes) and torch.isfinite(out).all(), size
+    with pytest.raises(ValueError, match=r"larger than image_size|up to image_size"):
+        fixed(_input(name, (2 * h, 2 * w)))
+
+
+@pytest.mark.parametrize("name", RESIZABLE)
+def test_set_input_size_resamples_for_good_and_round_trips(name: str, tmp_path: Path) -> None:
+    h, w = _default_size(name)
+    model = perturb(create_model(name)).eval()
+    x = _input(name, (h, w))
+    with torch.no_grad():
+        before = model(x)
+        model.set_input_size((h, w))  # the same grid: the identity
+        assert torch.equal(model(x), before)
+    size = (2 * h, w + w // 2)
+    model.set_input_size(size, interpolation="bilinear")
+    assert model.init_config["image_size"] == size
+    x = _input(name, size)
+    loaded = load_model(save_model(model, tmp_path / name))
+    with torch.no_grad():
+        out = model(x)
+        assert torch.isfinite(out).all() and torch.equal(loaded(x), out)
+
+
+@pytest.mark.parametrize("name", DIVIDED)
+def test_sizes_the_patches_do_not_divide_still_raise(name: str) -> None:
+    h, w = _default_size(name)
+    dynamic = create_model(name, dynamic_img_size=True).eval()
+    with pytest.raises(ValueError, match=rf"img spatial size \({h + 4}, {w}\) must be divisible by"):
+        dynamic(_input(name, (h + 4, w)))
+    with pytest.raises(ValueError, match=rf"image_size \({h + 4}, {h + 4}\) must be divisible by"):
+        create_model(name).set_input_size(h + 4)
+    with pytest.raises(ValueError, match=r"interpolation must be one of .*got 'nearest'"):
+        create_model(name).set_input_size(2 * h, interpolation="nearest")
+    with pytest.raises(TypeError, match=r"dynamic_img_size must be a bool, got 1"):
+        create_model(name, dynamic_img_size=1)
+
+
+def test_pit_and_t2t_reject_inputs_below_one_token() -> None:
+    with pytest.raises(ValueError, match=r"image_size \(2, 2\) is smaller than patch_size=4"):
+        create_model("pit").set_input_size(2)
+    with pytest.raises(ValueError, match=r"img height 2 does not fit PiT: sides must be at least patch_size=4"):
+        create_model("pit", dynamic_img_size=True)(torch.zeros(1, 3, 2, 32))
+    with pytest.raises(TypeError, match=r"image_size must be an int or a tuple of 2 ints"):
+        create_model("t2t-vit").set_input_size((32, 32, 32))
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("simple-vit", r"SimpleViT cannot change its input size .*its positions are FixedPositionalEmbedding"),
+        ("vit-3d", r"ViT3D cannot change its input size .*learned positions are on a 3-D grid \(2, 2, 2\)"),
+        ("simple-vit-3d", r"SimpleViT3D cannot change its input size .*FixedPositionalEmbedding"),
+    ],
+)
+def test_models_whose_positions_cannot_be_resampled_say_why(name: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        create_model(name).set_input_size(64)
+
+
+def test_the_resizable_models_are_the_documented_ones() -> None:
+    import inspect
+
+    docs = (ROOT / "docs" / "interop.md").read_text()
+    table = docs.split("<!-- resizable: kept in sync with tests/test_io.py -->")[1].split("\n\n")[0]
+    documented = dict(re.findall(r"^\| `([\w-]+)` \| (yes|no) \|", table, re.MULTILINE))
+    registry = get_registry()
+    models = registry.list(kind="model", presets=False)
+    taking = sorted(i.name for i in models if "dynamic_img_size" in inspect.signature(i.load_class()).parameters)
+    assert taking == sorted(RESIZABLE)
+    assert documented == {i.name: "yes" if i.name in RESIZABLE else "no" for i in models}
+
+
+# vit convert through a given registry (a plugin added in-process, not installed).
+
+
+def identity_import(state: dict, model: nn.Module) -> dict:
+    """An importer for :class:`ToyPlugin`'s model: the state dict is already ours."""
+    return state
+
+
+class ToyPlugin:
+    """Registers "toy-vit" (a ViT) with :func:`identity_import` as its weight importer."""
+
+    @hookimpl
+    def vit_api_version(self) -> int:
+        return HOOK_API_VERSION
+
+    @hookimpl
+    def vit_register_models(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(
+                name="toy-vit",
+                target="vit_core.models.vit:ViT",
+                family="test",
+                paper_title="A toy",
+                paper_url="https://example.org/toy",
+                summary="A ViT registered in-process.",
+                input_kind="image",
+                default_config=VIT,
+                input_shape=(3, 32, 32),
+                citation="@misc{toy}",
+                example="create_model('toy-vit')",
+                importer="tests.test_io:identity_import",
+            )
+        ]
+
+
+def test_convert_imports_through_the_registry_it_is_given(tmp_path: Path) -> None:
+    from vit_core.io import convert_reference
+    from vit_core.weights import load_reference_weights
+
+    registry = Registry()
+    registry.add_plugin(ToyPlugin(), "toy")
+    source = perturb(registry.create("toy-vit")).eval()
+    torch.save(source.state_dict(), tmp_path / "toy.pt")
+    folder = convert_reference("toy-vit", tmp_path / "toy.pt", tmp_path / "out", registry=registry)
+    loaded = load_model(folder, registry=registry)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+    target = load_reference_weights(registry.create("toy-vit"), source.state_dict(), "toy-vit", registry=registry)
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items())

@@ -184,9 +184,9 @@ def _build(record: Any, where: str, registry: Registry) -> nn.Module:
     if not isinstance(record.get("config"), dict):
         raise ModelFileError(f"{where}: no 'config' mapping of constructor arguments in the record")
     name, plugin = record["model"], record.get("plugin")
-    qualified = f"{plugin}:{name}" if plugin else name
     try:
-        info = registry.info(qualified if qualified in registry.entries else name)
+        # The plugin that saved it must provide the name: another plugin's model of that name is not it.
+        info = registry.info(f"{plugin}:{name}" if plugin else name)
     except ModelLookupError as exc:
         dist = record.get("distribution") or plugin
         version = record.get("version")
@@ -277,8 +277,22 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating-point"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "integer"
+
+
 def check_state(file: Path | str, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Missing, unexpected or mis-shaped tensors: one :class:`ModelFileError` naming the file and the tensors."""
+    """Missing, unexpected, mis-shaped or mis-typed tensors: one :class:`ModelFileError` naming the file and
+    the tensors.
+
+    A tensor of another kind than the model's (an integer tensor for a floating-point parameter) is an
+    error, since ``load_state_dict`` would silently cast it; floating-point precisions may differ
+    (:func:`load_model` keeps the saved one).
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
     extra = [k for k in tensors if k not in expected]
@@ -287,6 +301,11 @@ def check_state(file: Path | str, model: nn.Module, tensors: Mapping[str, torch.
         for k, v in tensors.items()
         if k in expected and v.shape != expected[k].shape
     ]
+    dtypes = [
+        f"{k} {v.dtype} (the model has {expected[k].dtype})"
+        for k, v in tensors.items()
+        if k in expected and _dtype_kind(v.dtype) != _dtype_kind(expected[k].dtype)
+    ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensor(s): {_names(missing)}")
@@ -294,6 +313,8 @@ def check_state(file: Path | str, model: nn.Module, tensors: Mapping[str, torch.
         problems.append(f"{len(extra)} unexpected tensor(s): {_names(extra)}")
     if shapes:
         problems.append(f"{len(shapes)} tensor(s) whose shape does not match the configuration: {_names(shapes)}")
+    if dtypes:
+        problems.append(f"{len(dtypes)} tensor(s) whose dtype does not match the model's: {_names(dtypes)}")
     if problems:
         raise ModelFileError(f"{file}: " + "; ".join(problems))
 
@@ -375,7 +396,7 @@ def convert_reference(
     state = read_state_dict(state_dict_path)
     model = registry.create(name, **config)
     try:
-        load_reference_weights(model, state, name=registry.key(info))
+        load_reference_weights(model, state, name=registry.key(info), registry=registry)
     except (KeyError, RuntimeError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise ModelFileError(

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from vit_core.registry import Registry
 
 StateDict = dict[str, Tensor]
 
@@ -167,12 +171,15 @@ def import_navit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     )
 
 
-def load_reference_weights(model: nn.Module, state_dict: Mapping[str, Tensor], name: str | None = None) -> nn.Module:
+def load_reference_weights(
+    model: nn.Module, state_dict: Mapping[str, Tensor], name: str | None = None, *, registry: Registry | None = None
+) -> nn.Module:
     """Load a vit-pytorch state dict into ``model`` (built with the same configuration) through the
-    importer registered for the model's name (found from its class when ``name`` is omitted)."""
+    importer registered for the model's name (found from its class when ``name`` is omitted) in
+    ``registry`` (default: the process-wide one)."""
     from vit_core.registry import get_registry, resolve
 
-    registry = get_registry()
+    registry = registry if registry is not None else get_registry()
     info = registry.info(name) if name else registry.info_for_class(type(model))
     if not info.importer:
         raise ValueError(f"model {info.name!r} (plugin {info.plugin}) registers no weight importer")
