@@ -97,3 +97,50 @@ def test_vit_export_writes_pt2_and_onnx_with_a_dynamic_batch(tmp_path: Path) -> 
     assert bad.exit_code == 1 and "--format must be one of onnx, pt2" in bad.output
     trainer = runner.invoke(app, ["export", "mae", "--out", str(tmp_path / "m")])
     assert trainer.exit_code == 1 and "is a trainer" in trainer.output
+
+
+def _onnx_input(path: Path) -> tuple[object, object]:
+    """The ONNX file's first input (name, shape) and an onnxruntime session on it."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.get_inputs()[0], session
+
+
+def test_vit_export_traces_the_input_the_configuration_takes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vit_core import save_model
+    from vit_core.cli import app
+
+    runner = CliRunner()
+    for settings, shape in [(["image_size=48"], (3, 48, 48)), (["channels=1", "image_size=[32,48]"], (1, 32, 48))]:
+        args = ["export", "vit", "--out", str(tmp_path / "set.onnx")]
+        result = runner.invoke(app, args + [f"--set={s}" for s in settings])
+        assert result.exit_code == 0, result.output
+        first, session = _onnx_input(tmp_path / "set.onnx")
+        assert tuple(first.shape[1:]) == shape, first.shape
+        assert session.run(None, {first.name: torch.randn(3, *shape).numpy()})[0].shape == (3, 10)
+
+    resized = get_registry().create("vit").eval()
+    resized.set_input_size((48, 32))
+    save_model(resized, tmp_path / "resized")
+    x = torch.randn(4, 3, 48, 32)
+    with torch.no_grad():
+        expected = resized(x)
+    for format_, out in [("pt2", "r.pt2"), ("onnx", "r.onnx")]:
+        args = ["export", "vit", "--from", str(tmp_path / "resized"), "-f", format_, "--out", str(tmp_path / out)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "r.pt2")).module()(x), expected)
+    first, session = _onnx_input(tmp_path / "r.onnx")
+    assert tuple(first.shape[1:]) == (3, 48, 32)
+    got = torch.from_numpy(session.run(None, {first.name: x.numpy()})[0])
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    both = runner.invoke(
+        app, ["export", "vit", "--from", str(tmp_path / "resized"), "--set", "dim=32", "--out", str(tmp_path / "m")]
+    )
+    assert both.exit_code == 1 and "--set configures a fresh model; --from loads the saved configuration" in both.output
+    other = runner.invoke(app, ["export", "cait", "--from", str(tmp_path / "resized"), "--out", str(tmp_path / "m")])
+    assert other.exit_code == 1 and "holds 'vit', not 'cait'" in other.output

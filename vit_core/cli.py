@@ -616,12 +616,21 @@ def export_command(
     """Export a model with a dynamic batch axis: torch.export (.pt2, torch.export.load reads it) or ONNX.
 
     The model is built from its default configuration (updated by --set) or loaded with --from, and
-    traced on its example input; ONNX needs pip install 'vit-core[export]'.
+    traced on an input of the shape its configuration takes (channels, frames, image size: the saved
+    configuration with --from, a resized model's included); ONNX needs pip install 'vit-core[export]'.
     """
+    import torch
+
     from vit_core.export import ExportError, export_onnx, export_program, save_program
+    from vit_core.train import sample_shape
 
     if format_ not in EXPORT_FORMATS:
         _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format_!r}")
+    if weights is not None and settings:
+        _fail(
+            "--set configures a fresh model; --from loads the saved configuration (resize a saved model with "
+            "set_input_size before save_model)"
+        )
     registry = get_registry()
     try:
         info = registry.info(name)
@@ -631,9 +640,15 @@ def export_command(
             from vit_core.io import load_model
 
             model = load_model(weights)
+            saved = registry.info_for_class(type(model))
+            if saved.target != info.target:
+                _fail(f"--from {weights} holds {saved.name!r}, not {name!r}; run vit export {saved.name} --from ...")
+            info, config = saved, getattr(model, "init_config", {})
         else:
-            model = registry.create(name, **_settings(settings))
-        example = info.example_input(2)
+            config = {**info.default_config, **_settings(settings)}
+            model = registry.create(name, **config)
+        shape = sample_shape(info, config)
+        example = [torch.randn(shape) for _ in range(2)] if info.input_kind == "image-list" else torch.randn(2, *shape)
         program = export_program(model.eval(), example)
         path = save_program(program, out) if format_ == "pt2" else export_onnx(program, example, out)
     except ModelLookupError as exc:
