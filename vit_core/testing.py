@@ -8,9 +8,10 @@ A plugin's own test suite runs them on each of its models::
     def test_conformance(model_name):
         check_model(model_name)
 
-or all at once with ``check_plugin("my-plugin")``.  Each failed check raises a
-:class:`ConformanceError` (an ``AssertionError``) whose message names the model and the check.
-Each kind has its profile (:data:`PROFILES`); the checks of a model, in order (see :data:`CHECKS`):
+or all at once with ``check_plugin("my-plugin")`` (``export=True`` in either adds the export check).
+Each failed check raises a :class:`ConformanceError` (an ``AssertionError``) whose message names the
+model and the check.  Each kind has its profile (:data:`PROFILES`); the checks of a model, in order
+(see :data:`CHECKS`):
 
 ``metadata``     the ModelInfo is complete (citation and example included), its target imports, its
                  default configuration and every preset's only use arguments of the constructor, and
@@ -682,6 +683,11 @@ PROFILES: dict[str, dict[str, Callable[[Subject], None]]] = {
 """The checks of each kind."""
 
 
+def _check_export_flag(export: object) -> None:
+    if not isinstance(export, bool):
+        raise TypeError(f"export must be a bool (add the export check or not), got {export!r}")
+
+
 def check_model(
     name: str, *, registry: Registry | None = None, skip: Iterable[str] = (), batch: int = 2, export: bool = False
 ) -> None:
@@ -692,6 +698,7 @@ def check_model(
     :class:`~vit_core.registry.Registry` to check models of plugins added in-process.
     Raises :class:`ConformanceError` on the first failed check.
     """
+    _check_export_flag(export)
     known = dict.fromkeys(check for profile in (*PROFILES.values(), OPTIONAL_CHECKS) for check in profile)
     unknown = set(skip) - set(known)
     if unknown:
@@ -717,10 +724,13 @@ def check_plugin(
     skip: Iterable[str] = (),
     batch: int = 2,
     check_models: bool = True,
+    export: bool = False,
 ) -> list[str]:
     """Check that ``plugin`` loaded without errors and registered models, then :func:`check_model` each one
-    (unless ``check_models`` is false).  Returns the plugin's model names.
+    (unless ``check_models`` is false; ``export=True`` adds the ``export`` check, as in :func:`check_model`).
+    Returns the plugin's model names.
     """
+    _check_export_flag(export)
     reg = registry if registry is not None else get_registry()
     record = reg.plugins.get(plugin)
     if record is None:
@@ -738,7 +748,7 @@ def check_plugin(
     if not record.models:
         raise ConformanceError(plugin, "plugin", "registered no models", kind="plugin")
     for name in record.models if check_models else ():
-        check_model(f"{record.name}:{name}", registry=registry, skip=skip, batch=batch)
+        check_model(f"{record.name}:{name}", registry=registry, skip=skip, batch=batch, export=export)
     return list(record.models)
 
 
