@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from copy import deepcopy
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vit_core import SimpleViT, ViT
-from vit_core.layers import patchify
+from vit_core.layers import FeedForward, patchify
 
 vit_ssl = pytest.importorskip("vit_ssl")
 from vit_ssl import (  # noqa: E402
@@ -89,8 +90,25 @@ def test_trainer_trains_its_encoder(name, build, encoder_cls):
 
 
 @pytest.mark.parametrize(("name", "build"), trainers(), ids=[n for n, _ in trainers()])
-def test_bf16_autocast_stays_finite(name, build):
-    trainer = build(ViT(**CFG))
+def test_bf16_autocast(name, build):
+    """Autocast reaches the encoder (its blocks compute in bfloat16) and moves the loss by at most 5% of
+    its fp32 value (measured over five seeds: at most 0.9%, DINO's; the others under 0.35%); three
+    training steps under autocast stay finite."""
+    trainer, x = build(ViT(**CFG)), images()
+
+    def loss(bf16: bool) -> tuple[torch.Tensor, set[torch.dtype]]:
+        copy = deepcopy(trainer)  # fresh random generators: both copies draw the same masks and crops
+        dtypes: set[torch.dtype] = set()
+        for module in copy.modules():
+            if isinstance(module, FeedForward):
+                module.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+        torch.manual_seed(1)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return copy(x), dtypes
+
+    (full, full_dtypes), (half, half_dtypes) = loss(False), loss(True)
+    assert full_dtypes == {torch.float32} and half_dtypes == {torch.bfloat16}, (full_dtypes, half_dtypes)
+    torch.testing.assert_close(half.float(), full, atol=5e-2 * full.abs().item(), rtol=0)
     optimizer = torch.optim.AdamW(trainer.parameters(), lr=1e-3)
     for _ in range(3):
         with torch.autocast("cpu", dtype=torch.bfloat16):

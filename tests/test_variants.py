@@ -510,16 +510,20 @@ def test_gradients_reach_every_parameter(key: str) -> None:
 
 
 @pytest.mark.parametrize("name", REGISTERED)
-def test_eval_is_deterministic_and_bf16_is_finite(name: str) -> None:
+def test_eval_is_deterministic_and_bf16_is_close(name: str) -> None:
+    """Eval mode is deterministic (layer dropout off); autocast reaches the model (bfloat16 logits) and
+    moves them by at most 5% of the largest fp32 logit (measured: 0.3% CCT to 2.3% DeepViT)."""
     info = get_registry().info(name)
     overrides = {"layer_dropout": 0.3} if name in ("cait", "xcit") else {}
     model = create_model(name, **overrides).eval()
     x = info.example_input(2)
     with torch.no_grad():
-        assert torch.equal(model(x), model(x))
+        full = model(x)
+        assert torch.equal(model(x), full)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x)
-    assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
+            half = model(x)
+    assert half.dtype == torch.bfloat16 and half.shape == full.shape == (2, 10)
+    torch.testing.assert_close(half.float(), full, atol=5e-2 * full.abs().max().item(), rtol=0)
 
 
 # --- interface: forward_intermediates, Recorder, Extractor ------------------------------------
