@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from tests.helpers import perturb
 from vit_core import Recorder, ViT, create_model, list_models, load_reference_weights
-from vit_core.registry import Component
+from vit_core.registry import Component, get_registry
 from vit_core.testing import check_model, parametrize_models
 
 vit_efficient = pytest.importorskip("vit_efficient")
@@ -397,7 +397,7 @@ def test_unique_positions_is_a_vectorised_per_row_unique() -> None:
         assert len(set(pos.tolist())) == len(pos), "padding slots must hold distinct positions too"
 
 
-def test_ats_vit_learns_and_keeps_gradients_flowing() -> None:
+def test_ats_vit_gradients_reach_every_parameter() -> None:
     model = ATSViT(**ATS).train()
     logits = model(images(4))
     logits.sum().backward()
@@ -475,9 +475,14 @@ def digits():
 DIGITS = dict(
     image_size=16, patch_size=4, num_classes=10, dim=32, depth=2, heads=2, mlp_dim=64, dim_head=16, channels=1
 )
+LOSS_FACTOR = 0.6
+"""The mean of the last ten losses must fall below this share of the first ten's (measured over seeds 0-2:
+at most 0.50 ATSViT, 0.38 PatchMergerViT, 0.42 x-transformers, 0.20 nystrom)."""
 
 
-def learn(model, digits, steps: int = 60) -> float:
+def learn(name: str, model, digits, threshold: float, steps: int = 60) -> None:
+    """``steps`` AdamW steps; the mean loss of the last ten steps well below the first ten's, and test
+    accuracy above ``threshold`` (chance is 0.10)."""
     x_train, y_train, x_test, y_test = digits
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -489,33 +494,63 @@ def learn(model, digits, steps: int = 60) -> float:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert sum(losses[-5:]) < sum(losses[:5])
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     model.eval()
     with torch.no_grad():
-        return (model(x_test).argmax(-1) == y_test).float().mean().item()
+        accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    assert last < LOSS_FACTOR * first, (
+        f"{name}: mean loss of the first ten steps {first:.3f}, of the last ten {last:.3f}"
+    )
+    assert accuracy > threshold, f"{name} reached only {accuracy:.3f} test accuracy (chance is 0.10)"
 
 
 @pytest.mark.parametrize(
-    "build",
+    ("build", "threshold"),
     [
-        lambda: ATSViT(**DIGITS, max_tokens_per_depth=(12, 6)),
-        lambda: PatchMergerViT(**DIGITS, patch_merge_layer=1, patch_merge_num_tokens=4),
+        (lambda: ATSViT(**DIGITS, max_tokens_per_depth=(12, 6)), 0.55),  # measured 0.61 (seeds 1, 2: 0.70, 0.64)
+        (lambda: PatchMergerViT(**DIGITS, patch_merge_layer=1, patch_merge_num_tokens=4), 0.65),  # 0.77 (0.78, 0.68)
     ],
     ids=["ats-vit", "patch-merger-vit"],
 )
-def test_models_learn_digits(digits, build) -> None:
-    accuracy = learn(build(), digits)
-    assert accuracy > 0.5, f"reached only {accuracy:.2f} test accuracy (chance is 0.10)"
+def test_models_learn_digits(request, digits, build, threshold: float) -> None:
+    learn(request.node.callspec.id, build(), digits, threshold)
 
 
 @pytest.mark.parametrize(
-    ("backend", "options"), [("nystrom", {"num_landmarks": 4}), ("x-transformers", {"ff_glu": True})]
+    ("backend", "options", "threshold"),
+    [
+        ("nystrom", {"num_landmarks": 4}, 0.85),  # measured 0.90 (seeds 1, 2: 0.92, 0.91)
+        ("x-transformers", {"ff_glu": True}, 0.6),  # measured 0.74 (0.70, 0.67)
+    ],
+    ids=["nystrom", "x-transformers"],
 )
-def test_named_backends_learn_digits(digits, backend: str, options: dict) -> None:
+def test_named_backends_learn_digits(digits, backend: str, options: dict, threshold: float) -> None:
     model = create_model("vit", **DIGITS, transformer=backend, transformer_options=options)
     assert isinstance(model.transformer, CheckedTrunk) and model.transformer.backend == backend
-    accuracy = learn(model, digits)
-    assert accuracy > 0.5, f"ViT on the {backend} backend reached only {accuracy:.2f} test accuracy"
+    learn(f"ViT on the {backend} backend", model, digits, threshold)
+
+
+# --- bf16 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ats-vit", "patch-merger-vit", "nystrom", "x-transformers"])
+def test_bf16_autocast(name: str) -> None:
+    """Autocast reaches the model (bfloat16 logits) and moves them by at most 5% of the largest fp32 logit
+    (measured: 0.4% ViT on nystrom to 1.0% ViT on x-transformers); a backend runs in the model it plugs into."""
+    info = get_registry().info(name)
+    if info.kind == "backend":
+        host = info.plugs_into
+        model = create_model(host.model, **host.config, transformer=create_model(name))
+        x = get_registry().info(host.model).example_input(2)
+    else:
+        model, x = create_model(name), info.example_input(2)
+    model.eval()
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x)
+    assert half.dtype == torch.bfloat16 and half.shape == full.shape == (2, 10)
+    torch.testing.assert_close(half.float(), full, atol=5e-2 * full.abs().max().item(), rtol=0)
 
 
 # --- bad input ---------------------------------------------------------------------------------

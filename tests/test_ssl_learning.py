@@ -1,5 +1,6 @@
 """vit-ssl learning on real data: scikit-learn's bundled digits, upsampled to 16x16 (nothing is
-downloaded).  Every trainer lowers its loss; MAE pre-training improves a linear probe."""
+downloaded).  Every trainer lowers the mean of its last ten losses well below the first ten's (by a factor
+set from what it reaches); a distilled student learns the labels; MAE pre-training improves a linear probe."""
 
 from __future__ import annotations
 
@@ -68,34 +69,51 @@ def pretrain(trainer, images, labels=None, steps=40, batch=64, lr=3e-3):
     return losses
 
 
+def ten_step_means(losses: list[float]) -> tuple[float, float]:
+    """The mean loss of the first ten and of the last ten steps."""
+    return sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+
+
 MASKED = dict(steps=40, batch=64, lr=3e-3)
-SELF_DISTILLATION = dict(steps=30, batch=32, lr=1e-3)
+SELF_DISTILLATION = dict(steps=60, batch=32, lr=3e-3)
+# (build, schedule, factor): the mean of the last ten losses must fall below ``factor`` times the first
+# ten's.  Measured ratios (seed 0; seeds 1, 2): mae 0.36 (0.37, 0.49), simmim 0.48 (0.53, 0.52), mpp over
+# 80 steps 0.69 (0.68, 0.70), mp3 0.64 (0.62, 0.64), dino 0.84 (0.81, 0.78), esvit 0.87 (0.83, 0.84).
+# MPP's loss is a cross-entropy over quantised pixel bins and DINO/EsViT's the cross-entropy to a frozen
+# teacher's sharpened targets: their entropy is a floor no student goes below, hence the looser factors.
 TRAINERS = {
-    "mae": (lambda v: MAE(encoder=v, decoder_dim=32, decoder_heads=2, decoder_dim_head=16), MASKED),
-    "simmim": (lambda v: SimMIM(encoder=v), MASKED),
-    "mpp": (lambda v: MPP(v, 4, 32, channels=1), MASKED),
-    "mp3": (lambda v: MP3(v, 0.5), MASKED),
-    "dino": (lambda v: Dino(v, 16, **FROZEN_TEACHER), SELF_DISTILLATION),
-    "esvit": (lambda v: EsViTTrainer(v, 16, **FROZEN_TEACHER), SELF_DISTILLATION),
+    "mae": (lambda v: MAE(encoder=v, decoder_dim=32, decoder_heads=2, decoder_dim_head=16), MASKED, 0.6),
+    "simmim": (lambda v: SimMIM(encoder=v), MASKED, 0.65),
+    "mpp": (lambda v: MPP(v, 4, 32, channels=1), dict(MASKED, steps=80), 0.8),
+    "mp3": (lambda v: MP3(v, 0.5), MASKED, 0.75),
+    "dino": (lambda v: Dino(v, 16, **FROZEN_TEACHER), SELF_DISTILLATION, 0.92),
+    "esvit": (lambda v: EsViTTrainer(v, 16, **FROZEN_TEACHER), SELF_DISTILLATION, 0.92),
 }
 
 
 @pytest.mark.parametrize("name", TRAINERS)
 def test_loss_falls(digits, name):
-    build, schedule = TRAINERS[name]
+    build, schedule, factor = TRAINERS[name]
     torch.manual_seed(0)
     losses = pretrain(build(ViT(**CFG)), digits[0], **schedule)
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.9 * first, f"{name}: loss went from {first:.4f} to {last:.4f} over {len(losses)} steps"
+    first, last = ten_step_means(losses)
+    assert last < factor * first, f"{name}: mean loss of the first ten steps {first:.4f}, of the last ten {last:.4f}"
 
 
-def test_distillation_loss_falls(digits):
-    images, labels = digits[0], digits[1]
+def test_distillation_loss_falls_and_the_student_learns_the_labels(digits):
+    """Measured: last-ten mean loss 0.58 of the first ten's (seeds 1, 2: 0.55, 0.63); the student's test
+    accuracy 0.59 (0.60, 0.49; chance is 0.10)."""
+    x_train, y_train, x_test, y_test = digits
     torch.manual_seed(0)
     teacher = ViT(**CFG)  # a fixed, untrained teacher: the student learns the labels and its outputs
     student = DistillableViT(**CFG)
-    losses = pretrain(DistillWrapper(student=student, teacher=teacher, temperature=2.0), images, labels)
-    assert sum(losses[-5:]) < 0.9 * sum(losses[:5])
+    losses = pretrain(DistillWrapper(student=student, teacher=teacher, temperature=2.0), x_train, y_train)
+    first, last = ten_step_means(losses)
+    assert last < 0.75 * first, f"mean loss of the first ten steps {first:.4f}, of the last ten {last:.4f}"
+    student.eval()
+    with torch.no_grad():
+        accuracy = (student(x_test).argmax(-1) == y_test).float().mean().item()
+    assert accuracy > 0.4, f"the distilled student reached only {accuracy:.3f} test accuracy"
 
 
 def test_mae_pretraining_beats_random_init_under_a_linear_probe(digits):

@@ -290,11 +290,25 @@ def train_model(key: str) -> nn.Module:
     return getattr(vit_video, cls)(**kwargs)
 
 
+ACCURACY = {
+    "vit3d-cls": 0.85,
+    "simple-vit3d": 0.8,
+    "cct3d-learnable": 0.95,
+    "vivit-encoder-cls": 0.8,
+    "vivit-fsa-cls": 0.8,
+}
+"""Held-out accuracy each model must beat; measured (seed 0; seeds 1, 2): ViT3D 0.93 (0.95, 0.91), SimpleViT3D
+0.88 (0.94, 0.90), CCT3D 1.00 (1.00, 1.00), ViViT encoder 0.89 (0.84, 0.84), ViViT FSA 0.90 (0.84, 0.89)."""
+
+
 @pytest.mark.parametrize("key", list(TRAIN))
 def test_learns_motion_direction(key: str) -> None:
+    """The mean of the last ten losses below 0.4 of the first ten's (measured: at most 0.22, ViViT's
+    encoder variant) and held-out accuracy above :data:`ACCURACY`."""
     losses, accuracy = train_and_evaluate(train_model(key))
-    assert sum(losses[-10:]) < sum(losses[:10]), f"{key}: mean loss rose from the first to the last ten steps"
-    assert accuracy > 0.75, f"{key}: held-out accuracy {accuracy:.2f} (chance is 0.5)"
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.4 * first, f"{key}: mean loss of the first ten steps {first:.3f}, of the last ten {last:.3f}"
+    assert accuracy > ACCURACY[key], f"{key}: held-out accuracy {accuracy:.3f} (chance is 0.5)"
 
 
 def test_motion_clips_tell_the_direction_by_frame_order_only() -> None:
