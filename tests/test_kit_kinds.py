@@ -229,6 +229,27 @@ class Unchecked(nn.Module):
         return x + self.mix(x)
 
 
+class Vague(Unchecked):
+    """Checks its input but says only that something is wrong."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.mix.in_features:
+            raise ValueError("unexpected tokens")
+        return super().forward(x)
+
+
+class Lenient(nn.Module):
+    """Scales whatever it is given: any width, any rank."""
+
+    def __init__(self, dim: int, **_: Any) -> None:
+        super().__init__()
+        self.dim = dim
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
 class Pools(Trunk):
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         return super().forward(x, *args, **kwargs).mean(1)
@@ -252,6 +273,13 @@ def test_a_conforming_backend_passes() -> None:
         ("Pools", {}, "shape", ("(2, 17, 64) gave (2, 64)",)),
         ("DeadWeights", {}, "gradients", ("spare",)),
         ("Unchecked", {}, "bad-input", ("dim 65 instead of 64", "bare RuntimeError")),
+        (
+            "Vague",
+            {},
+            "bad-input",
+            ("dim 65 instead of 64 raised ValueError: unexpected tokens, which names neither dim nor (2, 17, 65)",),
+        ),
+        ("Lenient", {}, "bad-input", ("input with dim 65 instead of 64 ((2, 17, 65)) was accepted",)),
         (
             "Trunk",
             {"plugs_into": Component("vit", {"dim": 32})},

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from torch import Tensor, nn
 
-from vit_core import ViT
+from vit_core import NaViT, ViT
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
 from vit_core.registry import ModelInfo, Preset, Registry, count_parameters
 from vit_core.scaffold import check_name, class_name, generate_plugin, render
@@ -167,6 +168,55 @@ class MixesTheBatch(ViT):
         return pooled - pooled.mean(0, keepdim=True)
 
 
+class KeepsStateOutsideTheStateDict(ViT):
+    """Adds a random offset to its logits, drawn at construction into a non-persistent buffer: save_model
+    does not save it, so the loaded model draws another."""
+
+    def __init__(self, *, num_classes: int = 10, **kwargs: Any) -> None:
+        super().__init__(num_classes=num_classes, **kwargs)
+        self.register_buffer("offset", torch.randn(()), persistent=False)
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        out = super().forward_head(features, pre_logits)
+        return out if pre_logits else out + self.offset
+
+
+class Sharpened(ViT):
+    sharpness = 1.0
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        out = super().forward_head(features, pre_logits)
+        return out if pre_logits else out * self.sharpness
+
+
+def sharpened_vit(*, num_classes: int = 10, sharpness: float = 1.0, **config: Any) -> Sharpened:
+    """A factory whose ``sharpness`` never reaches the model's recorded constructor arguments (init_config):
+    the loaded model is rebuilt with the default."""
+    model = Sharpened(num_classes=num_classes, **config)
+    model.sharpness = sharpness
+    return model
+
+
+NAVIT = dict(SMALL, token_dropout_prob=0.1)
+
+
+class UncheckedNaViT(NaViT):
+    """Skips the per-image check: an image with a channel too many dies in a matmul (a bare RuntimeError)."""
+
+    def _check_image(self, image: object) -> tuple[int, ...]:
+        assert isinstance(image, Tensor)
+        return tuple(side // self.patch_size for side in image.shape[-2:])
+
+
+class VagueNaViT(NaViT):
+    """Checks each image but says only that something is wrong."""
+
+    def _check_image(self, image: object) -> tuple[int, ...]:
+        if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != self.channels:
+            raise ValueError("bad image")
+        return super()._check_image(image)
+
+
 def not_a_module(**config: Any) -> Any:
     return lambda x: x
 
@@ -262,6 +312,44 @@ def test_output_must_not_depend_on_the_rest_of_the_batch() -> None:
     expect_failure(
         info("batch-mixer", here("MixesTheBatch")), "batch-independence", "model(x)[:1] differs from model(x[:1])"
     )
+
+
+def test_state_outside_the_state_dict_fails_save_load() -> None:
+    expect_failure(
+        info("forgetful", here("KeepsStateOutsideTheStateDict")),
+        "save-load",
+        "(KeepsStateOutsideTheStateDict) does not give bit-identical outputs",
+        "every parameter and persistent buffer must be in the state dict",
+    )
+
+
+def test_a_constructor_argument_that_is_not_recorded_fails_save_load() -> None:
+    model = info("sharpened", here("sharpened_vit"), default_config={**SMALL, "sharpness": 3.0})
+    expect_failure(model, "save-load", "(Sharpened) does not give bit-identical outputs", "(init_config)")
+
+
+@pytest.mark.parametrize(
+    ("target", "fragments"),
+    [
+        ("UncheckedNaViT", ("an image with 4 channels instead of 3 raised a bare RuntimeError",)),
+        (
+            "VagueNaViT",
+            (
+                "an image with 4 channels instead of 3 raised ValueError: bad image",
+                "names neither the argument 'batched_images' nor the received shape (3, 32, 32) or (4, 32, 32)",
+            ),
+        ),
+    ],
+)
+def test_image_list_bad_input(target: str, fragments: tuple[str, ...]) -> None:
+    model = info("bad-navit", here(target), input_kind="image-list", default_config=NAVIT)
+    expect_failure(model, "bad-input", *fragments)
+
+
+def test_a_conforming_image_list_model_passes() -> None:
+    """The control of test_image_list_bad_input: NaViT's own check passes the same inputs."""
+    model = info("navit-copy", "vit_core.models.navit:NaViT", input_kind="image-list", default_config=NAVIT)
+    check_model(model.name, registry=registry_with(model), skip=[c for c in CHECKS if c != "bad-input"])
 
 
 def test_unlisted_model() -> None:

@@ -547,6 +547,51 @@ class EncodeSkipsDropoutAndTrunk(ViT):
         return tokens
 
 
+class FeatureInfoTuple(ViT):
+    @property
+    def feature_info(self):
+        return tuple(super().feature_info)
+
+
+class FeatureInfoWithoutReduction(ViT):
+    @property
+    def feature_info(self):
+        return [{k: v for k, v in entry.items() if k != "reduction"} for entry in super().feature_info]
+
+
+class FeatureInfoMiswidth(ViT):
+    """Says the blocks are twice as wide as they are."""
+
+    @property
+    def feature_info(self):
+        return [dict(entry, num_chs=2 * entry["num_chs"]) for entry in super().feature_info]
+
+
+class IntermediatesOnlyIgnored(ViT):
+    """Returns ``(final, intermediates)`` even with ``intermediates_only=True``."""
+
+    def forward_intermediates(self, x, indices=None, *, norm=False, output_fmt="NLC", intermediates_only=False):
+        return super().forward_intermediates(x, indices, norm=norm, output_fmt=output_fmt)
+
+
+class IntermediatesUnimplemented(ViT):
+    def forward_intermediates(self, x, indices=None, **kwargs):
+        raise NotImplementedError("no intermediates yet")
+
+
+class EncodeDiffersFromForwardFeatures(ViT):
+    """forward_features runs its own path, right; the protocol's encode (what MAE and SimMIM compose) scales
+    the tokens first: it passes the intermediates check and fails encoder-protocol."""
+
+    def encode(self, tokens, **trunk_kwargs):
+        return super().encode(2 * tokens, **trunk_kwargs)
+
+    def encode_input(self, x, **trunk_kwargs):
+        tokens, grid = self.tokenize(x)
+        tokens = self.prepend_prefix(self.add_positions(tokens, grid))
+        return super().encode(tokens, **self.trunk_kwargs(grid), **trunk_kwargs)
+
+
 @pytest.mark.parametrize(
     ("cls", "check", "fragment"),
     [
@@ -554,6 +599,24 @@ class EncodeSkipsDropoutAndTrunk(ViT):
         (IntermediatesUnnormed, "intermediates", "last intermediate (norm=True) differ"),
         (PrefixMiscounted, "encoder-protocol", "num_prefix_tokens says 0"),
         (EncodeSkipsDropoutAndTrunk, "intermediates", "differ from forward_features"),
+        (FeatureInfoTuple, "intermediates", "feature_info must be a non-empty list of dicts, got ({'module'"),
+        (FeatureInfoWithoutReduction, "intermediates", "feature_info entries [0, 1] lack module/num_chs/reduction"),
+        (FeatureInfoMiswidth, "intermediates", "transformer.layers.0: feature_info says 128 channels, got 64"),
+        (
+            IntermediatesOnlyIgnored,
+            "intermediates",
+            "forward_intermediates(indices=1, intermediates_only=True) gave (tensor(",
+        ),
+        (
+            IntermediatesUnimplemented,
+            "intermediates",
+            "forward_intermediates raised NotImplementedError: no intermediates yet",
+        ),
+        (
+            EncodeDiffersFromForwardFeatures,
+            "encoder-protocol",
+            "encode(prepend_prefix(add_positions(*tokenize(x)))) differs from forward_features(x)",
+        ),
     ],
 )
 def test_kit_catches_broken_intermediates_and_protocol(cls, check, fragment):
