@@ -13,8 +13,9 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from vit_core.export import DATA_DEPENDENT, ExportError, check_export, export_program
-from vit_core.registry import get_registry
-from vit_core.testing import ConformanceError, check_model, model_names
+from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from vit_core.registry import Registry, get_registry
+from vit_core.testing import ConformanceError, check_model, check_plugin, model_names
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "interop.md"
 
@@ -144,3 +145,31 @@ def test_vit_export_traces_the_input_the_configuration_takes(tmp_path: Path) -> 
     assert both.exit_code == 1 and "--set configures a fresh model; --from loads the saved configuration" in both.output
     other = runner.invoke(app, ["export", "cait", "--from", str(tmp_path / "resized"), "--out", str(tmp_path / "m")])
     assert other.exit_code == 1 and "holds 'vit', not 'cait'" in other.output
+
+
+class OnePlugin:
+    """An in-process plugin registering one ModelInfo."""
+
+    def __init__(self, info: object) -> None:
+        self.info = info
+
+    @hookimpl
+    def vit_api_version(self) -> int:
+        return HOOK_API_VERSION
+
+    @hookimpl
+    def vit_register_models(self) -> list[object]:
+        return [self.info]
+
+
+def test_check_plugin_export_adds_the_export_check() -> None:
+    import dataclasses
+
+    ats = get_registry().info("ats-vit")  # exports nowhere: a data-dependent token count
+    registry = Registry()
+    registry.add_plugin(OnePlugin(dataclasses.replace(ats, name="acme-ats")), "acme")
+    assert check_plugin("acme", registry=registry) == ["acme-ats"]
+    with pytest.raises(ConformanceError, match=r"model 'acme-ats' failed conformance check 'export'.*aten.item"):
+        check_plugin("acme", registry=registry, export=True)
+    with pytest.raises(TypeError, match=r"export must be a bool .*got 1"):
+        check_plugin("acme", registry=registry, export=1)
