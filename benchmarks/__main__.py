@@ -73,10 +73,6 @@ def comparisons(
     """The comparisons of the selected sections as (name, builder) pairs; building is deferred so
     that one comparison's models are freed before the next is built."""
     vit_cases = cases.QUICK if quick else cases.FULL
-    if vit_names is not None:
-        unknown = set(vit_names) - {c.name for c in vit_cases}
-        if unknown:
-            raise ValueError(f"unknown --cases {sorted(unknown)}; choose from {[c.name for c in vit_cases]}")
     batches = vit_batches or ((2,) if quick else (8, 32))
     out: list[tuple[str, object]] = []
     if "vit" in only:
@@ -99,8 +95,14 @@ def comparisons(
             build = functools.partial(cases.long_comparison, tokens, 384, 6, setup, memory=not quick)
             out.append((f"long {tokens}", build))
     out += efficient.comparisons(quick, only, setup)
-    out += variants.comparisons(quick, only, setup) + hierarchical.comparisons(quick, only, setup)
-    return out
+    zoo = variants.comparisons(quick, only, setup) + hierarchical.comparisons(quick, only, setup)
+    if vit_names is not None:  # the plugin sections' comparisons are named "section CASE index"
+        unknown = set(vit_names) - {c.name for c in vit_cases} - {name.split(" ")[1] for name, _ in zoo}
+        if unknown:
+            choices = [c.name for c in vit_cases] + sorted({name.split(" ")[1] for name, _ in zoo})
+            raise ValueError(f"unknown --cases {sorted(unknown)}; choose from {choices}")
+        zoo = [(name, build) for name, build in zoo if name.split(" ")[1] in vit_names]
+    return out + zoo
 
 
 def run(
@@ -187,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny configurations (seconds; for the test suite)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    parser.add_argument("--cases", help="comma-separated ViT cases to run (default: all), e.g. ViT-S/16,SimpleViT-S/16")
+    parser.add_argument(
+        "--cases", help="comma-separated cases to run in the selected sections (default: all), e.g. ViT-S/16,CaiT-XXS24"
+    )
     parser.add_argument("--batches", help="comma-separated batch sizes of the ViT cases (default: 8,32; --quick: 2)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds kept per comparison")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: resident set / allocated)")

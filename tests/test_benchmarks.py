@@ -3,6 +3,7 @@ targets, and a tiny run that writes the docs (no timing assertions)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
@@ -467,6 +468,9 @@ def test_cases_and_batches_select_the_vit_comparisons():
     assert len(comparisons(False, ("vit",), cases.CPU_FP32)) == 2 * len(cases.FULL)
     with pytest.raises(ValueError, match="unknown --cases"):
         comparisons(False, ("vit",), cases.CPU_FP32, ("ViT-H/14",))
+    if importlib.util.find_spec("vit_variants") is not None:  # a plugin section's cases are selected the same way
+        picked = comparisons(False, ("vit", "variants"), cases.CPU_FP32, ("ViT-S/16", "CaiT-XXS24"), (8,))
+        assert [name for name, _ in picked] == ["ViT-S/16 b8", "variants CaiT-XXS24 0"]
 
 
 def test_runs_of_separate_sections_merge_into_one_page(quick_results, tmp_path, capsys):
