@@ -282,3 +282,20 @@ def test_scaled_dot_product_is_the_kernel():
     finally:
         F.scaled_dot_product_attention = original
     assert calls == [(1, 2, 3, 4)]
+
+
+def test_3d_conv_tokenizer_carries_a_zero_bias_outside_the_state_dict():
+    """torch.onnx's conv3d without a bias emits a mis-shaped bias; ours is an explicit zero buffer."""
+    from vit_core.layers import ConvTokenizer
+
+    geometry = dict(stride=(1, 1, 1), padding=(1, 1, 1), pool_kernel=(1, 3, 3), pool_stride=(1, 2, 2))
+    video = ConvTokenizer(3, 8, n_conv_layers=1, kernel=(3, 3, 3), pool_padding=(0, 1, 1), **geometry)
+    conv = video.stages[0].conv
+    assert torch.equal(conv.bias, torch.zeros(8)) and "stages.0.conv.bias" not in video.state_dict()
+    assert [name for name, _ in video.named_parameters()] == ["stages.0.conv.weight"]
+    x = torch.randn(1, 3, 2, 8, 8)
+    expected = torch.nn.functional.conv3d(x, conv.weight, None, padding=1)
+    torch.testing.assert_close(conv(x), expected)
+    image = ConvTokenizer(3, 8, n_conv_layers=1, kernel=(3, 3), stride=(1, 1), padding=(1, 1), pool_kernel=(3, 3),
+                          pool_stride=(2, 2), pool_padding=(1, 1))  # fmt: skip
+    assert image.stages[0].conv.bias is None

@@ -67,6 +67,21 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def explicit_zero_bias(conv: nn.Conv3d) -> None:
+    """Give the bias-free ``conv`` an explicit zero bias, so that it exports to ONNX.
+
+    torch.onnx's translation of ``aten.conv3d`` with ``bias=None`` (onnxscript's ``aten_conv3d``, 0.7.2
+    at least) builds the missing bias as an ``Expand`` of zero to shape ``(out_channels, 2)``, not
+    ``(out_channels,)``, and onnxruntime's ``Conv`` rejects it ("bias must be a 1D tensor of size
+    output_channels"), with graph optimisations or without; ``aten.conv2d`` is translated right.  The
+    zeros are a non-persistent buffer: the parameters, the state dict (and so the vit-pytorch weight
+    import) and the outputs stay those of the bias-free convolution.
+    """
+    if conv.bias is None:
+        del conv.bias
+        conv.register_buffer("bias", conv.weight.new_zeros(conv.out_channels), persistent=False)
+
+
 class ConvTokenizer(nn.Module):
     """``(batch, channels, *spatial) -> (batch, tokens, dim)`` through ``conv -> ReLU -> max-pool`` stages.
 
@@ -77,7 +92,8 @@ class ConvTokenizer(nn.Module):
         kernel, stride, padding: the convolutions' geometry, one int per spatial axis.
         pool_kernel, pool_stride, pool_padding: the max-pools' geometry (``pooling=False``: no pool).
         activation: apply ReLU after each convolution.
-        conv_bias: bias in the convolutions.
+        conv_bias: bias in the convolutions (3-D ones without it get a zero buffer, see
+            :func:`explicit_zero_bias`, so that they export to ONNX).
     """
 
     def __init__(
@@ -118,6 +134,8 @@ class ConvTokenizer(nn.Module):
         )
         for stage in self.stages:
             nn.init.kaiming_normal_(stage.conv.weight)
+            if axes == 3:
+                explicit_zero_bias(stage.conv)
 
     def output_grid(self, size: Sequence[int]) -> tuple[int, ...]:
         """The token grid for an input of spatial ``size``; an entry <= 0 means the input is too small."""

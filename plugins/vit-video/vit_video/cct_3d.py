@@ -106,8 +106,6 @@ class CCT3D(VisionModel):
             pool_padding=(("frame_pooling_padding", frame_pooling_padding), ("pooling_padding", pooling_padding)),
         )
         self.tokenizer = ConvTokenizer(self.channels, dim, n_conv_layers=n_conv_layers, **geometry)
-        for stage in self.tokenizer.stages:
-            explicit_zero_bias(stage.conv)
         self.token_grid = self.tokenizer.output_grid(self.input_size)
         if min(self.token_grid) <= 0:
             raise ValueError(
@@ -186,21 +184,6 @@ class CCT3D(VisionModel):
 
     def pool_features(self, features: Tensor) -> Tensor:
         return self.seq_pool(features)
-
-
-def explicit_zero_bias(conv: nn.Conv3d) -> None:
-    """Give the bias-free ``conv`` an explicit zero bias, so that it exports to ONNX.
-
-    torch.onnx's translation of ``aten.conv3d`` with ``bias=None`` (onnxscript's ``aten_conv3d``, 0.7.2
-    at least) builds the missing bias as an ``Expand`` of zero to shape ``(out_channels, 2)``, not
-    ``(out_channels,)``, and onnxruntime's ``Conv`` rejects it ("bias must be a 1D tensor of size
-    output_channels"), with graph optimisations or without; ``aten.conv2d`` is translated right.  The
-    zeros are a non-persistent buffer: the parameters, the state dict (and so the vit-pytorch weight
-    import) and the outputs stay those of the bias-free convolution.
-    """
-    if conv.bias is None:
-        del conv.bias
-        conv.register_buffer("bias", conv.weight.new_zeros(conv.out_channels), persistent=False)
 
 
 def _check_geometry(**parts: tuple[tuple[str, int], tuple[str, int]]) -> dict[str, tuple[int, int, int]]:
