@@ -138,6 +138,8 @@ LIST_SCHEMA = {
     "components": dict,
     "takes_labels": bool,
     "channels_arg": str,
+    "size_arg": str,
+    "frames_arg": str,
     "plugs_into": (dict, type(None)),
     "reference": (str, type(None)),
     "ambiguous": bool,

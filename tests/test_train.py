@@ -251,3 +251,29 @@ def test_batches_match_a_data_loader_over_the_same_sampler() -> None:
         assert len(ours) == len(theirs) == len(Batches(x, y, sampler, 4))
         for (a, b), (c, d) in zip(ours, theirs):
             assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_sample_shape_reads_each_models_own_input_arguments() -> None:
+    """Every registered model's default configuration gives its registered sample; a changed size, channel
+    or frame count reaches the sample through the argument the model names it by (CCT's img_size,
+    CCT3D's num_frames, MobileViT's in_channels)."""
+    from vit_core.registry import get_registry
+    from vit_core.train import sample_shape
+
+    registry = get_registry()
+    for name, info in registry.entries.items():
+        if info.kind == "model" and info.preset_of is None:
+            assert sample_shape(info, info.default_config) == tuple(info.input_shape), name
+    changed = {
+        "cct": ({"img_size": 48}, (3, 48, 48)),
+        "cct-3d": ({"img_size": 24, "num_frames": 6}, (3, 6, 24, 24)),
+        "mobilevit": ({"in_channels": 1}, (1, 64, 64)),
+        "vit": ({"image_size": (48, 32), "channels": 1}, (1, 48, 32)),
+    }
+    installed = {info.name for info in registry.entries.values()}
+    assert {"cct", "cct-3d", "mobilevit"} <= installed  # the test session installs every plugin
+    for name, (config, shape) in changed.items():
+        info = registry.info(name)
+        assert sample_shape(info, {**info.default_config, **config}) == shape, name
+    with pytest.raises(ValueError, match=r"in_channels=\(8, 8\).*positive int"):
+        sample_shape(registry.info("mobilevit"), {"in_channels": (8, 8)})

@@ -78,6 +78,8 @@ def _info_dict(registry: Registry, info: ModelInfo) -> dict[str, Any]:
         "components": {arg: c.to_json() for arg, c in info.components.items()},
         "takes_labels": info.takes_labels,
         "channels_arg": info.channels_arg,
+        "size_arg": info.size_arg,
+        "frames_arg": info.frames_arg,
         "plugs_into": info.plugs_into.to_json() if info.plugs_into else None,
         "reference": info.reference,
         "ambiguous": info.name in registry.conflicts,

@@ -188,8 +188,11 @@ class ModelInfo:
         presets: named architectures, ``{"vit-b-16": Preset({...})}``, registered as names of
             their own (``create_model("vit-b-16")``).
         takes_labels: trainers only: called as ``trainer(images, labels)``, not ``trainer(images)``.
-        channels_arg: the constructor argument holding the input's channel count (``"channels"``;
-            MobileViT's is ``"in_channels"``), read when a configuration changes it.
+        channels_arg, size_arg, frames_arg: the constructor arguments holding the input's channel
+            count (``"channels"``; MobileViT's is ``"in_channels"``), its ``(height, width)`` or side
+            (``"image_size"``; CCT's is ``"img_size"``) and, for video, its frame count (``"frames"``;
+            CCT3D's is ``"num_frames"``): ``vit train``, ``vit bench`` and ``vit export`` read them to
+            shape the input of a configuration that changes them.
         plugs_into: backends only (required): the model it is a ``transformer=`` for, with the
             configuration that fits the backend's default ``dim`` and token count.
         citation: BibTeX of the paper.
@@ -212,6 +215,8 @@ class ModelInfo:
     presets: Mapping[str, Preset] = field(default_factory=dict)
     takes_labels: bool = False
     channels_arg: str = "channels"
+    size_arg: str = "image_size"
+    frames_arg: str = "frames"
     plugs_into: Component | None = None
     citation: str = ""
     example: str = ""
@@ -230,7 +235,7 @@ class ModelInfo:
             value = getattr(self, attr)
             if (value is not None or attr == "target") and not (isinstance(value, str) and _TARGET.match(value)):
                 problems.append(f"{attr} must be a 'module:attr' string, got {value!r}")
-        for attr in ("family", "paper_title", "summary", "channels_arg"):
+        for attr in ("family", "paper_title", "summary", "channels_arg", "size_arg", "frames_arg"):
             if not isinstance(getattr(self, attr), str) or not getattr(self, attr).strip():
                 problems.append(f"{attr} must be a non-empty string")
         if not isinstance(self.paper_url, str) or not self.paper_url.startswith(("http://", "https://")):

@@ -109,19 +109,26 @@ def _trained_component(info: ModelInfo) -> str:
 
 
 def sample_shape(info: ModelInfo, config: Mapping[str, Any]) -> tuple[int, ...]:
-    """One sample's shape for ``config``: the registered ``input_shape`` with the input channels (the
-    argument ``info.channels_arg``), ``frames`` and ``image_size`` of the configuration applied."""
+    """One sample's shape for ``config``: the registered ``input_shape`` with the configuration's input
+    channels, frames (video) and image size applied (the arguments ``info.channels_arg``,
+    ``info.frames_arg`` and ``info.size_arg`` name them)."""
     shape = list(info.input_shape)
-    channels = config.get(info.channels_arg)
+
+    def positive(arg: str, what: str) -> int | None:
+        value = config.get(arg)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise TrainError(f"{arg}={value!r}: {info.name!r} takes its input {what} as a positive int")
+        return value
+
+    channels = positive(info.channels_arg, "channels")
     if channels is not None:
-        if isinstance(channels, bool) or not isinstance(channels, int):
-            raise TrainError(f"{info.channels_arg}={channels!r}: {info.name!r} takes its input channels as an int")
         shape[0] = channels
-    if info.input_kind == "video" and "frames" in config:
-        shape[1] = int(config["frames"])
-    size = config.get("image_size")
+    frames = positive(info.frames_arg, "frames") if info.input_kind == "video" else None
+    if frames is not None:
+        shape[1] = frames
+    size = config.get(info.size_arg)
     if size is not None:
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        h, w = (size, size) if isinstance(size, int) else tuple(size)[-2:]
         shape[-2], shape[-1] = int(h), int(w)
     return tuple(shape)
 

@@ -65,6 +65,7 @@ def _image_model(
     importer: str,
     reference: str,
     presets: dict[str, Preset] | None = None,
+    size_arg: str = "image_size",
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -81,6 +82,7 @@ def _image_model(
         importer=importer,
         reference=reference,
         presets=presets or {},
+        size_arg=size_arg,
     )
 
 
@@ -227,6 +229,7 @@ def vit_register_models() -> list[ModelInfo]:
             importer="vit_variants.weights:import_cct",
             reference="vit_pytorch.cct.CCT",
             presets=CCT_PRESETS,
+            size_arg="img_size",
         ),
         _image_model(
             "cross-vit",

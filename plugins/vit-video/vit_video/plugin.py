@@ -89,6 +89,8 @@ def vit_register_models() -> list[ModelInfo]:
                 positional_embedding="learnable",
             ),
             input_shape=INPUT_SHAPE,
+            size_arg="img_size",
+            frames_arg="num_frames",
             citation=(
                 "@article{hassani2021escaping,\n  title={Escaping the Big Data Paradigm with Compact "
                 "Transformers},\n  author={Ali Hassani and Steven Walton and Nikhil Shah and Abulikailik "
