@@ -567,6 +567,15 @@ class FeatureInfoMiswidth(ViT):
         return [dict(entry, num_chs=2 * entry["num_chs"]) for entry in super().feature_info]
 
 
+class FeatureInfoShrinking(ViT):
+    """Says the second block's map is finer than the first's."""
+
+    @property
+    def feature_info(self):
+        entries = super().feature_info
+        return [dict(entry, reduction=entry["reduction"] * (2 if i == 0 else 1)) for i, entry in enumerate(entries)]
+
+
 class IntermediatesOnlyIgnored(ViT):
     """Returns ``(final, intermediates)`` even with ``intermediates_only=True``."""
 
@@ -602,6 +611,7 @@ class EncodeDiffersFromForwardFeatures(ViT):
         (FeatureInfoTuple, "intermediates", "feature_info must be a non-empty list of dicts, got ({'module'"),
         (FeatureInfoWithoutReduction, "intermediates", "feature_info entries [0, 1] lack module/num_chs/reduction"),
         (FeatureInfoMiswidth, "intermediates", "transformer.layers.0: feature_info says 128 channels, got 64"),
+        (FeatureInfoShrinking, "intermediates", "reductions must not decrease from stage to stage; entries [1]"),
         (
             IntermediatesOnlyIgnored,
             "intermediates",

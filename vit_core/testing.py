@@ -311,6 +311,20 @@ def check_intermediates(s: Subject) -> None:
     missing = [i for i, entry in enumerate(info) if not {"module", "num_chs", "reduction"} <= set(entry)]
     if missing:
         raise s.fail("intermediates", f"feature_info entries {missing} lack module/num_chs/reduction")
+    bad = [
+        (i, entry["reduction"])
+        for i, entry in enumerate(info)
+        if isinstance(entry["reduction"], bool) or not isinstance(entry["reduction"], int) or entry["reduction"] < 1
+    ]
+    if bad:
+        raise s.fail("intermediates", f"feature_info reductions must be positive ints (input side / map side): {bad}")
+    shrinking = [i for i in range(1, len(info)) if info[i]["reduction"] < info[i - 1]["reduction"]]
+    if shrinking:
+        raise s.fail(
+            "intermediates",
+            f"feature_info reductions must not decrease from stage to stage; entries {shrinking} do: "
+            f"{[entry['reduction'] for entry in info]}",
+        )
     with torch.no_grad():
         try:
             features = model.forward_features(x)
@@ -547,7 +561,8 @@ def check_loss(s: Subject) -> None:
 
 def check_trainer_gradients(s: Subject) -> None:
     trainer, parts = _assemble(s, "gradients")
-    _loss(s, "gradients", trainer.train(), parts).backward()
+    for _ in range(GRADIENT_PASSES):  # masks and drop-path draw anew each pass, as for models
+        _loss(s, "gradients", trainer.train(), parts).backward()
     part_params = {id(p) for part in parts.values() for p in part.parameters()}
     for arg, component in s.info.components.items():
         part = parts.get(arg)
@@ -615,7 +630,9 @@ def check_backend_input(s: Subject) -> None:
                 f"input with {what} raised a bare {_describe(exc)}; check the input and raise "
                 "ValueError/TypeError naming dim and the shape received (see vit_core.validation.check_tensor)",
             ) from exc
-        raise s.fail("bad-input", f"input with {what} ({tuple(x.shape)}) was accepted; it must raise ValueError")
+        raise s.fail(
+            "bad-input", f"input with {what} ({tuple(x.shape)}) was accepted; it must raise ValueError/TypeError"
+        )
 
 
 def check_plugs_into(s: Subject) -> None:
