@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 STUBS = Path(__file__).resolve().parent.parent / "tests" / "stubs"
@@ -159,8 +160,9 @@ def write_json(results: dict, path: Path) -> None:
 
 def merge_runs(runs: list[dict]) -> dict:
     """One results dict from runs of different sections on one machine (``--from-json A B ...``):
-    their comparisons in order; the first run's probe rate; every command, the dates' span and,
-    where the runs kept different numbers of rounds, each run's."""
+    their comparisons in order (one a later run measured again: the later measurement); the first
+    run's probe rate; every command, the dates' span and, where the runs kept different numbers of
+    rounds, each run's."""
     first = runs[0]["meta"]
     for other in runs[1:]:
         for key in ("machine", "quick", "probe_side"):
@@ -179,9 +181,21 @@ def merge_runs(runs: list[dict]) -> dict:
         meta["rounds"] = f"{', '.join(map(str, rounds))} (run by run, in the order of the commands)"
     return {
         "meta": meta,
-        "comparisons": [c for run in runs for c in run["comparisons"]],
-        "training": [t for run in runs for t in run.get("training", [])],
+        "comparisons": _latest([c for run in runs for c in run["comparisons"]], lambda c: (c["section"], c["name"])),
+        "training": _latest([t for run in runs for t in run.get("training", [])], lambda t: t["command"]),
     }
+
+
+def _latest(items: list[dict], key: Callable[[dict], object]) -> list[dict]:
+    """``items`` in order, where a later run re-measured one (the same key) its measurement in place of the earlier."""
+    latest = {key(item): item for item in items}
+    seen: set = set()
+    out = []
+    for item in items:
+        if key(item) not in seen:
+            seen.add(key(item))
+            out.append(latest[key(item)])
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

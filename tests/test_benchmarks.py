@@ -538,3 +538,15 @@ def test_no_graph_breaks(model, example):
     explanation = torch._dynamo.explain(model.eval())(example)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def test_a_later_run_replaces_the_comparisons_it_measured_again(quick_results):
+    first = {"meta": quick_results["meta"], "comparisons": quick_results["comparisons"], "training": []}
+    again = json.loads(json.dumps(quick_results["comparisons"][1]))
+    again["rows"][0]["seconds"] = {mode: [9.0] * 3 for mode in again["rows"][0]["seconds"]}
+    later = {"meta": quick_results["meta"] | {"date": "later"}, "comparisons": [again],
+             "training": quick_results["training"]}  # fmt: skip
+    merged = merge_runs([first, later])
+    assert [c["name"] for c in merged["comparisons"]] == [c["name"] for c in quick_results["comparisons"]]
+    assert merged["comparisons"][1] == again and merged["comparisons"][0] == quick_results["comparisons"][0]
+    assert merged["training"] == quick_results["training"]

@@ -302,6 +302,14 @@ def _same_features(a: Any, b: Any) -> bool:
     return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
 
 
+def _reduction(value: Any) -> tuple[int, ...] | None:
+    """A ``feature_info`` reduction as a tuple (one per branch; a plain int is one branch), or None if invalid."""
+    values = value if isinstance(value, tuple) and value else (value,)
+    if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        return values
+    return None
+
+
 def check_intermediates(s: Subject) -> None:
     model = _build(s, "intermediates").eval()
     x = s.example()
@@ -311,14 +319,15 @@ def check_intermediates(s: Subject) -> None:
     missing = [i for i, entry in enumerate(info) if not {"module", "num_chs", "reduction"} <= set(entry)]
     if missing:
         raise s.fail("intermediates", f"feature_info entries {missing} lack module/num_chs/reduction")
-    bad = [
-        (i, entry["reduction"])
-        for i, entry in enumerate(info)
-        if isinstance(entry["reduction"], bool) or not isinstance(entry["reduction"], int) or entry["reduction"] < 1
-    ]
+    reductions = [_reduction(entry["reduction"]) for entry in info]
+    bad = [(i, entry["reduction"]) for i, (entry, r) in enumerate(zip(info, reductions)) if r is None]
     if bad:
-        raise s.fail("intermediates", f"feature_info reductions must be positive ints (input side / map side): {bad}")
-    shrinking = [i for i in range(1, len(info)) if info[i]["reduction"] < info[i - 1]["reduction"]]
+        raise s.fail(
+            "intermediates",
+            f"feature_info reductions must be positive ints (input side / map side), or a tuple of them, one "
+            f"per branch of a multi-branch model: {bad}",
+        )
+    shrinking = [i for i in range(1, len(info)) if any(a < b for a, b in zip(reductions[i], reductions[i - 1]))]
     if shrinking:
         raise s.fail(
             "intermediates",
