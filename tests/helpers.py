@@ -11,6 +11,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+BF16_TOLERANCE = 5e-2
+"""bfloat16 autocast may move an eval-mode output by this fraction of the largest fp32 output."""
+
+
+@torch.no_grad()
+def assert_bf16_close(model: nn.Module, x: object, shape: tuple[int, ...] | None = None) -> None:
+    """Under CPU bfloat16 autocast ``model(x)`` (eval mode) comes out in bfloat16 (autocast reached it) and
+    within :data:`BF16_TOLERANCE` of the largest fp32 output of the fp32 result; ``shape``: the one expected."""
+    full = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model(x)
+    assert half.dtype == torch.bfloat16 and half.shape == full.shape, (half.dtype, half.shape, full.shape)
+    assert shape is None or tuple(full.shape) == shape, (full.shape, shape)
+    torch.testing.assert_close(half.float(), full, atol=BF16_TOLERANCE * full.abs().max().item(), rtol=0)
+
+
 VARIANCE_BUFFERS = ("running_var",)
 """Buffer names that must stay positive: they are scaled instead of shifted."""
 

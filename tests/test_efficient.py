@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers import perturb
+from tests.helpers import assert_bf16_close, perturb
 from vit_core import Recorder, ViT, create_model, list_models, load_reference_weights
 from vit_core.registry import Component, get_registry
 from vit_core.testing import check_model, parametrize_models
@@ -545,12 +545,7 @@ def test_bf16_autocast(name: str) -> None:
     else:
         model, x = create_model(name), info.example_input(2)
     model.eval()
-    with torch.no_grad():
-        full = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            half = model(x)
-    assert half.dtype == torch.bfloat16 and half.shape == full.shape == (2, 10)
-    torch.testing.assert_close(half.float(), full, atol=5e-2 * full.abs().max().item(), rtol=0)
+    assert_bf16_close(model, x, (2, 10))
 
 
 # --- bad input ---------------------------------------------------------------------------------

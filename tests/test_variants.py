@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import perturb
+from tests.helpers import assert_bf16_close, perturb
 from vit_core import Extractor, Recorder, create_model, load_reference_weights
 from vit_core.registry import get_registry
 
@@ -518,12 +518,8 @@ def test_eval_is_deterministic_and_bf16_is_close(name: str) -> None:
     model = create_model(name, **overrides).eval()
     x = info.example_input(2)
     with torch.no_grad():
-        full = model(x)
-        assert torch.equal(model(x), full)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            half = model(x)
-    assert half.dtype == torch.bfloat16 and half.shape == full.shape == (2, 10)
-    torch.testing.assert_close(half.float(), full, atol=5e-2 * full.abs().max().item(), rtol=0)
+        assert torch.equal(model(x), model(x))
+    assert_bf16_close(model, x, (2, 10))
 
 
 # --- interface: forward_intermediates, Recorder, Extractor ------------------------------------

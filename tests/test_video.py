@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import perturb
+from tests.helpers import assert_bf16_close, perturb
 from vit_core import Extractor, Recorder, create_model, list_models, load_reference_weights
 from vit_core.registry import get_registry
 
@@ -460,12 +460,7 @@ def test_bf16_autocast(name: str) -> None:
     (bfloat16 rounding moves them about 1%)."""
     x = get_registry().info(name).example_input(2)
     model = create_model(name).eval()
-    with torch.no_grad():
-        full = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            half = model(x)
-    assert half.dtype == torch.bfloat16 and half.shape == full.shape == (2, 10)
-    torch.testing.assert_close(half.float(), full, atol=5e-2 * full.abs().max().item(), rtol=0)
+    assert_bf16_close(model, x, (2, 10))
 
 
 @pytest.mark.parametrize("key", list(MODELS))
