@@ -36,22 +36,24 @@ from vit_variants.attention import ContextAttention
 Pair = tuple[Tensor, Tensor]
 
 
-class CrossScaleAttention(nn.Module):
+class CrossScaleAttention(ContextAttention):
     """A class token ``(batch, 1, dim)`` attends over itself and another branch's patch tokens.
 
-    It is projected to the other branch's width ``other_dim`` (when that differs), LayerNorm-ed, used
-    as query, key and value together with the patch tokens (keys and values), and projected back.
+    The core attention at the other branch's width ``other_dim``, with the class token projected to
+    that width (when it differs) and LayerNorm-ed before, and the output projected back: queries,
+    keys and values from the token, keys and values from the patches (:class:`ContextAttention`).
     """
 
     def __init__(self, dim: int, other_dim: int, heads: int, dim_head: int, dropout: float) -> None:
-        super().__init__()
+        super().__init__(other_dim, heads, dim_head, dropout)
         self.project_in = nn.Linear(dim, other_dim) if dim != other_dim else nn.Identity()
         self.norm = nn.LayerNorm(other_dim)
-        self.attn = ContextAttention(other_dim, heads, dim_head, dropout)
-        self.project_out = nn.Linear(other_dim, dim) if dim != other_dim else nn.Identity()
+        self.project_back = nn.Linear(other_dim, dim) if dim != other_dim else nn.Identity()
 
-    def forward(self, cls: Tensor, other_patches: Tensor) -> Tensor:
-        return self.project_out(self.attn(self.norm(self.project_in(cls)), context=other_patches))
+    def forward(self, cls: Tensor, context: Tensor | None = None, **kwargs: object) -> Tensor:  # type: ignore[override]
+        if context is None:
+            raise ValueError("cross-scale attention needs context= (the other branch's patch tokens)")
+        return self.project_back(super().forward(self.norm(self.project_in(cls)), context, **kwargs))
 
 
 class CrossScaleLayer(nn.Module):
@@ -64,8 +66,8 @@ class CrossScaleLayer(nn.Module):
         self.lg_attend_sm = CrossScaleAttention(lg_dim, sm_dim, heads, dim_head, dropout)
 
     def forward(self, sm_cls: Tensor, sm_patches: Tensor, lg_cls: Tensor, lg_patches: Tensor) -> Pair:
-        sm_cls = sm_cls + self.sm_attend_lg(sm_cls, lg_patches)
-        lg_cls = lg_cls + self.lg_attend_sm(lg_cls, sm_patches)
+        sm_cls = sm_cls + self.sm_attend_lg(sm_cls, context=lg_patches)
+        lg_cls = lg_cls + self.lg_attend_sm(lg_cls, context=sm_patches)
         return sm_cls, lg_cls
 
 

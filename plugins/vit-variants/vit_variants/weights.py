@@ -172,9 +172,10 @@ def _cross_vit_rules() -> Rules:
         ours = rf"\1.cross.\2.{name}"
         rules += [
             (layer + r"\.fn\.norm\.(weight|bias)", ours + r".norm.\3"),
-            (layer + r"\.fn\.to_qkv\.weight", ours + ".attn.to_qkv.weight"),
-            (layer + r"\.fn\.to_out\.0\.(weight|bias)", ours + r".attn.to_out.\3"),
-            (layer + r"\.(project_in|project_out)\.(weight|bias)", ours + r".\3.\4"),
+            (layer + r"\.fn\.to_qkv\.weight", ours + ".to_qkv.weight"),
+            (layer + r"\.fn\.to_out\.0\.(weight|bias)", ours + r".to_out.\3"),
+            (layer + r"\.project_in\.(weight|bias)", ours + r".project_in.\3"),
+            (layer + r"\.project_out\.(weight|bias)", ours + r".project_back.\3"),
         ]
     return rules
 
