@@ -139,6 +139,12 @@ def test_patch_embedding_forward_map_puts_each_patch_at_its_grid_cell():
     assert fmap.shape == (2, 2, 3, 10)
     torch.testing.assert_close(fmap[:, 1, 2], embed(x[:, :, 4:8, 4:6])[:, 0])
 
+    from vit_core.layers import ChannelsLastPatchEmbedding
+
+    channels_last = ChannelsLastPatchEmbedding(3, (4, 2), 10)
+    channels_last.load_state_dict(embed.state_dict())
+    torch.testing.assert_close(channels_last(x.permute(0, 2, 3, 1)), fmap)  # (b, h, w, c) in, the same map out
+
 
 def saved_bytes(fn) -> int:
     """Bytes of the tensors autograd keeps for backward while ``fn()`` runs (parameters excluded)."""

@@ -3,7 +3,7 @@
 from vit_core.layers.attention import Attention, Bucket, CrossAttention, HeadNorm, SequencePacking
 from vit_core.layers.cct import CCTBlock, ConvTokenizer, cct_init_weights, conv_output_size
 from vit_core.layers.feedforward import FeedForward
-from vit_core.layers.patch import PatchEmbedding, patchify
+from vit_core.layers.patch import ChannelsLastPatchEmbedding, PatchEmbedding, patchify
 from vit_core.layers.pooling import POOLS, AttentionPool, SequencePool, pool_tokens
 from vit_core.layers.positional import (
     FactorizedPositionalEmbedding,
@@ -34,6 +34,7 @@ __all__ = [
     "Bucket",
     "CCTBlock",
     "ChannelLayerNorm",
+    "ChannelsLastPatchEmbedding",
     "ConvTokenizer",
     "CrossAttention",
     "DepthwiseConv2d",

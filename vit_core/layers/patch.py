@@ -86,7 +86,7 @@ class PatchEmbedding(nn.Module):
     def forward_map(self, x: Tensor) -> Tensor:
         """The embedding as a channels-last map ``(batch, *grid, dim)`` instead of a token sequence."""
         grid = [s // p for s, p in zip(x.shape[2:], self.patch_size)]
-        return self(x).view(x.shape[0], *grid, self.dim)
+        return self._maybe_recompute(self._patchify_and_project, x).view(x.shape[0], *grid, self.dim)
 
     def _project(self, patches: Tensor) -> Tensor:
         return self.norm(self.proj(self.patch_norm(patches)))
@@ -98,3 +98,11 @@ class PatchEmbedding(nn.Module):
         if self.recompute and torch.is_grad_enabled():
             return checkpoint(embed, x, use_reentrant=False, preserve_rng_state=False)
         return embed(x)
+
+
+class ChannelsLastPatchEmbedding(PatchEmbedding):
+    """:class:`PatchEmbedding` between channels-last maps: ``(batch, *spatial, channels)`` ->
+    ``(batch, *grid, dim)``, for the stages of hierarchical models that keep their maps channels-last."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_map(x.movedim(-1, 1))

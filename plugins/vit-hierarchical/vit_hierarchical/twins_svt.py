@@ -14,11 +14,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vit_core.layers import Attention, FeedForward, PatchEmbedding, TransformerBlock
+from vit_core.layers import Attention, ChannelsLastPatchEmbedding, FeedForward, TransformerBlock
 from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
 from vit_hierarchical.attention import MapProjectionAttention
 from vit_hierarchical.conv import PositionEncodingGenerator
-from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock, to_nchw
+from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
 from vit_hierarchical.validation import per_stage
 from vit_hierarchical.windows import GroupedBlock
 
@@ -36,17 +36,6 @@ class GlobalSubsampledAttention(MapProjectionAttention):
 
     def project_map(self, fmap: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return (self.to_q(fmap), *self.to_kv(fmap).chunk(2, dim=1))
-
-
-class StagePatchEmbedding(nn.Module):
-    """A stage's patch embedding (patch LayerNorm -> Linear -> LayerNorm) on a ``(b, h, w, c)`` map."""
-
-    def __init__(self, channels: int, patch_size: int, dim: int) -> None:
-        super().__init__()
-        self.embed = PatchEmbedding(channels, (patch_size, patch_size), dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.embed.forward_map(to_nchw(x))
 
 
 class TwinsSVT(HierarchicalModel):
@@ -128,7 +117,7 @@ class TwinsSVT(HierarchicalModel):
             blocks.append(ChannelsLast(PositionEncodingGenerator(dim, peg_kernel_size)))
             for _ in range(config["depth"]):
                 blocks += layer(dim, stage_heads[i], config, local)
-            embed = StagePatchEmbedding(dim_in, config["patch_size"], dim)
+            embed = ChannelsLastPatchEmbedding(dim_in, (config["patch_size"],) * 2, dim)
             stages.append(Stage(blocks, dim=dim, reduction=reduction, downsample=embed))
             dim_in = dim
         self.stages = nn.ModuleList(stages)

@@ -364,8 +364,8 @@ def import_twins_svt(state: Mapping[str, Tensor], model: nn.Module) -> StateDict
             graft(out, next(blocks) + "block.", rename(part, _twins_pair("2", "3", fused=False)))
             if n == 0:
                 graft(out, next(blocks) + "module.proj.", subtree(state, f"layers.{i}.2.proj.fn."))
-        embed = _twins_patch_embedding(subtree(state, f"layers.{i}.0.proj."), stage.downsample.embed)
-        graft(out, f"stages.{i}.downsample.embed.", embed)
+        embed = _twins_patch_embedding(subtree(state, f"layers.{i}.0.proj."), stage.downsample)
+        graft(out, f"stages.{i}.downsample.", embed)
     last_linear = len(model.stages) + 2  # the reference's Sequential: stages, pool, flatten, linear
     return finish(out, state, [(rf"layers\.{last_linear}\.{PARAM}", r"head.\1")], model)
 
