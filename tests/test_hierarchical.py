@@ -698,7 +698,7 @@ def test_nest_hierarchies_run_bottom_up() -> None:
     divides by four at each level, and the width doubles."""
     model = build("nest", num_hierarchies=3, image_size=64)
     blocks = [stage.blocks[0] for stage in model.stages]
-    assert [b.block for b in blocks] == [(4, 4)] * 3
+    assert [b.group for b in blocks] == [(4, 4)] * 3
     assert [stage.dim for stage in model.stages] == [16, 32, 64]
     with torch.no_grad():
         maps = model.eval().forward_intermediates(torch.randn(1, 3, 64, 64), intermediates_only=True)

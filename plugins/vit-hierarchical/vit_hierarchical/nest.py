@@ -15,23 +15,7 @@ from vit_core.layers import LearnedPositionalEmbedding, PatchEmbedding, Transfor
 from vit_core.validation import check_divisible, check_positive_int, check_probability
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage
 from vit_hierarchical.validation import as_pair, exact_size, per_stage
-from vit_hierarchical.windows import merge, partition
-
-
-class BlockTransformer(nn.Module):
-    """Learned positions (one per token of a block, shared by all blocks) then a core Transformer,
-    both within each ``block`` -sized window of a ``(b, h, w, c)`` map."""
-
-    def __init__(self, transformer: Transformer, dim: int, block: tuple[int, int]) -> None:
-        super().__init__()
-        self.block = block
-        self.pos_embed = LearnedPositionalEmbedding(block, dim)
-        self.transformer = transformer
-
-    def forward(self, x: Tensor) -> Tensor:
-        size = (x.shape[1], x.shape[2])
-        blocks = partition(x, self.block, "window") + self.pos_embed(self.block)
-        return merge(self.transformer(blocks), self.block, size, "window")
+from vit_hierarchical.windows import GroupedBlock
 
 
 class BlockAggregation(nn.Sequential):
@@ -102,7 +86,7 @@ class NesT(HierarchicalModel):
             )
             stages.append(
                 Stage(
-                    [BlockTransformer(trunk, width, block)],
+                    [GroupedBlock(trunk, block, "window", pos_embed=LearnedPositionalEmbedding(block, width))],
                     dim=width,
                     reduction=patch_size * 2**level,
                     downsample=BlockAggregation(width // 2, width) if level else None,

@@ -246,9 +246,9 @@ def import_nest(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     out: StateDict = {}
     for i, stage in enumerate(model.stages):
         pos = state.pop(f"layers.{i}.0.pos_emb")
-        block = stage.blocks[0].block
+        block = stage.blocks[0].group
         out[f"stages.{i}.blocks.0.pos_embed.weight"] = pos.reshape(*block, 1).expand(*block, stage.dim).clone()
-        graft(out, f"stages.{i}.blocks.0.transformer.", rename(subtree(state, f"layers.{i}.0."), TRANSFORMER_RULES))
+        graft(out, f"stages.{i}.blocks.0.block.", rename(subtree(state, f"layers.{i}.0."), TRANSFORMER_RULES))
     aggregate_rules = [(rf"0\.{PARAM}", r"conv.module.\1"), (rf"1\.{PARAM}", r"norm.\1")]
     for i in range(1, len(model.stages)):  # the reference aggregates at the end of a level, we at the start of the next
         graft(out, f"stages.{i}.downsample.", rename(subtree(state, f"layers.{i - 1}.1."), aggregate_rules))

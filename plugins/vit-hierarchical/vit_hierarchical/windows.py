@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vit_core.layers.positional import LearnedPositionalEmbedding
 from vit_core.layers.spatial import window_merge, window_partition
 from vit_core.validation import check_choice
 
@@ -54,14 +55,27 @@ def merge(groups: Tensor, group: tuple[int, int], size: tuple[int, int], groupin
 
 
 class GroupedBlock(nn.Module):
-    """``block`` applied to every ``(gh, gw)`` group of a ``(b, h, w, c)`` map (see the module docstring)."""
+    """``block`` applied to every ``(gh, gw)`` group of a ``(b, h, w, c)`` map (see the module docstring).
 
-    def __init__(self, block: nn.Module, group: tuple[int, int], grouping: str = "window") -> None:
+    ``pos_embed``: learned positions of a group's tokens, shared by every group and added before
+    ``block`` (NesT's per-hierarchy positions); ``None``: none."""
+
+    def __init__(
+        self,
+        block: nn.Module,
+        group: tuple[int, int],
+        grouping: str = "window",
+        pos_embed: LearnedPositionalEmbedding | None = None,
+    ) -> None:
         super().__init__()
         self.block = block
         self.group = tuple(group)
         self.grouping = check_choice("grouping", grouping, GROUPINGS)
+        self.pos_embed = pos_embed
 
     def forward(self, x: Tensor) -> Tensor:
         size = (x.shape[1], x.shape[2])
-        return merge(self.block(partition(x, self.group, self.grouping)), self.group, size, self.grouping)
+        groups = partition(x, self.group, self.grouping)
+        if self.pos_embed is not None:
+            groups = groups + self.pos_embed(self.group)
+        return merge(self.block(groups), self.group, size, self.grouping)
