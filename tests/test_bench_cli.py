@@ -58,6 +58,8 @@ def test_peak_memory_grows_with_the_batch() -> None:
     overrides = {key: int(value) for key, value in config.items()} | {"image_size": 64}
     small, large = (fresh_training_peak("vit", overrides, batch, "cpu") for batch in (2, 64))
     assert 0 < small < large
+    with pytest.raises(RuntimeError, match="measuring no-such-vit's training memory in a fresh process failed"):
+        fresh_training_peak("no-such-vit", {}, 2, "cpu")
 
 
 def test_unknown_set_key_lists_the_valid_ones() -> None:

@@ -138,6 +138,8 @@ def test_trainer_around_an_encoder_lowers_its_loss(invoke: Callable[..., Any], t
     assert "accuracy" not in records[-1] and records[-1]["split"] == "test"
     config = json.loads((mae / "checkpoint" / "config.json").read_text())
     assert config["model"] == "mae" and config["config"]["encoder"]["__model__"]["model"] == "vit"
+    message = error(invoke("train", "mae", "--encoder", "simple-vit", "--epochs", "5", *FAST, "--resume", mae))
+    assert "--encoder simple-vit: the checkpoint" in message and "trained --encoder vit" in message
 
 
 def test_third_party_model_and_labelled_trainer_train(invoke: Callable[..., Any], tmp_path: Path) -> None:
@@ -277,3 +279,11 @@ def test_sample_shape_reads_each_models_own_input_arguments() -> None:
         assert sample_shape(info, {**info.default_config, **config}) == shape, name
     with pytest.raises(ValueError, match=r"in_channels=\(8, 8\).*positive int"):
         sample_shape(registry.info("mobilevit"), {"in_channels": (8, 8)})
+
+
+def test_a_bare_cuda_device_under_torchrun_is_the_local_gpu() -> None:
+    from vit_core.train import _device
+
+    assert _device("cuda", 2, 1) == torch.device("cuda", 1)  # torch.device needs no GPU to be built
+    assert _device("cuda:0", 2, 1) == torch.device("cuda", 0) and _device("cpu", 2, 1) == torch.device("cpu")
+    assert _device("cuda", 1, 0) == torch.device("cuda")

@@ -137,13 +137,13 @@ def bench(
     warmup: int = 2,
     device: str = "cpu",
     overrides: Mapping[str, Any] | None = None,
-    registry: Registry | None = None,
     max_discards: int = 5,
 ) -> list[BenchRow]:
-    """Figures for each registered name, timed interleaved; ``overrides`` (``--set``) apply to every model."""
+    """Figures for each name registered by the installed plugins (memory is measured in fresh processes,
+    which see those), timed interleaved; ``overrides`` (``--set``) apply to every model."""
     if batch < 1 or rounds < 1 or warmup < 0:
         raise ValueError(f"batch and rounds must be at least 1 and warmup at least 0, got {batch}, {rounds}, {warmup}")
-    registry = registry if registry is not None else get_registry()
+    registry = get_registry()
     target = torch.device(device)
     built = {}
     from vit_core.train import check_keys

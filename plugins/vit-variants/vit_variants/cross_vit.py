@@ -50,7 +50,7 @@ class CrossScaleAttention(ContextAttention):
         self.norm = nn.LayerNorm(other_dim)
         self.project_back = nn.Linear(other_dim, dim) if dim != other_dim else nn.Identity()
 
-    def forward(self, cls: Tensor, context: Tensor | None = None, **kwargs: object) -> Tensor:  # type: ignore[override]
+    def forward(self, cls: Tensor, context: Tensor | None = None, **kwargs: object) -> Tensor:
         if context is None:
             raise ValueError("cross-scale attention needs context= (the other branch's patch tokens)")
         return self.project_back(super().forward(self.norm(self.project_in(cls)), context, **kwargs))
