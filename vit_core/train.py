@@ -258,24 +258,12 @@ def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, 
     return state, {"state": per_param, "param_groups": state.pop("param_groups")}
 
 
-def _plain(value: Any) -> Any:
-    """A ``config.json`` value back as the Python value (tuples restored); registered models stay records."""
-    from vit_core.io import _TUPLE
-
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        if set(value) == {_TUPLE}:
-            return tuple(_plain(v) for v in value[_TUPLE])
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def checkpoint_settings(folder: Path, info: ModelInfo) -> tuple[str | None, dict[str, Any]]:
     """The ``--encoder`` and ``--set`` pairs that rebuild the model saved in ``folder`` (its ``config.json``):
     a model's constructor arguments; a trainer's own, and ``component.key`` for the models inside it."""
-    from vit_core.io import _MODEL, CONFIG_FILE
+    from vit_core.io import _MODEL, CONFIG_FILE, _decode
 
+    registry = get_registry()
     config = json.loads((folder / CONFIG_FILE).read_text())["config"]
     encoder, overrides = None, {}
     for key, value in config.items():
@@ -283,9 +271,9 @@ def checkpoint_settings(folder: Path, info: ModelInfo) -> tuple[str | None, dict
             record = value[_MODEL]
             if info.kind == "trainer" and key == _trained_component(info):
                 encoder = record["model"]
-            overrides.update({f"{key}.{k}": _plain(v) for k, v in record["config"].items()})
+            overrides.update({f"{key}.{k}": _decode(v, f"{key}.{k}", registry) for k, v in record["config"].items()})
         else:
-            overrides[key] = _plain(value)
+            overrides[key] = _decode(value, key, registry)
     return encoder, overrides
 
 
