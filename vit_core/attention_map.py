@@ -46,15 +46,16 @@ def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tenso
     patches = grid[0] * grid[1]
     with torch.no_grad():
         _, attention = Recorder(model)(x)
-    if not isinstance(attention, Tensor):
+    if isinstance(attention, Tensor):
+        layers = attention[0]
+    else:
         sizes = sorted({tuple(a.shape[-2:]) for a in attention})
         if len(sizes) > 1:
             raise TypeError(
                 f"{type(model).__name__}'s layers attend over different token counts {sizes} (it drops tokens "
                 "on the way), so its attention cannot be placed on the image grid"
             )
-        attention = torch.stack([a[0] for a in attention])[None]
-    layers = attention[0]
+        layers = torch.stack([a[0] for a in attention])
     layers = layers.float().mean(1)  # (layers, n, n), heads averaged
     if layers.shape[-1] != prefix + patches or layers.shape[-2] != prefix + patches:
         raise TypeError(
