@@ -61,10 +61,12 @@ class SpySDPA:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.masks: list[torch.dtype | None] = []
+        self.mask_dims: list[int] = []
         original = F.scaled_dot_product_attention
 
         def spy(q, k, v, attn_mask=None, **kwargs):
             self.masks.append(None if attn_mask is None else attn_mask.dtype)
+            self.mask_dims.append(0 if attn_mask is None else attn_mask.ndim)
             return original(q, k, v, attn_mask=attn_mask, **kwargs)
 
         monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
@@ -152,16 +154,44 @@ def test_attend_override_gives_locality_self_attention():
 def test_score_bias_stays_on_the_fused_kernel_and_equals_the_explicit_scores(monkeypatch):
     attn = perturbed(RelativeBiasAttention(16, 2, 8, window=3)).eval()
     x = torch.randn(2, 9, 16)
-    bias = attn.relative()
-    expected = reference_attention(attn, x, scores_fn=lambda s: s + bias)
-    spy = SpySDPA(monkeypatch)
-    torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
-    assert spy.masks == [torch.float32]
-    # bias and boolean mask combined, still fused
+    with torch.no_grad():
+        bias = attn.relative()
+        assert bias.ndim == 3
+        expected = reference_attention(attn, x, scores_fn=lambda s: s + bias)
+        spy = SpySDPA(monkeypatch)
+        torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+        # the per-head bias reaches SDPA 4-D: its fused CPU kernel sends a 3-D mask to the math kernel
+        assert spy.masks == [torch.float32] and spy.mask_dims == [4]
+        # bias and boolean mask combined, still fused
+        mask = torch.rand(2, 9) > 0.3
+        mask[:, 0] = True
+        expected = reference_attention(attn, x, scores_fn=lambda s: (s + bias).masked_fill(~mask[:, None, None], -1e9))
+        torch.testing.assert_close(attn(x, mask=mask), expected, atol=1e-5, rtol=1e-5)
+        assert spy.masks[-1] == torch.float32
+
+
+def test_a_bias_that_needs_a_gradient_takes_the_explicit_path_with_the_same_values_and_gradients(monkeypatch):
+    """On CPU no fused SDPA kernel differentiates its mask: the layer computes the scores itself."""
+    attn = perturbed(RelativeBiasAttention(16, 2, 8, window=3)).train()
+    x = torch.randn(2, 9, 16)
     mask = torch.rand(2, 9) > 0.3
     mask[:, 0] = True
-    expected = reference_attention(attn, x, scores_fn=lambda s: (s + bias).masked_fill(~mask[:, None, None], -1e9))
-    torch.testing.assert_close(attn(x, mask=mask), expected, atol=1e-5, rtol=1e-5)
+    spy = SpySDPA(monkeypatch)
+    out = attn(x, mask=mask)
+    assert spy.masks == []
+    expected = reference_attention(
+        attn, x, scores_fn=lambda s: (s + attn.relative()).masked_fill(~mask[:, None, None], -1e9)
+    )
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(out)
+    ours = torch.autograd.grad((out * weights).sum(), list(attn.parameters()))
+    theirs = torch.autograd.grad((expected * weights).sum(), list(attn.parameters()))
+    for name, a, b in zip([n for n, _ in attn.named_parameters()], ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    assert ours[-1].abs().sum() > 0  # the bias table itself is learned
+    # a bias that needs no gradient keeps the fused kernel, in training too
+    Attention(16, 2, 8).train()(x, bias=torch.randn(1, 2, 9, 9))
+    assert spy.masks == [torch.float32]
 
 
 def test_forward_bias_argument_and_its_validation():

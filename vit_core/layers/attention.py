@@ -183,6 +183,25 @@ def _combine(mask: Tensor | None, bias: Tensor | None, dtype: torch.dtype) -> Te
     return bias.masked_fill(~mask, float("-inf"))
 
 
+def _as_4d(attn_mask: Tensor | None) -> Tensor | None:
+    """``attn_mask`` viewed as 4-D: SDPA's fused CPU kernel takes 2-D and 4-D masks but sends a
+    3-D one (a per-head bias) to its unfused math kernel."""
+    if attn_mask is None or attn_mask.ndim >= 4:
+        return attn_mask
+    return attn_mask[(None,) * (4 - attn_mask.ndim)]
+
+
+def _sdpa_falls_back(bias: Tensor | None, q: Tensor) -> bool:
+    """Whether SDPA would run its unfused math kernel because a learned bias needs a gradient.
+
+    On CPU no fused kernel differentiates ``attn_mask``: SDPA then computes the scores explicitly,
+    with a "safe" softmax that adds three passes over them to guard fully masked rows.  The
+    explicit path of :meth:`Attention.attend` is the same math without those passes (a bias is
+    finite and a mask is filled with the dtype's minimum): about 20% faster forward and backward
+    at window sizes (e.g. 8 x 64 windows of 50 tokens)."""
+    return bias is not None and bias.requires_grad and torch.is_grad_enabled() and q.device.type == "cpu"
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection, open at every step of the computation.
 
@@ -311,12 +330,13 @@ class Attention(nn.Module):
 
         ``mask``: boolean, ``True`` = may attend, broadcastable to ``(batch, heads, queries, keys)``;
         ``bias``: float, added to the scores.  ``scale`` defaults to the layer's.  The fused kernel runs
-        unless the scores must be seen: a Recorder is attached or the subclass transforms them.
+        unless the scores must be seen (a Recorder is attached or the subclass transforms them) or
+        the fused kernel would not run anyway (see :func:`_sdpa_falls_back`).
         """
         scale = (self.scale if self.scale is not None else q.shape[-1] ** -0.5) if scale is None else scale
         dropout = self.dropout if self.training else 0.0
-        if self.recorder is None and not self.explicit_scores:
-            attn_mask = _combine(mask, bias, q.dtype)
+        if self.recorder is None and not self.explicit_scores and not _sdpa_falls_back(bias, q):
+            attn_mask = _as_4d(_combine(mask, bias, q.dtype))
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
         scores = (q * scale) @ k.transpose(-1, -2)  # scaling the queries is cheaper than scaling the scores
         if bias is not None:
