@@ -230,7 +230,8 @@ def _trunk(model: nn.Module) -> nn.Module:
 class Row:
     """One implementation called one way: ``model(inputs, **kwargs)`` (or ``forward(inputs)``) in
     every mode, and ``claim``, the work its label promises per call (the same in both modes: no
-    row drops tokens at random).
+    row drops tokens at random; ``train_claim``, when given, is the training forward's, for a
+    model whose attention hands a learned bias to a kernel in eval mode only).
 
     ``eager``: for a compiled row, the uncompiled module whose work is counted (the dispatch mode
     cannot see inside compiled kernels).  ``memory``: returns the peak memory of training (bytes)."""
@@ -246,10 +247,14 @@ class Row:
     optimizer: bool = True
     eager: nn.Module | None = None
     memory: Callable[[], int] | None = None
+    train_claim: Claim | None = None
 
     @property
     def trunk(self) -> nn.Module:
         return _trunk(self.eager or self.model)
+
+    def claim_for(self, mode: str) -> Claim:
+        return self.train_claim if mode == "train" and self.train_claim is not None else self.claim
 
     def call(self, mode: str, setup: Setup = CPU_FP32, *, counted: bool = False) -> Callable[[], None]:
         """The zero-argument call timed for ``mode`` (``counted``: on the eager module)."""
@@ -316,7 +321,8 @@ def measure(comparison: Comparison, timer: Timer = Timer(), setup: Setup = CPU_F
     mode by mode; return the comparison as JSON-ready data."""
     works = {r.label: {mode: r.count(mode, setup) for mode in comparison.modes} for r in comparison.rows}
     check_work(
-        comparison.name, {r.label: {m: (r.claim, works[r.label][m]) for m in comparison.modes} for r in comparison.rows}
+        comparison.name,
+        {r.label: {m: (r.claim_for(m), works[r.label][m]) for m in comparison.modes} for r in comparison.rows},
     )
     probe, probe_flops = matmul_probe(probe_side, setup=setup)
     seconds: dict[str, dict[str, list[float]]] = {r.label: {} for r in comparison.rows} | {MATMUL_PROBE: {}}

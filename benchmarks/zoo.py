@@ -121,11 +121,18 @@ def _inputs(case: ZooCase, setup: Setup) -> tuple[torch.Tensor, Callable]:
     return x, functools.partial(F.cross_entropy, target=target)
 
 
-def spec_claim(spec: Spec, x: torch.Tensor, setup: Setup = CPU_FP32) -> Claim:
-    """The work of ``spec``'s model on ``x``: counted on a fresh, seeded build (eval mode, one forward)."""
+def spec_claim(spec: Spec, x: torch.Tensor, setup: Setup = CPU_FP32, mode: str = "infer") -> Claim:
+    """The work of ``spec``'s model on ``x``: counted on a fresh, seeded build (one forward in
+    ``mode``; in training a learned attention bias takes the explicit score path, which hands no
+    mask to a kernel, so the two modes may differ in mask elements)."""
     torch.manual_seed(0)
-    model = spec.build().to(setup.device)
-    work = count_work(infer(model.eval(), x, setup), model)
+    model = spec.build().to(setup.device).train(mode == "train")
+
+    def training_forward() -> None:
+        with torch.enable_grad():
+            model(x)
+
+    work = count_work(training_forward if mode == "train" else infer(model, x, setup), model)
     return Claim(work.tokens, work.linear_flops, work.attention_flops, work.mask_elements, work.random_draws)
 
 
@@ -193,7 +200,8 @@ def _row(label: str, spec: Spec, case: ZooCase, x: torch.Tensor, loss: Callable,
     torch.manual_seed(0)
     model = spec.build().to(setup.device)
     peak = functools.partial(training_peak_memory, spec, case.batch, case.image, setup) if memory else None
-    return ModelRow(label, model, x, spec_claim(spec, x, setup), spec.describe(), loss=loss, memory=peak)
+    claim, train_claim = (spec_claim(spec, x, setup, mode) for mode in ("infer", "train"))
+    return ModelRow(label, model, x, claim, spec.describe(), loss=loss, memory=peak, train_claim=train_claim)
 
 
 def check_sizes(name: str, rows: list[Row], allowed: dict[str, Difference], batch: int) -> None:

@@ -822,3 +822,17 @@ def test_kit_gradients_check_skips_declared_outside_parameters():
     globals()["Undeclared"] = Undeclared
     with pytest.raises(ConformanceError, match="never used in forward: extra_token"):
         CHECKS["gradients"](subject(Undeclared))
+
+
+def test_values_wider_than_queries_take_the_explicit_path_with_sdpa_values(monkeypatch):
+    """SDPA's CPU kernel needs equal query and value widths (LeViT's differ): the layer computes the scores."""
+    attn = perturbed(Attention(16, 2, 4, dim_value=8)).eval()
+    x = torch.randn(2, 5, 16)
+    spy = SpySDPA(monkeypatch)
+    with torch.no_grad():
+        out = attn(x)
+        q, k, v = attn.project(x)
+        assert spy.masks == []
+        monkeypatch.undo()
+        expected = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 5, 16)
+    torch.testing.assert_close(out, attn.to_out(expected), atol=1e-5, rtol=1e-5)

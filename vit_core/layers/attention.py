@@ -183,6 +183,12 @@ def _combine(mask: Tensor | None, bias: Tensor | None, dtype: torch.dtype) -> Te
     return bias.masked_fill(~mask, float("-inf"))
 
 
+def _eager_cpu(q: Tensor) -> bool:
+    """Whether SDPA's CPU kernel selection applies: eager on CPU.  A traced graph keeps the SDPA
+    node as written (ONNX's Attention, inductor's own decomposition)."""
+    return q.device.type == "cpu" and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 def _as_4d(attn_mask: Tensor | None) -> Tensor | None:
     """``attn_mask`` viewed as 4-D: SDPA's fused CPU kernel takes 2-D and 4-D masks but sends a
     3-D one (a per-head bias) to its unfused math kernel."""
@@ -191,15 +197,18 @@ def _as_4d(attn_mask: Tensor | None) -> Tensor | None:
     return attn_mask[(None,) * (4 - attn_mask.ndim)]
 
 
-def _sdpa_falls_back(bias: Tensor | None, q: Tensor) -> bool:
-    """Whether SDPA would run its unfused math kernel because a learned bias needs a gradient.
+def _sdpa_falls_back(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout: float) -> bool:
+    """Whether SDPA would skip its fused kernel for its unfused math kernel.
 
-    On CPU no fused kernel differentiates ``attn_mask``: SDPA then computes the scores explicitly,
-    with a "safe" softmax that adds three passes over them to guard fully masked rows.  The
-    explicit path of :meth:`Attention.attend` is the same math without those passes (a bias is
-    finite and a mask is filled with the dtype's minimum): about 20% faster forward and backward
-    at window sizes (e.g. 8 x 64 windows of 50 tokens)."""
-    return bias is not None and bias.requires_grad and torch.is_grad_enabled() and q.device.type == "cpu"
+    On CPU (torch 2.13) the fused kernel does not run when a float mask needs a gradient (a
+    learned bias in training), when the values are wider or narrower than the queries (LeViT),
+    when attention dropout is on, or when the last axis is strided.  SDPA then computes the
+    scores explicitly, with a "safe" softmax that adds three passes over them to guard fully
+    masked rows.  The explicit path of :meth:`Attention.attend` is the same math without those
+    passes (a bias is finite and a mask is filled with the dtype's minimum): about 20% faster
+    forward and backward at window sizes (8 x 64 windows of 50 tokens), 2x in inference."""
+    learned_bias = bias is not None and bias.requires_grad and torch.is_grad_enabled()
+    return learned_bias or v.shape[-1] != q.shape[-1] or dropout > 0 or any(t.stride(-1) != 1 for t in (q, k, v))
 
 
 class Attention(nn.Module):
@@ -335,8 +344,14 @@ class Attention(nn.Module):
         """
         scale = (self.scale if self.scale is not None else q.shape[-1] ** -0.5) if scale is None else scale
         dropout = self.dropout if self.training else 0.0
-        if self.recorder is None and not self.explicit_scores and not _sdpa_falls_back(bias, q):
-            attn_mask = _as_4d(_combine(mask, bias, q.dtype))
+        eager_cpu = _eager_cpu(q)
+        if (
+            self.recorder is None
+            and not self.explicit_scores
+            and not (eager_cpu and _sdpa_falls_back(q, k, v, bias, dropout))
+        ):
+            attn_mask = _combine(mask, bias, q.dtype)
+            attn_mask = _as_4d(attn_mask) if eager_cpu else attn_mask
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
         scores = (q * scale) @ k.transpose(-1, -2)  # scaling the queries is cheaper than scaling the scores
         if bias is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from vit_core.layers import resolve_indices
@@ -130,8 +131,12 @@ class HierarchicalModel(VisionModel):
         return check_image(img, channels=self.channels, rule=self._rule, model=type(self).__name__)
 
     def embed(self, img: Tensor) -> Tensor:
-        """Image -> the first stage's input map ``(b, h, w, c)``."""
-        return to_nhwc(self.stem(img))
+        """Image -> the first stage's input map ``(b, h, w, c)``.
+
+        The image is copied channels-last first (0.4 ms for 8 images at 224): the maps travel in
+        that layout anyway, and oneDNN's convolutions on a 3-channel NCHW image are up to 10x
+        slower (a 3x3 stride-2 stem at 224: 8.9 ms against 0.9 ms)."""
+        return to_nhwc(self.stem(img.contiguous(memory_format=torch.channels_last)))
 
     def stage_states(self, img: Tensor) -> Iterator[Any]:
         """Each stage's output, in order: here the ``(b, h, w, c)`` map (a model carrying more, such
