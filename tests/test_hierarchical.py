@@ -742,3 +742,28 @@ def test_plugin_import_is_lazy() -> None:
     code = "import sys, vit_hierarchical, vit_hierarchical.plugin; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ["conv-norm-act", "conv-norm-act with bias", "conv-batchnorm"])
+def test_conv_batchnorms_fold_in_eval_and_keep_batch_statistics_in_training(kind):
+    from vit_hierarchical.conv import ConvBatchNorm, ConvNormAct
+
+    if kind == "conv-batchnorm":
+        block = ConvBatchNorm(nn.Conv2d(4, 6, 1, stride=2, bias=False), nn.BatchNorm2d(6))
+    else:
+        block = ConvNormAct(4, 6, 3, bias=kind.endswith("bias"), activation=nn.GELU)
+    norm = block[1]
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 4, 7, 9).contiguous(memory_format=torch.channels_last)
+    unfused = lambda t: nn.Sequential.forward(block, t)  # noqa: E731 - conv, BatchNorm, activation in turn
+    block.eval()
+    torch.testing.assert_close(block(x), unfused(x), atol=1e-5, rtol=1e-5)
+    block.train()
+    torch.testing.assert_close(block(x), unfused(x), atol=1e-5, rtol=1e-5)  # batch statistics, not folded
+    out = block.eval()(x)
+    out.sum().backward()
+    assert all(p.grad is not None for p in block.parameters())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from vit_core.layers import DropPath
@@ -19,7 +20,12 @@ Activation = Callable[[], nn.Module]
 
 
 class ConvNormAct(nn.Sequential):
-    """``Conv2d -> BatchNorm2d -> activation`` (``activation=None``: no activation)."""
+    """``Conv2d -> BatchNorm2d -> activation`` (``activation=None``: no activation).
+
+    In eval mode the BatchNorm is an affine map fixed by its running statistics, so it is folded
+    into the convolution's weight and bias for the call (the parameters stay as they are): one
+    pass over the map fewer per block, e.g. MaxViT-T's 33 BatchNorms, about 10% of its inference.
+    """
 
     def __init__(
         self,
@@ -38,6 +44,39 @@ class ConvNormAct(nn.Sequential):
         self.conv = nn.Conv2d(dim_in, dim_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
         self.norm = nn.BatchNorm2d(dim_out)
         self.act = activation() if activation is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or not foldable(self.norm):
+            return super().forward(x)
+        return self.act(folded_conv(self.conv, self.norm, x))
+
+
+def foldable(norm: nn.BatchNorm2d) -> bool:
+    """Whether ``norm`` is a fixed affine map (eval mode, running statistics, learned scale and shift)."""
+    return not norm.training and norm.running_var is not None and norm.weight is not None
+
+
+def folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d, x: Tensor) -> Tensor:
+    """``norm(conv(x))`` for an eval-mode ``norm``, as one convolution: the BatchNorm's scale
+    ``weight / sqrt(running_var + eps)`` multiplies the filters and its shift joins the bias."""
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
+
+
+class ConvBatchNorm(nn.Sequential):
+    """``Conv2d -> BatchNorm2d`` (children ``0`` and ``1``), folded into one convolution in eval mode
+    as in :class:`ConvNormAct`."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+        super().__init__(conv, norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv, norm = self[0], self[1]
+        if self.training or not foldable(norm):
+            return super().forward(x)
+        return folded_conv(conv, norm, x)
 
 
 class SqueezeExcitation(nn.Module):

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from vit_core.layers import FeedForward, TransformerBlock
 from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
 from vit_hierarchical.attention import MapProjectionAttention
+from vit_hierarchical.conv import ConvBatchNorm
 from vit_hierarchical.stages import HierarchicalModel, Stage, TokenMapBlock
 from vit_hierarchical.validation import as_pair, conv_side, exact_size, per_stage
 
@@ -63,11 +64,11 @@ class LeViTAttention(MapProjectionAttention):
     ) -> None:
         super().__init__(dim, heads, dim_key, dropout, dim_value=dim_value)
         self.stride, self.grid = stride, grid
-        self.to_q = nn.Sequential(
+        self.to_q = ConvBatchNorm(
             nn.Conv2d(dim, heads * dim_key, 1, stride=stride, bias=False), nn.BatchNorm2d(heads * dim_key)
         )
-        self.to_k = nn.Sequential(nn.Conv2d(dim, heads * dim_key, 1, bias=False), nn.BatchNorm2d(heads * dim_key))
-        self.to_v = nn.Sequential(nn.Conv2d(dim, heads * dim_value, 1, bias=False), nn.BatchNorm2d(heads * dim_value))
+        self.to_k = ConvBatchNorm(nn.Conv2d(dim, heads * dim_key, 1, bias=False), nn.BatchNorm2d(heads * dim_key))
+        self.to_v = ConvBatchNorm(nn.Conv2d(dim, heads * dim_value, 1, bias=False), nn.BatchNorm2d(heads * dim_value))
         self.to_out = nn.Sequential(nn.GELU(), nn.Linear(heads * dim_value, dim_out), TokenBatchNorm(dim_out))
         self.offset_bias = nn.Parameter(torch.zeros(grid[0] * grid[1], heads))
         self.register_buffer("offset_index", offset_index(grid, stride), persistent=False)
