@@ -570,6 +570,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                     save_checkpoint(out / CHECKPOINT, built, optimizer, loop_state)
     seconds = time.perf_counter() - start_time
     if owns_group:
+        torch.distributed.barrier()  # rank 0 may still be writing: tearing gloo down under it aborts the process
         torch.distributed.destroy_process_group()
     final = history[-1] if history else {"loss": float("nan")}
     return Result(
