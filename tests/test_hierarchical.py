@@ -767,3 +767,12 @@ def test_conv_batchnorms_fold_in_eval_and_keep_batch_statistics_in_training(kind
     out = block.eval()(x)
     out.sum().backward()
     assert all(p.grad is not None for p in block.parameters())
+
+
+def test_a_batchnorm_without_affine_or_running_statistics_is_applied_unfolded():
+    from vit_hierarchical.conv import ConvBatchNorm
+
+    x = torch.randn(2, 4, 5, 5)
+    for norm in (nn.BatchNorm2d(6, affine=False), nn.BatchNorm2d(6, track_running_stats=False)):
+        block = ConvBatchNorm(nn.Conv2d(4, 6, 1), norm).eval()
+        torch.testing.assert_close(block(x), nn.Sequential.forward(block, x))

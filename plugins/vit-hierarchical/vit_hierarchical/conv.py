@@ -46,19 +46,15 @@ class ConvNormAct(nn.Sequential):
         self.act = activation() if activation is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or not foldable(self.norm):
-            return super().forward(x)
-        return self.act(folded_conv(self.conv, self.norm, x))
+        return self.act(conv_norm(self.conv, self.norm, x))
 
 
-def foldable(norm: nn.BatchNorm2d) -> bool:
-    """Whether ``norm`` is a fixed affine map (eval mode, running statistics, learned scale and shift)."""
-    return not norm.training and norm.running_var is not None and norm.weight is not None
-
-
-def folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d, x: Tensor) -> Tensor:
-    """``norm(conv(x))`` for an eval-mode ``norm``, as one convolution: the BatchNorm's scale
-    ``weight / sqrt(running_var + eps)`` multiplies the filters and its shift joins the bias."""
+def conv_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d, x: Tensor) -> Tensor:
+    """``norm(conv(x))``; when ``norm`` is a fixed affine map (eval mode, running statistics, learned
+    scale and shift), as one convolution: the scale ``weight / sqrt(running_var + eps)`` multiplies
+    the filters and the shift joins the bias."""
+    if norm.training or norm.running_var is None or norm.weight is None:
+        return norm(conv(x))
     scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
     shift = norm.bias - norm.running_mean * scale
     bias = shift if conv.bias is None else conv.bias * scale + shift
@@ -73,10 +69,7 @@ class ConvBatchNorm(nn.Sequential):
         super().__init__(conv, norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        conv, norm = self[0], self[1]
-        if self.training or not foldable(norm):
-            return super().forward(x)
-        return folded_conv(conv, norm, x)
+        return conv_norm(self[0], self[1], x)
 
 
 class SqueezeExcitation(nn.Module):
