@@ -25,6 +25,7 @@ if importlib.util.find_spec("torchvision") is None:
 import torch  # noqa: E402
 
 from benchmarks import cases, efficient, hierarchical, report, training, variants  # noqa: E402
+from vit_core import allocator  # noqa: E402
 
 SECTIONS = (
     "vit", "navit", "long", "compile", *efficient.SECTIONS, variants.SECTION, hierarchical.SECTION, training.SECTION,
@@ -43,7 +44,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_line(setup: cases.Setup) -> str:
+def machine_line(setup: cases.Setup, retained_heap: bool = False) -> str:
+    """The machine, the library versions' torch, the threads, the precision and, where set, the allocator setting
+    (runs merge into one page only when their lines are equal)."""
     precision = setup.dtype_name
     if setup.dtype != torch.float32:
         precision += " autocast"
@@ -51,6 +54,7 @@ def machine_line(setup: cases.Setup) -> str:
     return (
         f"{cpu_name()}, {os.cpu_count()} CPUs, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {precision}, Python {platform.python_version()}"
+        + (", malloc keeping freed memory (vit_core.allocator.retain_freed_memory)" if retained_heap else "")
     )
 
 
@@ -115,6 +119,7 @@ def run(
     command: str = "python -m benchmarks",
     json_path: Path | None = None,
     vit_batches: tuple[int, ...] | None = None,
+    retained_heap: bool = False,
 ) -> dict:
     """Measure the selected sections and return the run's results (JSON-ready); each comparison's
     rows are printed as it completes, and the results so far are rewritten to ``json_path`` (when
@@ -130,7 +135,7 @@ def run(
         "meta": {
             "command": command,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine_line(setup),
+            "machine": machine_line(setup, retained_heap),
             "versions": versions(),
             "quick": quick,
             "rounds": timer.rounds,
@@ -212,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dtype", default="float32", choices=DTYPES, help="below float32, the models run under autocast"
     )
+    parser.add_argument(
+        "--retain-freed-memory", action="store_true",
+        help="time every implementation with malloc keeping freed memory (as vit train does; in the machine line)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the run's results here")
     parser.add_argument(
         "--write-docs", type=Path, nargs="?", const=Path("docs"), metavar="DIR",
@@ -229,7 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         names = tuple(args.cases.split(",")) if args.cases else None
         command = shlex.join(["python", "-m", "benchmarks", *argv])
         batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else None
-        results = run(args.quick, tuple(args.only.split(",")), setup, args.rounds, names, command, args.json, batches)
+        retained = args.retain_freed_memory and allocator.retain_freed_memory()
+        if args.retain_freed_memory and not retained:
+            parser.error("--retain-freed-memory needs glibc's malloc")
+        results = run(
+            args.quick, tuple(args.only.split(",")), setup, args.rounds, names, command, args.json, batches, retained
+        )
     print(report.render_tables(results), flush=True)
     if args.json:
         write_json(results, args.json)

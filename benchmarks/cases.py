@@ -41,6 +41,7 @@ from benchmarks.work import (
     vit_claim,
 )
 from vit_core import NaViT, SimpleViT, ViT
+from vit_core.allocator import pinned_threshold_env
 from vit_core.layers import Attention
 
 
@@ -441,13 +442,6 @@ print(json.dumps(peak_increase(lambda: (step(), step()), setup.device)))
 """
 
 
-FIXED_MMAP_THRESHOLD = 64 * 1024
-"""glibc serves allocations above this size with ``mmap`` and returns them on free.  Its default
-threshold moves with the allocation history, so large tensors may land on the heap and the peak
-then depends on fragmentation (we saw +-100 MB run to run at ViT-B/16 batch 32); fixed, the peak
-is that of the live tensors and repeats to the megabyte."""
-
-
 def training_peak_memory(impl: str, case: ViTCase, batch: int, setup: Setup = CPU_FP32) -> int:
     """Peak memory increase (bytes) of two training steps (optimizer state included) in a fresh process,
     over its size once the model and batch are built: resident memory on CPU, allocated memory on CUDA."""
@@ -623,6 +617,6 @@ def _where(setup: Setup) -> dict:
 
 def _run_fresh(script: str) -> int:
     """Run ``script`` in a fresh Python process (glibc's mmap threshold pinned) and return the number it prints."""
-    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+    env = os.environ | pinned_threshold_env()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
     return int(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -1,4 +1,5 @@
-"""Shared fixtures: a stand-in torchvision for the vit-pytorch oracle, and seeding."""
+"""Shared fixtures: a stand-in torchvision for the vit-pytorch oracle, seeding, and this process's malloc left
+as it is."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ if importlib.util.find_spec("torchvision") is None:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def retained_heap_calls(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """``vit train`` and ``vit bench`` run in this process here: their call to
+    :func:`vit_core.allocator.retain_freed_memory` is recorded instead of changing the test process's malloc
+    (tests/test_allocator.py runs the real one in fresh processes)."""
+    from vit_core import allocator
+
+    calls: list[None] = []
+    monkeypatch.setattr(allocator, "retain_freed_memory", lambda: calls.append(None) or False)
+    return calls
 
 
 @pytest.fixture

@@ -508,6 +508,19 @@ def test_the_json_holds_each_comparison_as_it_completes(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run.json").read_text()) == results
 
 
+def test_retained_freed_memory_is_stated_in_the_machine_line(retained_heap_calls, tmp_path, monkeypatch):
+    from vit_core import allocator
+
+    monkeypatch.setattr(allocator, "retain_freed_memory", lambda: retained_heap_calls.append(None) or True)
+    main(["--quick", "--only", "long", "--rounds", "1", "--retain-freed-memory", "--json", str(tmp_path / "r.json")])
+    assert len(retained_heap_calls) == 1
+    meta = json.loads((tmp_path / "r.json").read_text())["meta"]
+    assert meta["machine"].endswith(", malloc keeping freed memory (vit_core.allocator.retain_freed_memory)")
+    monkeypatch.setattr(allocator, "retain_freed_memory", lambda: False)
+    with pytest.raises(SystemExit):
+        main(["--quick", "--only", "long", "--retain-freed-memory"])
+
+
 def test_quick_run_at_lower_precision():
     results = run(quick=True, only=("vit",), setup=cases.Setup("cpu", torch.bfloat16), vit_names=("tiny",))
     assert "bfloat16 autocast" in results["meta"]["machine"]

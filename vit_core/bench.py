@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit_core.allocator import pinned_threshold_env
 from vit_core.registry import Registry, count_flops, count_parameters, get_registry
 from vit_core.timing import interleaved, peak_increase
 
@@ -89,10 +90,6 @@ def _example(registry: Registry, name: str, parts: Mapping, overrides: Mapping, 
     return tuple(args)
 
 
-FIXED_MMAP_THRESHOLD = 64 * 1024
-"""glibc serves allocations above this size with ``mmap`` and returns them on free (its default threshold
-moves with the allocation history, and the peak with it)."""
-
 MEMORY_SCRIPT = """
 import json, sys, torch
 sys.path[:0] = {paths!r}
@@ -116,7 +113,7 @@ def training_step_peak(name: str, overrides: Mapping[str, Any], batch: int, devi
 def fresh_training_peak(name: str, overrides: Mapping[str, Any], batch: int, device: str) -> int:
     """:func:`training_step_peak` in a fresh Python process (this one's ``sys.path``, its installed plugins)."""
     script = MEMORY_SCRIPT.format(paths=sys.path, name=name, overrides=dict(overrides), batch=batch, device=device)
-    env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+    env = os.environ | pinned_threshold_env()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"measuring {name}'s training memory in a fresh process failed:\n{out.stderr[-2000:]}")

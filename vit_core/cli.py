@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from vit_core import allocator
 from vit_core.registry import (
     ALLOWLIST_ENV,
     KINDS,
@@ -410,6 +411,13 @@ def train(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     log_every: Annotated[int, typer.Option(help="Write a train line to metrics.jsonl every N steps.")] = 10,
+    retain_freed_memory: Annotated[
+        bool,
+        typer.Option(
+            help="Keep freed CPU memory in the process for the next step (glibc: no page faults per large tensor; "
+            "18% of a ViT-B/16 training step on a 2-core VM).",
+        ),
+    ] = True,
 ) -> None:
     """Train a registered model (classifiers: accuracy on a held-out split) or a trainer around an encoder.
 
@@ -422,6 +430,8 @@ def train(
     from vit_core.train import TrainConfig, TrainError, parse_sets, print_summary
     from vit_core.train import train as run
 
+    if retain_freed_memory:
+        allocator.retain_freed_memory()
     try:
         cfg = TrainConfig(
             name=name,
@@ -535,6 +545,13 @@ def bench(
         list[str] | None, typer.Option("--set", help="Argument for every model, key=value (a Python literal).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    retain_freed_memory: Annotated[
+        bool,
+        typer.Option(
+            help="Keep freed CPU memory in the process for the next call (glibc: no page faults per large tensor; "
+            "peak memory is measured in fresh processes either way).",
+        ),
+    ] = True,
 ) -> None:
     """Parameters, FLOPs, inference and training images/s and peak training memory, side by side.
 
@@ -546,6 +563,8 @@ def bench(
     from vit_core.bench import print_table
     from vit_core.train import TrainError, parse_sets
 
+    if retain_freed_memory:
+        allocator.retain_freed_memory()
     try:
         rows = run(names, batch=batch, rounds=rounds, warmup=warmup, device=device, overrides=parse_sets(sets or []))
     except ModelLookupError as exc:

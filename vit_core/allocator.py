@@ -1,0 +1,61 @@
+"""Where CPU tensors' memory comes from: glibc malloc settings for training loops and for measuring memory.
+
+PyTorch takes CPU tensors from ``malloc``.  glibc serves every block above its mmap threshold (at most
+32 MiB, moving with the allocation history) with a fresh ``mmap`` and unmaps it on ``free``, so each
+activation of that size is page-faulted in afresh at every step: at ViT-B/16, batch 32, a training step
+allocates several GB that way, and on the 2-core VM of docs/benchmarks.md the faults took 18% of the step
+(12.0 s against 9.8 s with :func:`retain_freed_memory`).  jemalloc and tcmalloc, which PyTorch's CPU
+performance guide recommends, keep freed memory for the next step by design; glibc does once told to.
+
+Measuring memory wants the opposite: :data:`FIXED_MMAP_THRESHOLD` pins the threshold low in a fresh process,
+so that large tensors come and go with their pages and the resident set's peak is that of the live tensors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+FIXED_MMAP_THRESHOLD = 64 * 1024
+"""For memory measurements (``MALLOC_MMAP_THRESHOLD_`` of a fresh process): glibc serves allocations above
+this size with ``mmap`` and returns them on free.  Its default threshold moves with the allocation history, so
+large tensors may land on the heap and the peak then depends on fragmentation (we saw +-100 MB run to run at
+ViT-B/16 batch 32); fixed, the peak is that of the live tensors and repeats to the megabyte."""
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_NEVER = -1
+"""``mallopt`` takes an ``int``; glibc stores the trim threshold as a ``size_t``, so -1 means "never"."""
+
+
+def pinned_threshold_env() -> dict[str, str]:
+    """The environment entry that gives a fresh process :data:`FIXED_MMAP_THRESHOLD`."""
+    return {"MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+
+
+@functools.cache
+def _mallopt() -> ctypes._CFuncPtr | None:
+    """glibc's ``mallopt``, or None where the process runs on another C library (musl, macOS, Windows)."""
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return None
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt
+
+
+def retain_freed_memory() -> bool:
+    """Make this process's ``malloc`` keep freed memory for reuse: no ``mmap`` per large block, no trimming
+    of the heap; the next step's tensors land on pages already mapped.
+
+    For a long-running loop (``vit train``, ``vit bench``, the benchmarks): the resident set then stays at
+    its peak instead of shrinking between steps.  Returns whether it took effect (glibc only; elsewhere the
+    allocator is left as it is).
+    """
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER))
