@@ -146,6 +146,8 @@ def run(
         "training": [],
     }
     for _, build in selected:
+        if retained_heap:  # one comparison's freed blocks rarely fit the next one's tensors
+            allocator.release_free_memory()
         measured = cases.measure(build(), timer, setup, probe_side)
         print("\n".join(report.progress_lines(measured)), flush=True)
         results["comparisons"].append(measured)
@@ -227,6 +229,10 @@ def main(argv: list[str] | None = None) -> None:
         help="write benchmarks.md, benchmarks.json and the ratio plot into DIR (default docs)",
     )  # fmt: skip
     parser.add_argument(
+        "--page-name", default=report.STEM, metavar="STEM",
+        help=f"--write-docs: the files' stem (default {report.STEM}: {report.STEM}.md, .json, -ratios.png)",
+    )  # fmt: skip
+    parser.add_argument(
         "--from-json", type=Path, nargs="+", metavar="FILE",
         help="render saved runs' results instead of measuring (several: one machine's runs, merged in order)",
     )  # fmt: skip
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         write_json(results, args.json)
     if args.write_docs:
-        print(f"wrote {report.write_docs(results, args.write_docs)}")
+        print(f"wrote {report.write_docs(results, args.write_docs, stem=args.page_name)}")
 
 
 if __name__ == "__main__":
