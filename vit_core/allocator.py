@@ -3,9 +3,10 @@
 PyTorch takes CPU tensors from ``malloc``.  glibc serves every block above its mmap threshold (at most
 32 MiB, moving with the allocation history) with a fresh ``mmap`` and unmaps it on ``free``, so each
 activation of that size is page-faulted in afresh at every step: at ViT-B/16, batch 32, a training step
-allocates several GB that way, and on the 2-core VM of docs/benchmarks.md the faults took 18% of the step
-(12.0 s against 9.8 s with :func:`retain_freed_memory`).  jemalloc and tcmalloc, which PyTorch's CPU
-performance guide recommends, keep freed memory for the next step by design; glibc does once told to.
+allocates several GB that way, and on the 2-core VM of docs/benchmarks.md the faults took 21% of the step
+(13.1 s against 10.4 s with :func:`retain_freed_memory`; 548,000 against 44,000 page faults).  jemalloc and
+tcmalloc, which PyTorch's CPU performance guide recommends, keep freed memory for the next step by design;
+glibc does once told to.
 
 Measuring memory wants the opposite: :data:`FIXED_MMAP_THRESHOLD` pins the threshold low in a fresh process,
 so that large tensors come and go with their pages and the resident set's peak is that of the live tensors.

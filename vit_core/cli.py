@@ -415,7 +415,7 @@ def train(
         bool,
         typer.Option(
             help="Keep freed CPU memory in the process for the next step (glibc: no page faults per large tensor; "
-            "18% of a ViT-B/16 training step on a 2-core VM).",
+            "21% of a ViT-B/16 training step on a 2-core VM).",
         ),
     ] = True,
 ) -> None:
