@@ -45,7 +45,7 @@ def cpu_name() -> str:
 
 
 def machine_line(setup: cases.Setup, retained_heap: bool = False) -> str:
-    """The machine, the library versions' torch, the threads, the precision and, where set, the allocator setting
+    """The CPU (or GPU), torch's version, the threads, the precision and, where set, the allocator setting
     (runs merge into one page only when their lines are equal)."""
     precision = setup.dtype_name
     if setup.dtype != torch.float32:

@@ -9,7 +9,6 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from vit_core import allocator
 from vit_core.cli import app
 
 FAULTS_SCRIPT = """
@@ -31,26 +30,21 @@ print(json.dumps({"retained": retained, "faults": (faults() - before) / 4}))
 """
 
 
-def faults_of(mode: str, env: dict[str, str] | None = None) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True, check=True, env=env
-    )
+def run_fresh(script: str, *args: str) -> dict:
+    """``script`` in a fresh Python process (its own, untouched malloc); the JSON it prints last."""
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_retained_memory_is_not_faulted_in_again() -> None:
-    retained = faults_of("retain")
+    retained = run_fresh(FAULTS_SCRIPT, "retain")
     if not retained["retained"]:
         pytest.skip("not glibc: the allocator is left as it is")
-    default = faults_of("default")
+    default = run_fresh(FAULTS_SCRIPT, "default")
     # three 64 MiB buffers a step (product, its ReLU, their gradient): 3 x 16,384 pages faulted in afresh by
     # default; retained, the half whose freed block is left too small by posix_memalign's slack is faulted in
     assert default["faults"] > 40_000, default
     assert retained["faults"] < 0.7 * default["faults"], (retained, default)
-
-
-def test_pinned_threshold_environment_names_glibc_tunable() -> None:
-    assert allocator.pinned_threshold_env() == {"MALLOC_MMAP_THRESHOLD_": str(allocator.FIXED_MMAP_THRESHOLD)}
 
 
 def test_vit_train_retains_freed_memory_unless_told_not_to(
@@ -93,8 +87,7 @@ print(json.dumps({"retained": retained, "kept": kept, "released": resident_mb()}
 
 
 def test_released_memory_leaves_the_resident_set() -> None:
-    done = subprocess.run([sys.executable, "-c", RELEASE_SCRIPT], capture_output=True, text=True, check=True)
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = run_fresh(RELEASE_SCRIPT)
     if not figures["retained"]:
         pytest.skip("not glibc: the allocator is left as it is")
     assert figures["kept"] - figures["released"] > 200, figures

@@ -515,17 +515,24 @@ def test_the_json_holds_each_comparison_as_it_completes(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run.json").read_text()) == results
 
 
-def test_retained_freed_memory_is_stated_in_the_machine_line(retained_heap_calls, tmp_path, monkeypatch):
+def test_retained_freed_memory_is_stated_in_the_machine_line(retained_heap_calls, tmp_path, monkeypatch, capsys):
     from vit_core import allocator
 
+    releases: list[None] = []
     monkeypatch.setattr(allocator, "retain_freed_memory", lambda: retained_heap_calls.append(None) or True)
+    monkeypatch.setattr(allocator, "release_free_memory", lambda: releases.append(None))
     main(["--quick", "--only", "long", "--rounds", "1", "--retain-freed-memory", "--json", str(tmp_path / "r.json")])
+    results = json.loads((tmp_path / "r.json").read_text())
     assert len(retained_heap_calls) == 1
-    meta = json.loads((tmp_path / "r.json").read_text())["meta"]
-    assert meta["machine"].endswith(", malloc keeping freed memory (vit_core.allocator.retain_freed_memory)")
+    assert len(releases) == len(results["comparisons"]) == 2  # before each comparison
+    assert results["meta"]["machine"].endswith(", malloc keeping freed memory (vit_core.allocator.retain_freed_memory)")
+    run(quick=True, only=("long",), json_path=tmp_path / "plain.json")
+    assert len(releases) == 2 and "malloc" not in json.loads((tmp_path / "plain.json").read_text())["meta"]["machine"]
     monkeypatch.setattr(allocator, "retain_freed_memory", lambda: False)
+    capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["--quick", "--only", "long", "--retain-freed-memory"])
+    assert "--retain-freed-memory needs glibc's malloc" in capsys.readouterr().err
 
 
 def test_quick_run_at_lower_precision():

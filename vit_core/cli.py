@@ -42,6 +42,17 @@ console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 
+RetainFreedMemory = Annotated[
+    bool,
+    typer.Option(
+        help="Keep freed CPU memory in the process for the next step (vit_core.allocator; glibc: no page faults "
+        "per large tensor, 21% of a ViT-B/16 training step on a 2-core VM; peak memory in vit bench is measured "
+        "in fresh processes either way).",
+    ),
+]
+"""``vit train`` and ``vit bench``: malloc keeps freed memory (on by default)."""
+
+
 def _fail(message: str) -> NoReturn:
     errors.print("[red]error:[/red] ", end="")
     errors.print(message, markup=False, highlight=False)
@@ -411,13 +422,7 @@ def train(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     log_every: Annotated[int, typer.Option(help="Write a train line to metrics.jsonl every N steps.")] = 10,
-    retain_freed_memory: Annotated[
-        bool,
-        typer.Option(
-            help="Keep freed CPU memory in the process for the next step (glibc: no page faults per large tensor; "
-            "21% of a ViT-B/16 training step on a 2-core VM).",
-        ),
-    ] = True,
+    retain_freed_memory: RetainFreedMemory = True,
 ) -> None:
     """Train a registered model (classifiers: accuracy on a held-out split) or a trainer around an encoder.
 
@@ -545,13 +550,7 @@ def bench(
         list[str] | None, typer.Option("--set", help="Argument for every model, key=value (a Python literal).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    retain_freed_memory: Annotated[
-        bool,
-        typer.Option(
-            help="Keep freed CPU memory in the process for the next call (glibc: no page faults per large tensor; "
-            "peak memory is measured in fresh processes either way).",
-        ),
-    ] = True,
+    retain_freed_memory: RetainFreedMemory = True,
 ) -> None:
     """Parameters, FLOPs, inference and training images/s and peak training memory, side by side.
 
