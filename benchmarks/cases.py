@@ -30,6 +30,7 @@ from torch import nn
 from benchmarks.harness import interleaved
 from benchmarks.work import (
     MODES,
+    PRODUCTS_ALONE,
     Claim,
     Encoder,
     Work,
@@ -38,6 +39,7 @@ from benchmarks.work import (
     count_work,
     packed_navit_claim,
     padded_navit_claim,
+    products_alone,
     vit_claim,
 )
 from vit_core import NaViT, SimpleViT, ViT
@@ -281,6 +283,8 @@ class Comparison:
     ``baseline``: the row every ratio of the table is taken against (``None``: only ``pairs``);
     ``pairs``: (subject, anchor) ratios that the plot and the targets read; ``items``: images per
     call (1: a call is the unit); ``useful``: the row whose FLOPs are the useful work (no padding);
+    ``ceiling``: a row whose matrix products and attention kernels are also timed alone
+    (:func:`~benchmarks.work.products_alone`) in the same rounds, under :data:`PRODUCTS_ALONE`;
     ``params``: what the table prints about the case."""
 
     section: str
@@ -291,6 +295,7 @@ class Comparison:
     baseline: str | None = None
     items: int = 1
     useful: str | None = None
+    ceiling: str | None = None
     modes: tuple[str, ...] = MODES
 
     def row(self, label: str) -> Row:
@@ -326,14 +331,18 @@ def measure(comparison: Comparison, timer: Timer = Timer(), setup: Setup = CPU_F
         {r.label: {m: (r.claim_for(m), works[r.label][m]) for m in comparison.modes} for r in comparison.rows},
     )
     probe, probe_flops = matmul_probe(probe_side, setup=setup)
-    seconds: dict[str, dict[str, list[float]]] = {r.label: {} for r in comparison.rows} | {MATMUL_PROBE: {}}
+    seconds: dict[str, dict[str, list[float]]] = {r.label: {} for r in comparison.rows}
+    seconds |= {MATMUL_PROBE: {}, PRODUCTS_ALONE: {}}
     discarded = {}
     for mode in comparison.modes:
         calls = {r.label: r.call(mode, setup) for r in comparison.rows} | {MATMUL_PROBE: probe}
+        if comparison.ceiling is not None:
+            calls[PRODUCTS_ALONE] = products_alone(comparison.row(comparison.ceiling).call(mode, setup, counted=True))
         timing = interleaved(calls, rounds=timer.rounds, warmup=timer.warmup, max_discards=timer.max_discards)
         for label, times in timing.rounds.items():
             seconds[label][mode] = times
         discarded[mode] = timing.discarded
+    ceiling = seconds.pop(PRODUCTS_ALONE)
     return {
         "section": comparison.section,
         "name": comparison.name,
@@ -344,6 +353,7 @@ def measure(comparison: Comparison, timer: Timer = Timer(), setup: Setup = CPU_F
         "useful": comparison.useful,
         "modes": list(comparison.modes),
         "probe": {"flops": probe_flops, "side": probe_side, "seconds": seconds.pop(MATMUL_PROBE)},
+        "ceiling": {"label": comparison.ceiling, "seconds": ceiling} if comparison.ceiling else None,
         "discarded": discarded,
         "rows": [
             {
@@ -522,6 +532,7 @@ def navit_comparison(images: list[torch.Tensor], cfg: dict, setup: Setup = CPU_F
         },
         items=len(images),
         useful=OURS,
+        ceiling=OURS,
     )
 
 

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from benchmarks import training
 from benchmarks.harness import Ratio
-from benchmarks.targets import TARGETS, Target, call_flops, evaluate, padded_tokens, row_of, share, speedup
+from benchmarks.targets import (
+    TARGETS,
+    Target,
+    call_flops,
+    ceiling_share,
+    evaluate,
+    padded_tokens,
+    row_of,
+    share,
+    speedup,
+)
 
 PAGE = Path(__file__).with_name("page.md")
 STEM = "benchmarks"
@@ -116,8 +126,23 @@ def navit_table(comparisons: list[dict]) -> list[str]:
             "GFLOP per call (infer / train)", "% of matmul rate (infer / train)",
             f"useful work (`{c['useful']}`'s FLOPs), % of matmul rate (infer / train)",
         ]  # fmt: skip
-        out += _md_table(header, rows) + _legend([c]) + [""]
+        out += _md_table(header, rows) + _legend([c]) + _ceiling_line(c) + [""]
     return out
+
+
+def _ceiling_line(comparison: dict) -> list[str]:
+    """The legend line of a comparison's ceiling: its row's products timed alone (none: no line)."""
+    ceiling = comparison.get("ceiling")
+    if not ceiling:
+        return []
+    label = ceiling["label"]
+    shares = _per_mode(comparison, lambda m: ceiling_share(comparison, label, m).as_share())
+    return [
+        f"- `{label}`'s matrix products and attention kernels alone (forward, and backward in training), replayed on "
+        f"the operands of one call in the same rounds, with nothing else: {shares} (infer / train) of the matmul "
+        "rate: the most its share can reach with these kernels, were norms, activations, copies, the optimizer and "
+        "Python free."
+    ]
 
 
 def long_table(comparisons: list[dict]) -> list[str]:

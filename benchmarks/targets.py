@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 
 from benchmarks.harness import Ratio, Timing
+from benchmarks.work import PRODUCTS_ALONE
 
 METRICS = (
     "speedup", "share", "useful_share", "padded_tokens", "mask_elements", "memory_ratio", "memory_growth",
@@ -119,8 +120,11 @@ TARGETS: list[Target] = [
 
 
 def timing(comparison: dict, mode: str) -> Timing:
-    """The comparison's per-round seconds in ``mode`` (the probe under ``"probe"``)."""
+    """The comparison's per-round seconds in ``mode`` (the probe under ``"probe"``, the ceiling
+    row's products alone, where timed, under :data:`PRODUCTS_ALONE`)."""
     rounds = {row["label"]: row["seconds"][mode] for row in comparison["rows"] if mode in row["seconds"]}
+    if comparison.get("ceiling"):
+        rounds[PRODUCTS_ALONE] = comparison["ceiling"]["seconds"][mode]
     return Timing(rounds | {"probe": comparison["probe"]["seconds"][mode]})
 
 
@@ -144,6 +148,17 @@ def share(comparison: dict, label: str, mode: str, flops_of: str | None = None) 
     probe = comparison["probe"]
     flops = call_flops(row_of(comparison, flops_of or label), mode)
     return timing(comparison, mode).speedup(label, "probe").scaled(flops / probe["flops"])
+
+
+def ceiling_share(comparison: dict, label: str, mode: str) -> Ratio | None:
+    """``label``'s FLOPs at the speed of its matrix products and attention kernels alone, over the
+    probe's rate: the most its share could reach were everything else free (``None``: the
+    comparison did not time ``label``'s products alone)."""
+    ceiling = comparison.get("ceiling")
+    if not ceiling or ceiling["label"] != label:
+        return None
+    flops = call_flops(row_of(comparison, label), mode)
+    return timing(comparison, mode).speedup(PRODUCTS_ALONE, "probe").scaled(flops / comparison["probe"]["flops"])
 
 
 def padded_tokens(comparison: dict, label: str, mode: str) -> int:
@@ -185,7 +200,9 @@ def _value(target: Target, comparison: dict) -> tuple[float, str] | None:
     if target.metric in ("share", "useful_share"):
         flops_of = comparison["useful"] if target.metric == "useful_share" else None
         ratio = share(comparison, target.subject, mode, flops_of)
-        return getattr(ratio, target.on), ratio.as_share()
+        ceiling = ceiling_share(comparison, target.subject, mode)
+        text = ratio.as_share() + (f"; its products alone: {ceiling.as_share()}" if ceiling else "")
+        return getattr(ratio, target.on), text
     if target.metric == "padded_tokens":
         n = padded_tokens(comparison, target.subject, mode)
         return n, f"{n:,} of {subject['work'][mode]['tokens']:,} tokens"

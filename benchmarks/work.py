@@ -37,6 +37,8 @@ from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 
 MODES = ("infer", "train")
+PRODUCTS_ALONE = "products alone"
+"""The timing key of a row's matrix products and attention kernels replayed alone (:func:`products_alone`)."""
 
 FLOP_TOLERANCE = 0.01
 """Largest relative difference allowed between counted and claimed FLOPs (linear and attention
@@ -193,19 +195,28 @@ def _mask_argument(func: object, args: tuple, kwargs: dict) -> object:
 
 
 class _Counter(TorchDispatchMode):
-    def __init__(self) -> None:
+    """Counts the work of the ops dispatched under it; ``record``: also keeps every op whose FLOPs
+    it counts, with its operands, in ``products``."""
+
+    def __init__(self, record: bool = False) -> None:
         super().__init__()
         self.counts = {"linear": 0, "attention": 0, "backward": 0, "mask": 0, "random": 0}
+        self.record = record
+        self.products: list[tuple[object, tuple, dict]] = []
+        self._op: tuple[object, tuple, dict] | None = None
 
     def _add(self, kind: str, flops: int) -> None:
         backward = torch._C._current_graph_task_id() != -1
         self.counts["backward" if backward else kind] += int(flops)
+        if self.record and flops:
+            self.products.append(self._op)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if any(t is not Tensor and issubclass(t, Tensor) for t in types):
             return NotImplemented  # a tensor subclass (jagged NJT): count the ops it decomposes into
         out = func(*args, **kwargs)
+        self._op = (func, args, kwargs)
         packet = func._overloadpacket
         if packet in RANDOM_OPS:
             self.counts["random"] += _draws(packet, args)
@@ -268,6 +279,24 @@ def count_work(call: Callable[[], object], trunk: nn.Module) -> Work:
         call()
     c = counter.counts
     return Work(sum(seen), c["linear"], c["attention"], c["backward"], c["mask"], c["random"])
+
+
+def products_alone(call: Callable[[], object]) -> Callable[[], None]:
+    """Run ``call`` once and return a call that runs again exactly its matrix products and attention
+    kernels (every op whose FLOPs :func:`count_work` counts, forward and backward), on the same
+    operands, and nothing else: the time the call would take if its other ops (norms,
+    activations, copies, the optimizer, Python) took none, the ceiling of its FLOP rate."""
+    counter = _Counter(record=True)
+    with counter:
+        call()
+    products = counter.products
+
+    def replay() -> None:
+        with torch.no_grad():
+            for func, args, kwargs in products:
+                func(*args, **kwargs)
+
+    return replay
 
 
 # ---------------------------------------------------------------------------------------------
