@@ -3,6 +3,7 @@ plugin that passes it, and (slow) that plugin installs into a fresh virtual envi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -158,6 +159,13 @@ class NoNumFeatures(ViT):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         del self.num_features
+
+
+class OwnInputNames(ViT):
+    """Takes its input's channels and size under names of its own, as CCT does."""
+
+    def __init__(self, *, n_input_channels: int = 3, img_size: int = 32, num_classes: int = 10, **kwargs: Any) -> None:
+        super().__init__(channels=n_input_channels, image_size=img_size, num_classes=num_classes, **kwargs)
 
 
 class MixesTheBatch(ViT):
@@ -387,6 +395,26 @@ def test_target_and_importer_must_be_callable(changes: dict[str, Any], fragment:
 )
 def test_incomplete_metadata(changes: dict[str, Any], fragment: str) -> None:
     expect_failure(info("bad-metadata", **changes), "metadata", fragment)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({}, "channels_arg='channels' is not an argument of test_plugin_kit:OwnInputNames; its constructor takes "
+         "['n_input_channels']"),
+        ({"channels_arg": "n_input_channels"}, "size_arg='image_size' is not an argument"),
+    ],
+    ids=["channels", "size"],
+)  # fmt: skip
+def test_input_arguments_must_name_the_constructors(changes: dict[str, Any], fragment: str) -> None:
+    config = {k: v for k, v in SMALL.items() if k != "image_size"}
+    expect_failure(info("own-names", here("OwnInputNames"), default_config=config, **changes), "metadata", fragment)
+
+
+def test_input_arguments_of_their_own_names_pass() -> None:
+    config = {k: v for k, v in SMALL.items() if k != "image_size"}
+    named = info("own-names", here("OwnInputNames"), default_config=config, channels_arg="n_input_channels")
+    check_model("own-names", registry=registry_with(dataclasses.replace(named, size_arg="img_size")))
 
 
 def test_malformed_metadata_fails_the_plugin() -> None:

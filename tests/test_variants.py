@@ -494,6 +494,17 @@ def test_channels_argument(key: str) -> None:
         model(image(channels=3))
 
 
+@pytest.mark.parametrize("name", ["cct", "cct-2", "cct-7"])
+def test_vit_train_and_bench_follow_ccts_input_channels(name: str) -> None:
+    """``vit train`` and ``vit bench`` shape their data from ``channels_arg``: CCT's ``n_input_channels``."""
+    from vit_core.train import sample_shape
+
+    info = get_registry().info(name)
+    assert info.channels_arg == "n_input_channels"
+    shape = sample_shape(info, {"n_input_channels": 1})
+    assert shape[0] == 1
+
+
 # --- training, determinism, precision ---------------------------------------------------------
 
 

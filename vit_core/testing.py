@@ -160,7 +160,34 @@ def check_metadata(s: Subject) -> None:
             raise s.fail("metadata", f"importer {info.importer!r} does not import: {_describe(exc)}") from exc
         if not callable(importer):
             raise s.fail("metadata", f"importer {info.importer!r} is not callable")
+    _check_input_arguments(s)
     _check_presets_and_components(s)
+
+
+INPUT_ARGUMENTS = {"channels_arg": "channels", "size_arg": "size", "frames_arg": "frames"}
+"""The ``ModelInfo`` fields naming the constructor arguments of the input's shape, and the word a
+constructor argument of that role holds (``n_input_channels``, ``img_size``, ``num_frames``)."""
+
+
+def _check_input_arguments(s: Subject) -> None:
+    """A ``channels_arg`` / ``size_arg`` / ``frames_arg`` that is not a constructor argument, where the
+    constructor has arguments of that role, points ``vit train`` and ``vit bench`` at the default input."""
+    parameters = s.info.signature().parameters
+    for field, word in INPUT_ARGUMENTS.items():
+        named = getattr(s.info, field)
+        if named is None or named in parameters:
+            continue
+        candidates = [p for p in parameters if word in p and p not in ("patch_size", "window_size")]
+        if s.info.input_kind in ("image", "video") and candidates and (word != "size" or _image_size_like(candidates)):
+            raise s.fail(
+                "metadata",
+                f"{field}={named!r} is not an argument of {s.info.target}; its constructor takes {candidates}: "
+                f"set ModelInfo({field}=...) to the one holding the input's {word}",
+            )
+
+
+def _image_size_like(names: list[str]) -> bool:
+    return any(n in ("img_size", "image_size", "input_size") for n in names)
 
 
 def _check_presets_and_components(s: Subject) -> None:

@@ -66,6 +66,7 @@ def _image_model(
     reference: str,
     presets: dict[str, Preset] | None = None,
     size_arg: str = "image_size",
+    channels_arg: str = "channels",
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -83,6 +84,7 @@ def _image_model(
         reference=reference,
         presets=presets or {},
         size_arg=size_arg,
+        channels_arg=channels_arg,
     )
 
 
@@ -230,6 +232,7 @@ def vit_register_models() -> list[ModelInfo]:
             reference="vit_pytorch.cct.CCT",
             presets=CCT_PRESETS,
             size_arg="img_size",
+            channels_arg="n_input_channels",
         ),
         _image_model(
             "cross-vit",

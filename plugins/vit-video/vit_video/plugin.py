@@ -90,6 +90,7 @@ def vit_register_models() -> list[ModelInfo]:
             ),
             input_shape=INPUT_SHAPE,
             size_arg="img_size",
+            channels_arg="n_input_channels",
             frames_arg="num_frames",
             citation=(
                 "@article{hassani2021escaping,\n  title={Escaping the Big Data Paradigm with Compact "
