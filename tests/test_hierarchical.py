@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.helpers import assert_bf16_close
-from vit_core import Recorder, create_model
+from vit_core import Recorder, create_model, load_reference_weights
 from vit_core.layers import Attention, FeedForward
 from vit_core.registry import get_registry
 
@@ -573,6 +574,7 @@ def test_per_stage_tuples_of_the_wrong_length(name: str, overrides: dict, messag
         ("pit", dict(patch_size=1), ValueError, r"patch_size must be at least 2"),
         ("nest", dict(image_size=36), ValueError, r"patch map \(9, 9\) of image_size \(36, 36\) must split into 2"),
         ("cvt", dict(s2_heads=0), ValueError, r"s2_heads must be a positive int, got 0"),
+        ("cvt", dict(s1_proj_kernel=4), ValueError, r"s1_proj_kernel must be odd \(a same-size convolution.*got 4"),
         ("twins-svt", dict(peg_kernel_size=2), ValueError, r"peg_kernel_size must be odd"),
         ("regionvit", dict(local_patch_size=1), ValueError, r"local_patch_size must be at least 2"),
         ("crossformer", dict(dim_head=12), ValueError, r"every stage's dim must be divisible by dim_head=12"),
@@ -612,10 +614,34 @@ def test_sepvit_honours_window_size_and_dim_head() -> None:
     model = build("sep-vit", window_size=4, dim_head=12).eval()  # maps 8x8 then 4x4
     _, maps = Recorder(model)(example("sep-vit"))
     window_maps = [tuple(m.shape) for m in maps if m.shape[-1] == 1 + 16]
-    assert window_maps == [(2 * 4, 1, 17, 17), (2 * 1, 2, 17, 17)]  # 4 windows, then 1 (no point-wise step)
+    assert window_maps == [(2 * 4, 1, 17, 17), (2 * 1, 2, 17, 17)]  # 4 windows, then 1
     assert [tuple(m.shape) for m in maps if m.shape[-1] == 4] == [(2, 1, 4, 4)]  # between the 4 windows
+    assert [tuple(m.shape) for m in maps if m.shape[-1] == 1] == [(2, 2, 1, 1)]  # the one window with itself
     attn = model.stages[0].blocks[1].block.attn
     assert attn.to_qkv.weight.shape == (3 * 12, 16) and attn.window_norm.normalized_shape == (12,)
+
+
+def test_sepvit_stage_of_one_window_gives_every_parameter_a_gradient() -> None:
+    """A stage whose map is one window (the README's SepViT-Lite at 224 ends on a 7x7 map) still runs the
+    point-wise step, the identity there: DistributedDataParallel finds no parameter without a gradient."""
+    model = vit_hierarchical.SepViT(num_classes=10, dim=16, depth=(1, 1), heads=(1, 2), window_size=7, dim_head=8)
+    model(torch.randn(2, 3, 56, 56)).sum().backward()  # maps 14x14 (4 windows), then 7x7 (1 window)
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+    attn = model.stages[1].blocks[1].block.attn
+    assert torch.count_nonzero(attn.window_qk.weight.grad) == 0  # a softmax over one window has no slope
+
+
+@pytest.mark.oracle
+def test_sepvit_import_warns_that_the_reference_ignores_window_size(oracle) -> None:
+    from vit_pytorch.sep_vit import SepViT as Reference
+
+    cfg = dict(num_classes=10, dim=16, depth=(1, 1), heads=(1, 2), dim_head=32)
+    reference = Reference(**cfg, window_size=4)
+    with pytest.warns(UserWarning, match=r"attends in 7x7 windows whatever its window_size.*window_size=\(4, 4\)"):
+        load_reference_weights(vit_hierarchical.SepViT(**cfg, window_size=4), reference.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_reference_weights(vit_hierarchical.SepViT(**cfg, window_size=7), reference.state_dict())
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,7 @@ REGISTERED = [
     "parallel-vit",
     "small-dataset-vit",
     "learnable-memory-vit",
+    "learnable-memory-adapter",
 ]
 CCT_PRESETS = ["cct-2", "cct-4", "cct-6", "cct-7", "cct-8", "cct-14", "cct-16"]
 
@@ -381,6 +382,21 @@ def test_parity_with_vit_pytorch(oracle, key: str) -> None:
 
 
 @pytest.mark.oracle
+@pytest.mark.parametrize("layers", [2, 4, 6, 7, 8, 14, 16])
+def test_cct_preset_functions_match_the_references(oracle, layers: int) -> None:
+    """``cct_N`` as the README calls it (size and tokenizer given, the rest from the preset) against
+    vit-pytorch's ``cct_N`` with the same arguments, on imported perturbed weights."""
+    from vit_pytorch import cct as reference
+
+    kwargs = dict(img_size=32, n_conv_layers=1, kernel_size=3, num_classes=5, positional_embedding="learnable")
+    ref = perturb(getattr(reference, f"cct_{layers}")(**kwargs)).eval()
+    ours = load_reference_weights(getattr(vit_variants, f"cct_{layers}")(**kwargs), ref.state_dict()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.oracle
 def test_parity_detects_a_changed_weight(oracle) -> None:
     """The parity comparison is sharp: one head-mixing matrix transposed after import breaks it."""
     ours, ref = imported("cait")
@@ -454,10 +470,11 @@ def test_layer_dropout_only_in_training(key: str) -> None:
 
 
 @pytest.mark.oracle
-def test_reference_cait_drops_layers_in_eval(oracle) -> None:
-    """What the fix is about: vit-pytorch's CaiT gives different outputs for one input in eval mode."""
-    from vit_pytorch.cait import CaiT as Reference
-
+@pytest.mark.parametrize("module", ["cait.CaiT", "xcit.XCiT"])
+def test_reference_drops_layers_in_eval(oracle, module: str) -> None:
+    """What the fix is about: vit-pytorch's CaiT and XCiT give different outputs for one input in eval mode."""
+    path, name = module.split(".")
+    Reference = getattr(importlib.import_module(f"vit_pytorch.{path}"), name)
     ref = Reference(**dict(SMALL, cls_depth=2, depth=4, layer_dropout=0.5)).eval()
     x = image()
     with torch.no_grad():
@@ -505,6 +522,55 @@ def test_vit_train_and_bench_follow_ccts_input_channels(name: str) -> None:
     assert shape[0] == 1
 
 
+def _class_token_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The head-averaged class-attention rows ``(cls_depth, 1 + patches)`` that Recorder records."""
+    recorder = Recorder(model, layer=model.cls_transformer)
+    with torch.no_grad():
+        _, maps = recorder(x)
+    recorder.eject()
+    return maps[0].mean(1)[:, 0]
+
+
+@pytest.mark.parametrize("key", ["cait", "xcit"])
+def test_attention_map_of_class_attention_models_reads_the_class_token(key: str) -> None:
+    """``vit attention`` on CaiT and XCiT: the class token's attention over the patches ("last"), and its
+    rollout through the class-attention layers, carried through the patch layers' rollout where those
+    attend over tokens (CaiT; XCiT's XCA maps are channel to channel and are left out)."""
+    from vit_core.attention_map import attention_map
+
+    model = build(key).eval()
+    x = image(batch=1)
+    rows = _class_token_rows(model, x)
+    last = rows[-1, 1:]
+    assert torch.allclose(attention_map(model, x, "last"), (last / last.sum()).reshape(4, 4), atol=1e-6)
+    weights = torch.zeros(16)
+    for row in rows:
+        weights = (1 + row[0]) / 2 * weights + row[1:] / 2
+    if key == "cait":
+        with torch.no_grad():
+            _, patch_maps = Recorder(model)(x)
+        joint = torch.eye(16)
+        for layer in patch_maps[0].mean(1):
+            mixed = layer + torch.eye(16)
+            joint = (mixed / mixed.sum(-1, keepdim=True)) @ joint
+        weights = weights @ joint
+    assert torch.allclose(attention_map(model, x, "rollout"), (weights / weights.sum()).reshape(4, 4), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cait", "xcit", "cct", "cct-2"])
+def test_vit_attention_draws_class_attention_and_cct_models(name: str, tmp_path) -> None:
+    from PIL import Image
+
+    from vit_core.attention_map import draw
+
+    Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "in.png")
+    model = create_model(name)
+    heat = draw(model, tmp_path / "in.png", tmp_path / "out.png")
+    assert heat.sum().item() == pytest.approx(1.0) and heat.ndim == 2
+    with Image.open(tmp_path / "out.png") as written:
+        assert written.size == (40, 30)
+
+
 # --- training, determinism, precision ---------------------------------------------------------
 
 
@@ -518,6 +584,18 @@ def test_gradients_reach_every_parameter(key: str) -> None:
     (out * torch.randn_like(out)).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+def test_spt_is_deterministic_and_runs_in_bf16() -> None:
+    spt = vit_variants.SPT(dim=16, patch_size=4, channels=3).eval()
+    x = image()
+    with torch.no_grad():
+        first, second = spt(x), spt(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = spt(x)
+    assert torch.equal(first, second) and first.shape == (2, 16, 16)
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert (low.float() - first).abs().max() < 0.05 * first.abs().max()
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -733,9 +811,38 @@ def test_adapter_needs_a_learnable_memory_backbone() -> None:
 
     with pytest.raises(TypeError, match=r"vit must be a vit_variants.LearnableMemoryViT .* got ViT"):
         vit_variants.Adapter(vit=ViT(**SMALL))
-    adapter = vit_variants.Adapter(vit=build("learnable-memory-vit"))
-    with pytest.raises(ValueError, match=r"img must be image_size \(16, 16\) for an Adapter"):
-        adapter(image(size=8))
+    adapter = vit_variants.Adapter(vit=build("learnable-memory-vit")).eval()
+    with pytest.raises(ValueError, match=r"img spatial size \(20, 20\) is larger than image_size \(16, 16\)"):
+        adapter(image(size=20))
+
+
+def test_adapter_runs_at_the_backbones_sizes_and_keeps_it_frozen() -> None:
+    """The memory mask follows the backbone's token count: smaller inputs (as the backbone takes them) and a
+    resized backbone work, and set_input_size leaves the backbone's resampled positions frozen."""
+    backbone = build("learnable-memory-vit")
+    adapter = vit_variants.Adapter(vit=backbone, num_memories_per_layer=3, num_classes=4).eval()
+    with torch.no_grad():
+        assert adapter(image(size=8)).shape == (2, 4)
+        adapter.set_input_size(24)
+        assert adapter(image(size=24)).shape == (2, 4)
+    assert not any(p.requires_grad for p in backbone.parameters())
+    assert all(p.requires_grad for p in adapter.parameters() if not any(p is q for q in backbone.parameters()))
+
+
+def test_adapter_intermediates_carry_the_task_token_and_memories() -> None:
+    adapter = vit_variants.Adapter(vit=build("learnable-memory-vit"), num_memories_per_layer=3).eval()
+    x = image()
+    with torch.no_grad():
+        final, hidden = adapter.forward_intermediates(x)
+        maps = adapter.forward_intermediates(x, indices=1, output_fmt="NCHW", intermediates_only=True)
+        features = adapter.forward_features(x)
+        backbone_features = adapter.vit.forward_features(x)
+    assert torch.allclose(final, features) and len(hidden) == 2 == len(adapter.feature_info)
+    assert hidden[0].shape == (2, 1 + 1 + 16, 16)  # the task's token, the backbone's class token, 16 patches
+    assert torch.allclose(features[:, 1:], backbone_features, atol=1e-6)  # the backbone's tokens are untouched
+    assert not torch.allclose(adapter.forward_head(features), adapter.vit.forward_head(backbone_features)[:, :2])
+    assert len(maps) == 1 and maps[0].shape == (2, 16, 4, 4)
+    assert torch.allclose(maps[0], hidden[-1][:, 2:].transpose(1, 2).reshape(2, 16, 4, 4))
 
 
 def test_xcit_checks() -> None:
@@ -762,6 +869,14 @@ def test_conformance_kit() -> None:
     from vit_core.testing import check_plugin
 
     assert check_plugin("variants") == REGISTERED
+
+
+@pytest.mark.parametrize("name", CCT_PRESETS)
+def test_conformance_kit_on_every_preset(name: str) -> None:
+    """The kit builds no preset (they are large); these are CCT's paper sizes, checked one by one."""
+    from vit_core.testing import check_model
+
+    check_model(name)
 
 
 def test_presets_are_registered_and_described() -> None:

@@ -7,6 +7,9 @@ Two maps from the attention that :class:`vit_core.Recorder` records:
 * ``rollout``: attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers",
   arXiv 2005.00928): per layer the head-averaged attention plus the identity (the residual path),
   rows renormalised, multiplied through the layers; the class token's row over the patches.
+
+Models with class-attention layers (CaiT, XCiT) name them in ``class_attention_trunk``; see
+:func:`attention_map`.
 """
 
 from __future__ import annotations
@@ -35,44 +38,94 @@ def _grid_and_prefix(model: nn.Module, x: Tensor) -> tuple[tuple[int, int], int]
 
 
 def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tensor:
-    """``(grid_h, grid_w)`` map, summing to 1, of where ``model`` attends on the single image ``x`` ``(1, c, h, w)``."""
-    from vit_core.tools.recorder import Recorder
+    """``(grid_h, grid_w)`` map, summing to 1, of where ``model`` attends on the single image ``x`` ``(1, c, h, w)``.
 
+    Two attributes of a model change what is read (both optional):
+
+    * ``class_attention_trunk``: the name of its submodule of class-attention layers (CaiT, XCiT),
+      whose recorded maps are the class token's over ``[itself, patches]``.  ``last`` is then the
+      last of those layers' map over the patches, ``rollout`` their rollout (the patches do not
+      change there; the class token keeps half of its own path at each layer) carried through the
+      rollout of the patch layers below;
+    * ``token_attention``: ``False`` when ``Recorder(model)``'s maps are not token-to-token maps
+      (XCiT's cross-covariance maps are channel to channel): the patch layers are then left out.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"x must be one image (1, channels, height, width), got shape {tuple(x.shape)}")
     grid, prefix = _grid_and_prefix(model, x)
     patches = grid[0] * grid[1]
-    with torch.no_grad():
-        _, attention = Recorder(model)(x)
-    if isinstance(attention, Tensor):
-        layers = attention[0]
-    else:
-        sizes = sorted({tuple(a.shape[-2:]) for a in attention})
-        if len(sizes) > 1:
-            raise TypeError(
-                f"{type(model).__name__}'s layers attend over different token counts {sizes} (it drops tokens "
-                "on the way), so its attention cannot be placed on the image grid"
-            )
-        layers = torch.stack([a[0] for a in attention])
-    layers = layers.float().mean(1)  # (layers, n, n), heads averaged
-    if layers.shape[-1] != prefix + patches or layers.shape[-2] != prefix + patches:
-        raise TypeError(
-            f"{type(model).__name__}'s attention is over {tuple(layers.shape[-2:])} tokens, not the "
-            f"{prefix} prefix + {patches} patch tokens of its grid {grid}: it cannot be drawn on the image"
-        )
-    if method == "last":
-        joint = layers[-1]
-    else:
-        eye = torch.eye(layers.shape[-1])
-        joint = eye
-        for layer in layers:
-            mixed = layer + eye
-            joint = (mixed / mixed.sum(-1, keepdim=True)) @ joint
-    row = joint[0] if prefix else joint.mean(0)
+    class_trunk = getattr(model, "class_attention_trunk", None)
+    token_attention = getattr(model, "token_attention", True)
+    if class_trunk is None:
+        if not token_attention:
+            raise TypeError(f"{type(model).__name__} records no token-to-token attention to draw on the image")
+        joint = _patch_rollout(model, x, grid, prefix, method)
+        return _normalised(joint[0] if prefix else joint.mean(0), prefix, grid)
+    weights = _class_attention(model, x, getattr(model, class_trunk), patches, method)
+    if method == "rollout" and token_attention:
+        weights = weights @ _patch_rollout(model, x, grid, prefix, method)[prefix:, prefix:]
+    return _normalised(weights, 0, grid)
+
+
+def _normalised(row: Tensor, prefix: int, grid: tuple[int, int]) -> Tensor:
+    """``row``'s weights on the patch tokens (after ``prefix`` others) as a ``grid`` map summing to 1."""
     weights = row[prefix:].clamp_min(0)
     return (weights / weights.sum().clamp_min(1e-12)).reshape(grid)
+
+
+def _recorded_layers(model: nn.Module, x: Tensor, **recorder: Any) -> Tensor:
+    """The head-averaged maps ``(layers, queries, keys)`` that :class:`Recorder` records on ``x``."""
+    from vit_core.tools.recorder import Recorder
+
+    with torch.no_grad():
+        _, attention = Recorder(model, **recorder)(x)
+    if isinstance(attention, Tensor):
+        return attention[0].float().mean(1)
+    sizes = sorted({tuple(a.shape[-2:]) for a in attention})
+    if len(sizes) > 1:
+        raise TypeError(
+            f"{type(model).__name__}'s layers attend over different token counts {sizes} (it drops tokens "
+            "on the way), so its attention cannot be placed on the image grid"
+        )
+    return torch.stack([a[0] for a in attention]).float().mean(1)
+
+
+def _patch_rollout(model: nn.Module, x: Tensor, grid: tuple[int, int], prefix: int, method: str) -> Tensor:
+    """``(tokens, tokens)``: the last layer's map (``last``) or the rollout through every layer."""
+    layers = _recorded_layers(model, x)
+    tokens = prefix + grid[0] * grid[1]
+    if layers.shape[-1] != tokens or layers.shape[-2] != tokens:
+        raise TypeError(
+            f"{type(model).__name__}'s attention is over {tuple(layers.shape[-2:])} tokens, not the "
+            f"{prefix} prefix + {tokens - prefix} patch tokens of its grid {grid}: it cannot be drawn on the image"
+        )
+    if method == "last":
+        return layers[-1]
+    eye = torch.eye(tokens)
+    joint = eye
+    for layer in layers:
+        mixed = layer + eye
+        joint = (mixed / mixed.sum(-1, keepdim=True)) @ joint
+    return joint
+
+
+def _class_attention(model: nn.Module, x: Tensor, trunk: nn.Module, patches: int, method: str) -> Tensor:
+    """``(patches,)``: the class token's weight on each patch token after its class-attention layers."""
+    layers = _recorded_layers(model, x, layer=trunk)
+    if layers.shape[-2:] != (1, 1 + patches):
+        raise TypeError(
+            f"{type(model).__name__}'s class attention is over {tuple(layers.shape[-2:])}, not the class token "
+            f"over itself and {patches} patches"
+        )
+    rows = layers[:, 0]  # (layers, 1 + patches)
+    if method == "last":
+        return rows[-1, 1:]
+    weights = torch.zeros(patches)
+    for row in rows:  # the class token: half its own path (residual + attention to itself), half the patches
+        weights = (1 + row[0]) / 2 * weights + row[1:] / 2
+    return weights
 
 
 def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> tuple[Any, Tensor]:
@@ -102,14 +155,28 @@ def overlay(image: Any, heat: Tensor, alpha: float = 0.5) -> Any:
     return Image.fromarray((blended * 255).round().to(torch.uint8).numpy(), mode="RGB")
 
 
+def _input_arguments(model: nn.Module) -> tuple[str, str]:
+    """The constructor arguments of the input's channels and size: its registry entry's
+    ``channels_arg`` and ``size_arg`` (CCT: ``n_input_channels``, ``img_size``), else the usual names."""
+    from vit_core.registry import UnknownModelError, get_registry
+
+    try:
+        info = get_registry().info_for_class(type(model))
+    except UnknownModelError:
+        return "channels", "image_size"
+    return info.channels_arg, info.size_arg
+
+
 def model_size(model: nn.Module) -> tuple[int, tuple[int, int]]:
-    """Input channels and image size the model was built for (its ``channels``, ``init_config``)."""
+    """Input channels and image size the model was built for (its ``init_config``, under the
+    arguments its registry entry names; else its ``channels`` and ``image_size``)."""
     config = getattr(model, "init_config", {}) or {}
-    channels = getattr(model, "channels", None)
-    channels = channels if isinstance(channels, int) and not isinstance(channels, bool) else config.get("channels", 3)
-    size = config.get("image_size", getattr(model, "image_size", None))
+    channels_arg, size_arg = _input_arguments(model)
+    channels = config.get(channels_arg, getattr(model, "channels", None))
+    channels = channels if isinstance(channels, int) and not isinstance(channels, bool) else 3
+    size = config.get(size_arg, getattr(model, "image_size", None))
     if size is None:
-        raise TypeError(f"{type(model).__name__} records no image_size, so the input cannot be resized for it")
+        raise TypeError(f"{type(model).__name__} records no {size_arg}, so the input cannot be resized for it")
     h, w = (size, size) if isinstance(size, int) else tuple(size)[-2:]
     return int(channels), (int(h), int(w))
 

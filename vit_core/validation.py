@@ -28,6 +28,13 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def check_odd_kernel(name: str, value: Any) -> int:
+    """A positive odd convolution kernel: padded by ``value // 2``, it keeps the map's size."""
+    if check_positive_int(name, value) % 2 == 0:
+        raise ValueError(f"{name} must be odd (a same-size convolution, padded by kernel // 2), got {value!r}")
+    return value
+
+
 def check_positive_ints(**values: Any) -> None:
     """``check_positive_int`` on each keyword argument, named by its keyword."""
     for name, value in values.items():

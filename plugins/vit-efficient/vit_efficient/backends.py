@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vit_core.validation import check_positive_int, check_probability
+from vit_core.validation import check_odd_kernel, check_positive_int, check_probability
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,7 @@ def nystromformer(
     check_positive_int("pinv_iterations", pinv_iterations)
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {residual!r}")
-    if check_positive_int("residual_conv_kernel", residual_conv_kernel) % 2 == 0:
-        raise ValueError(f"residual_conv_kernel must be odd (it keeps the token count), got {residual_conv_kernel}")
+    check_odd_kernel("residual_conv_kernel", residual_conv_kernel)
     package = import_backend("nystrom")
     trunk = package.Nystromformer(
         dim=dim,

@@ -14,7 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from vit_core.layers import FeedForward, TransformerBlock
-from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
+from vit_core.validation import check_non_negative_int, check_odd_kernel, check_positive_int, check_probability
 from vit_hierarchical.attention import MapProjectionAttention
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
 from vit_hierarchical.validation import conv_side
@@ -90,7 +90,8 @@ class CvT(HierarchicalModel):
         configs = [{k: args[f"s{i}_{k}"] for k in STAGE_ARGS} for i in (1, 2, 3)]
         for i, config in enumerate(configs, start=1):
             for key, value in config.items():
-                (check_non_negative_int if key == "depth" else check_positive_int)(f"s{i}_{key}", value)
+                checks = {"depth": check_non_negative_int, "proj_kernel": check_odd_kernel}
+                checks.get(key, check_positive_int)(f"s{i}_{key}", value)
         check_positive_int("channels", channels)
         check_positive_int("dim_head", dim_head)
         check_probability("dropout", dropout)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import Transformer
-from vit_core.validation import check_positive_int, check_probability
+from vit_core.validation import check_odd_kernel, check_positive_int, check_probability
 from vit_hierarchical.conv import ConvNormAct, InvertedResidual
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage
 from vit_hierarchical.validation import as_pair, conv_side, per_stage
@@ -110,9 +110,7 @@ class MobileViT(HierarchicalModel):
             ("dim_head", dim_head),
         ):
             check_positive_int(name, value)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (same-size convolutions), got {kernel_size}")
+        check_odd_kernel("kernel_size", kernel_size)
         check_probability("dropout", dropout)
         patch = as_pair("patch_size", patch_size)
         super().__init__(channels=in_channels, rule=self._side_problem)

@@ -27,7 +27,9 @@ from vit_hierarchical.windows import merge, partition
 class SeparableWindowAttention(Attention):
     """DSSA over the ``grid=(h, w)`` token map: window attention with a window token (depth-wise),
     then attention between windows (point-wise) with queries and keys from the window tokens and
-    the windows' maps as values.  With a single window only the depth-wise step runs."""
+    the windows' maps as values.  With a single window the point-wise step is the identity (a
+    softmax over one window), and it still runs: its parameters get their (zero) gradients, so
+    DistributedDataParallel finds no unused parameter (vit-pytorch skips it, leaving them none)."""
 
     def __init__(self, dim: int, heads: int, dim_head: int, window: int, dropout: float = 0.0) -> None:
         super().__init__(dim, heads, dim_head, dropout, project_out=True)
@@ -56,12 +58,11 @@ class SeparableWindowAttention(Attention):
         q, k, v = self.project(tokens)
         out = self.attend(q, k, v)
         summary, maps = out[:, :, 0], out[:, :, 1:]
-        if count > 1:
-            summary = summary.reshape(b, count, self.heads, d).transpose(1, 2)
-            maps = maps.reshape(b, count, self.heads, n * d).transpose(1, 2)
-            qk = self.window_qk(self.window_act(self.window_norm(summary)).transpose(1, 2).reshape(b, count, -1))
-            wq, wk = split_heads(qk, self.heads).split(d, dim=-1)
-            maps = self.attend(wq.contiguous(), wk.contiguous(), maps).transpose(1, 2)
+        summary = summary.reshape(b, count, self.heads, d).transpose(1, 2)
+        maps = maps.reshape(b, count, self.heads, n * d).transpose(1, 2)
+        qk = self.window_qk(self.window_act(self.window_norm(summary)).transpose(1, 2).reshape(b, count, -1))
+        wq, wk = split_heads(qk, self.heads).split(d, dim=-1)
+        maps = self.attend(wq.contiguous(), wk.contiguous(), maps).transpose(1, 2)
         out = maps.reshape(b * count, self.heads, n, d).transpose(1, 2).reshape(b * count, n, -1)
         out = merge(self.out_dropout(self.to_out(out)), window, (h, w), "window")
         return out.reshape(b, h * w, -1)

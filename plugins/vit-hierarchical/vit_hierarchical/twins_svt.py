@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from vit_core.layers import Attention, ChannelsLastPatchEmbedding, FeedForward, TransformerBlock
-from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
+from vit_core.validation import check_non_negative_int, check_odd_kernel, check_positive_int, check_probability
 from vit_hierarchical.attention import MapProjectionAttention
 from vit_hierarchical.conv import PositionEncodingGenerator
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
@@ -88,9 +88,7 @@ class TwinsSVT(HierarchicalModel):
         stage_heads = per_stage("heads", heads, len(configs), check=check_positive_int)
         for name, value in (("channels", channels), ("dim_head", dim_head), ("mlp_mult", mlp_mult)):
             check_positive_int(name, value)
-        check_positive_int("peg_kernel_size", peg_kernel_size)
-        if peg_kernel_size % 2 == 0:
-            raise ValueError(f"peg_kernel_size must be odd (a same-size convolution), got {peg_kernel_size}")
+        check_odd_kernel("peg_kernel_size", peg_kernel_size)
         check_probability("dropout", dropout)
         super().__init__(channels=channels, rule=self._side_problem)
         self.configs = configs

@@ -15,6 +15,7 @@ built from the same arguments.  Layout conversions shared by several models:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -492,12 +493,25 @@ SEPVIT_BLOCK_RULES = [
 ]
 
 
+REFERENCE_SEPVIT_WINDOW = 7
+"""The window side vit-pytorch's SepViT uses, whatever its ``window_size`` argument."""
+
+
 def import_sep_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     """``vit_pytorch.sep_vit.SepViT`` -> :class:`vit_hierarchical.SepViT`.
 
     vit-pytorch's DSSA always uses 7x7 windows and 32-wide heads, whatever ``window_size`` and
-    ``dim_head`` say; the outputs match a model built with ``window_size=7, dim_head=32``.
+    ``dim_head`` say; the outputs match a model built with ``window_size=7, dim_head=32``.  The
+    weights do not depend on the window, so they load into any ``window_size``, with a warning
+    that the outputs then differ from the reference's.
     """
+    if any(window != REFERENCE_SEPVIT_WINDOW for window in model.windows):
+        warnings.warn(
+            f"vit-pytorch's SepViT attends in {REFERENCE_SEPVIT_WINDOW}x{REFERENCE_SEPVIT_WINDOW} windows whatever its "
+            f"window_size; these weights load into window_size={model.windows}, so the outputs will differ from the "
+            f"reference's (build with window_size={REFERENCE_SEPVIT_WINDOW} to reproduce them)",
+            stacklevel=2,
+        )
     state = channel_norm_names(state)
     out: StateDict = {}
     for i, stage in enumerate(model.stages):

@@ -89,6 +89,9 @@ class CaiT(PatchTransformer):
     ``dynamic_img_size`` and ``set_input_size`` run it at other sizes (positions resampled, as ViT).
     """
 
+    class_attention_trunk = "cls_transformer"
+    """``vit attention`` draws the class token's attention from these layers (see :mod:`vit_core.attention_map`)."""
+
     def __init__(
         self,
         *,

@@ -9,12 +9,14 @@ memories or the new class token, so the backbone's own outputs are unchanged and
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vit_core.models.base import VisionModel
+from vit_core.layers.transformer import resolve_indices
+from vit_core.models.base import VisionModel, block_feature_info, check_output_fmt
 from vit_core.validation import check_non_negative_int
 from vit_variants.attention import ContextAttention
 from vit_variants.class_token_vit import ClassTokenViT
@@ -46,7 +48,9 @@ class Adapter(VisionModel):
 
     Arguments as vit-pytorch's ``learnable_memory_vit.Adapter``.  Building it freezes the
     backbone (``requires_grad=False`` on all its parameters); only the adapter's own parameters
-    train, and the backbone's outputs stay what they were.  Images must be ``image_size``.
+    train, and the backbone's outputs stay what they were.  The memory mask follows the
+    backbone's token count, so the adapter runs at whatever size the backbone takes
+    (:meth:`set_input_size` resizes the backbone and keeps it frozen).
     """
 
     def __init__(self, *, vit: LearnableMemoryViT, num_memories_per_layer: int = 10, num_classes: int = 2) -> None:
@@ -63,24 +67,53 @@ class Adapter(VisionModel):
         self.num_features = dim
         self.memory_cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.memories = nn.Parameter(torch.randn(depth, memories, dim) * 0.02)
-        backbone_tokens = vit.num_prefix_tokens + math.prod(vit.grid)
-        self.register_buffer("attn_mask", memory_mask(backbone_tokens, memories)[None], persistent=False)
         self.norm = nn.LayerNorm(dim)
         self.num_classes = check_non_negative_int("num_classes", num_classes)
         self.head = self.make_head(num_classes)
 
+    def set_input_size(self, image_size: int | Sequence[int], interpolation: str = "bicubic") -> None:
+        """The backbone's :meth:`~vit_core.ViT.set_input_size`, its resampled positions kept frozen."""
+        self.vit.set_input_size(image_size, interpolation)
+        self.vit.requires_grad_(False)
+
     def forward_features(self, img: Tensor) -> Tensor:
         """``(batch, 1 + backbone tokens, dim)``: the task's class token, then the backbone's tokens."""
-        tokens = self.vit.embed(img)
-        if tokens.shape[1] + 1 != self.attn_mask.shape[-2]:
-            raise ValueError(
-                f"img must be image_size {self.vit.input_size} for an Adapter (its attention mask is built for "
-                f"that many tokens), got shape {tuple(img.shape)}"
-            )
-        x = torch.cat((self.memory_cls_token.expand(len(tokens), -1, -1), self.vit.dropout(tokens)), dim=1)
-        for layer, memories in zip(self.vit.transformer.layers, self.memories):
-            x = layer(x, mask=self.attn_mask, context=memories.expand(len(x), -1, -1))
-        return self.vit.transformer.norm(x)
+        return self.forward_intermediates(img, indices=[])[0]
 
     def pool_features(self, features: Tensor) -> Tensor:
         return self.norm(features[:, 0])
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        return block_feature_info(self.vit.transformer, self.num_features, max(self.vit.patch_size), "vit.transformer")
+
+    def forward_intermediates(
+        self,
+        img: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
+        """The tokens after the backbone layers chosen by ``indices`` (timm's meaning), with the
+        task's memories, and ``forward_features(img)``.  ``"NLC"``: ``(batch, 1 + backbone tokens,
+        dim)``; ``"NCHW"``: the patch tokens as ``(batch, dim, height, width)`` maps; ``norm``: the
+        backbone's final norm on each."""
+        check_output_fmt(output_fmt)
+        layers = self.vit.transformer.layers
+        chosen = resolve_indices(indices, len(layers))
+        tokens = self.vit.embed(img)
+        mask = memory_mask(tokens.shape[1], self.memories.shape[1]).to(tokens.device)[None]
+        x = torch.cat((self.memory_cls_token.expand(len(tokens), -1, -1), self.vit.dropout(tokens)), dim=1)
+        hidden = []
+        for i, (layer, memories) in enumerate(zip(layers, self.memories)):
+            if intermediates_only and len(hidden) == len(chosen):
+                break
+            x = layer(x, mask=mask, context=memories.expand(len(x), -1, -1))
+            if i in chosen:
+                hidden.append(self.vit.transformer.norm(x) if norm else x)
+        if output_fmt == "NCHW":
+            skip, grid = 1 + self.vit.num_prefix_tokens, self.vit.token_grid(tuple(img.shape[-2:]))
+            hidden = [h[:, skip:].transpose(1, 2).reshape(len(h), h.shape[-1], *grid) for h in hidden]
+        return hidden if intermediates_only else (self.vit.transformer.norm(x), hidden)

@@ -6,7 +6,7 @@ Metadata only: this module does not import torch.
 from __future__ import annotations
 
 from vit_core.hookspecs import hookimpl
-from vit_core.registry import ModelInfo, Preset
+from vit_core.registry import Component, ModelInfo, Preset
 
 API_VERSION = 2  # the vit_core.HOOK_API_VERSION this plugin was written for
 
@@ -377,5 +377,34 @@ def vit_register_models() -> list[ModelInfo]:
             ),
             importer="vit_variants.weights:import_learnable_memory_vit",
             reference="vit_pytorch.learnable_memory_vit.ViT",
+        ),
+        ModelInfo(
+            name="learnable-memory-adapter",
+            target="vit_variants.learnable_memory:Adapter",
+            family=FAMILY,
+            paper_title="Fine-tuning Image Transformers using Learnable Memory",
+            paper_url="https://arxiv.org/abs/2203.15243",
+            summary="A task on a frozen LearnableMemoryViT: per-layer memory tokens, a class token and a head.",
+            input_kind="image",
+            default_config=dict(
+                vit=Component("learnable-memory-vit", trained=False), num_memories_per_layer=2, num_classes=10
+            ),
+            input_shape=INPUT_SHAPE,
+            citation=_bib(
+                "sandler2022fine",
+                "Fine-tuning Image Transformers using Learnable Memory",
+                "Mark Sandler and Andrey Zhmoginov and Max Vladymyrov and Andrew Jackson",
+                "2203.15243",
+                2022,
+            ),
+            example=(
+                "from vit_variants import Adapter, LearnableMemoryViT\n"
+                "v = LearnableMemoryViT(image_size=256, patch_size=16, num_classes=1000, dim=1024, depth=6,\n"
+                "                       heads=8, mlp_dim=2048)\n"
+                "adapter = Adapter(vit=v, num_classes=2, num_memories_per_layer=5)\n"
+                "logits = adapter(torch.randn(4, 3, 256, 256))  # (4, 2): frozen backbone, learnable memories and head"
+            ),
+            importer="vit_variants.weights:import_adapter",
+            reference="vit_pytorch.learnable_memory_vit.Adapter",
         ),
     ]

@@ -40,7 +40,7 @@ from vit_core.validation import (
     as_tuple,
     check_grid,
     check_non_negative_int,
-    check_positive_int,
+    check_odd_kernel,
     check_positive_ints,
     check_probability,
 )
@@ -82,8 +82,7 @@ class LocalPatchInteraction(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int = 3) -> None:
         super().__init__()
-        if check_positive_int("local_patch_kernel_size", kernel_size) % 2 == 0:
-            raise ValueError(f"local_patch_kernel_size must be odd (the grid keeps its size), got {kernel_size}")
+        check_odd_kernel("local_patch_kernel_size", kernel_size)
         self.conv1 = DepthwiseConv2d(dim, None, kernel_size)
         self.bn = nn.BatchNorm2d(dim)
         self.act = nn.GELU()
@@ -141,6 +140,10 @@ class XCiT(PatchTransformer):
     """
 
     trunk_needs_grid = True
+    class_attention_trunk = "cls_transformer"
+    token_attention = False
+    """``vit attention`` draws the class token's attention of the class-attention layers, not the XCA
+    channel maps (see :mod:`vit_core.attention_map`)."""
 
     def __init__(
         self,
