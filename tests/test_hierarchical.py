@@ -86,7 +86,16 @@ README = {
     ),
     "levit": (
         "LeViT",
-        dict(image_size=224, num_classes=1000, stages=3, dim=(256, 384, 512), depth=4, heads=(4, 6, 8), mlp_mult=2),
+        dict(
+            image_size=224,
+            num_classes=1000,
+            stages=3,
+            dim=(256, 384, 512),
+            depth=4,
+            heads=(4, 6, 8),
+            mlp_mult=2,
+            dropout=0.1,
+        ),
         (1, 3, 224, 224),
         [(1, 256, 14, 14), (1, 384, 7, 7), (1, 512, 4, 4)],
     ),
@@ -168,7 +177,13 @@ README = {
     ),
     "crossformer": (
         "CrossFormer",
-        dict(num_classes=1000, dim=(64, 128, 256, 512), depth=(2, 2, 8, 2), global_window_size=(8, 4, 2, 1)),
+        dict(
+            num_classes=1000,
+            dim=(64, 128, 256, 512),
+            depth=(2, 2, 8, 2),
+            global_window_size=(8, 4, 2, 1),
+            local_window_size=7,
+        ),
         (1, 3, 224, 224),
         [(1, 64, 56, 56), (1, 128, 28, 28), (1, 256, 14, 14), (1, 512, 7, 7)],
     ),
@@ -240,8 +255,9 @@ def test_readme_example(name: str) -> None:
     model = getattr(vit_hierarchical, cls)(**kwargs).eval()
     img = torch.randn(shape)
     final, intermediates = model.forward_intermediates(img, output_fmt="NCHW")
-    logits = model.forward_head(final)
+    logits = model(img)
     assert logits.shape == (shape[0], 1000)
+    assert torch.allclose(model.forward_head(final), logits, atol=1e-5)
     assert [tuple(maps_of(m).shape) for m in intermediates] == maps
 
 
@@ -530,7 +546,7 @@ def test_sizes_that_do_not_fit(name: str) -> None:
 def test_wrong_channels_and_rank(name: str) -> None:
     model = build(name).eval()
     c, h, w = info(name).input_shape
-    with pytest.raises(ValueError, match=rf"img must have channels={c}"):
+    with pytest.raises(ValueError, match=rf"img must have {info(name).channels_arg}={c}"):
         model(torch.randn(1, c + 1, h, w))
     with pytest.raises(ValueError, match=r"img must have 4 dimensions \(batch, channels, height, width\)"):
         model(torch.randn(c, h, w))
@@ -653,8 +669,18 @@ def test_input_channels_argument(name: str, argument: str) -> None:
     model = build(name, **{argument: 1}).eval()
     _, h, w = info(name).input_shape
     assert model(torch.randn(2, 1, h, w)).shape == (2, 10)
-    with pytest.raises(ValueError, match=r"img must have channels=1"):
+    with pytest.raises(ValueError, match=rf"img must have {argument}=1"):
         model(torch.randn(2, 3, h, w))
+
+
+def test_mobilevit_names_in_channels_and_takes_any_odd_kernel() -> None:
+    """``channels`` is the width list: an int there points at ``in_channels``.  vit-pytorch pads its n x n
+    convolutions by 1, so ``kernel_size=5`` breaks its shapes; ours pads by ``kernel_size // 2``."""
+    with pytest.raises(ValueError, match=r"got 3; the image's channel count is in_channels"):
+        build("mobilevit", channels=3)
+    model = build("mobilevit", kernel_size=5).eval()
+    _, h, w = info("mobilevit").input_shape
+    assert model(torch.randn(2, 3, h, w)).shape == (2, 10)
 
 
 def test_cvt_proj_kernel_is_used() -> None:

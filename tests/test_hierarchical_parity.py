@@ -238,3 +238,50 @@ def test_reference_levit_leaves_most_of_its_backbone_untrained(oracle) -> None:
     reference(torch.randn(CASES["levit-distill"][3]))[0].sum().backward()
     dead = [n for n, p in reference.named_parameters() if p.grad is None or not p.grad.any()]
     assert len(dead) > len(list(reference.parameters())) // 2
+
+
+REFERENCE_FIXES = ["cvt", "twins-svt", "regionvit", "crossformer", "sep-vit", "mobilevit", "nest"]
+
+
+@pytest.mark.parametrize("name", REFERENCE_FIXES)
+def test_vit_convert_applies_what_the_reference_hard_codes(tmp_path, name: str) -> None:
+    """A vit-pytorch model built from the default configuration's arguments it takes (its head counts and
+    widths are fixed inside it) converts with no --set: ``reference_config`` supplies them."""
+    import inspect
+
+    from vit_core import load_model
+    from vit_core.io import convert_reference
+    from vit_core.registry import get_registry
+
+    info = get_registry().info(name)
+    module, _, attr = info.reference.rpartition(".")
+    Reference = getattr(importlib.import_module(module), attr)
+    accepted = inspect.signature(Reference).parameters
+    config = {k: v for k, v in info.default_config.items() if k in accepted}
+    config.update({k: v for k, v in info.reference_config.items() if k in accepted})  # taken but ignored (SepViT)
+    settings, x = {}, torch.randn(2, *info.input_shape)
+    if name == "regionvit":  # its local tokenizer is the reference's at local_patch_size=4 only
+        settings, x = {"local_patch_size": 4}, torch.randn(2, 3, 64, 64)
+    if name == "crossformer":  # the reference's 32-wide heads need widths divisible by 32
+        settings = {"dim": (32, 32, 64, 64)}
+    if name == "sep-vit":
+        x = torch.randn(2, 3, 224, 224)  # the reference's fixed 7x7 windows need maps divisible by 7
+    reference = perturb(Reference(**config | settings)).eval()
+    torch.save(reference.state_dict(), tmp_path / "reference.pt")
+    convert_reference(name, tmp_path / "reference.pt", tmp_path / "out", **settings)
+    ours = load_model(tmp_path / "out").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), atol=1e-5, rtol=1e-5)
+
+
+def test_regionvit_import_names_the_local_tokenizer_it_needs() -> None:
+    """vit-pytorch embeds local tokens with an 8x8 stride-4 convolution whatever ``local_patch_size``;
+    ours follows it (a 2p x 2p stride-p convolution), so only ``local_patch_size=4`` shares its weights."""
+    from vit_pytorch.regionvit import RegionViT as Reference
+
+    cfg = dict(dim=(16, 32, 48, 64), depth=1, window_size=2, local_patch_size=2, num_classes=10)
+    reference = Reference(**cfg)
+    with pytest.raises(ValueError, match=r"8x8 stride-4 convolution whatever local_patch_size.*got local_patch_size=2"):
+        load_reference_weights(vit_hierarchical.RegionViT(**cfg), reference.state_dict())
+    ours = vit_hierarchical.RegionViT(**cfg)
+    assert ours.local_encoder.module.kernel_size == (4, 4) and ours.local_encoder.module.stride == (2, 2)

@@ -109,6 +109,16 @@ def test_importer_rejects_unknown_keys(oracle):
         load_reference_weights(ViT(**cfg), state)
 
 
+def test_importer_names_a_configuration_mismatch(oracle):
+    """A state dict of another patch size fails while converting (a reshape), not as a bare shape error."""
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=32, patch_size=8) | SMALL
+    state = Reference(**cfg | dict(patch_size=16)).state_dict()
+    with pytest.raises(ValueError, match=r"does not fit this ViT: vit_core.weights:import_vit failed with RuntimeError"):
+        load_reference_weights(ViT(**cfg), state)
+
+
 def test_simple_vit_single_full_width_head_still_projects(oracle):
     """vit-pytorch's SimpleViT always has an output projection, even with one head of width dim."""
     from vit_pytorch.simple_vit import SimpleViT as Reference

@@ -390,6 +390,7 @@ def test_target_and_importer_must_be_callable(changes: dict[str, Any], fragment:
         ({"example": " "}, "example must be filled in"),
         ({"target": "no_such_module:Model"}, "does not import"),
         ({"default_config": {**SMALL, "num_layers": 3}}, "does not fit the signature"),
+        ({"reference_config": {"num_layers": 3}}, "reference_config {'num_layers': 3} does not fit"),
         ({"importer": "vit_core.weights:no_such_importer"}, "importer"),
     ],
 )

@@ -94,6 +94,7 @@ def _info_dict(registry: Registry, info: ModelInfo) -> dict[str, Any]:
         "frames_arg": info.frames_arg,
         "plugs_into": info.plugs_into.to_json() if info.plugs_into else None,
         "reference": info.reference,
+        "reference_config": dict(info.reference_config),
         "ambiguous": info.name in registry.conflicts,
     }
 
@@ -332,6 +333,9 @@ def _print_description(
         line("size", f"{human(params)} parameters ({params:,}); {flop_text}")
     if info.importer:
         line("weights", f"vit_core.load_reference_weights(model, state_dict)  via {info.importer}")
+        if info.reference_config:
+            fixed = ", ".join(f"{k}={v!r}" for k, v in info.reference_config.items())
+            line("", f"{info.reference} hard-codes {fixed}: vit convert builds with them")
     if info.example:
         console.print("[bold]example[/bold]")
         console.print(Syntax("import torch\n" + info.example, "python", theme="ansi_dark"))

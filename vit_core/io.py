@@ -382,8 +382,9 @@ def convert_reference(
 ) -> Path:
     """A vit-pytorch state dict file -> a :func:`save_model` folder, through the importer ``name`` registered.
 
-    ``config`` updates ``name``'s default configuration and must be the one the reference model was
-    built with (the importer checks every tensor against it).  Returns the folder.
+    ``config`` updates ``name``'s default configuration, itself updated with the arguments the
+    reference hard-codes (``ModelInfo.reference_config``), and must be the one the reference model
+    was built with (the importer checks every tensor against it).  Returns the folder.
     """
     from vit_core.registry import get_registry
     from vit_core.weights import load_reference_weights
@@ -394,13 +395,15 @@ def convert_reference(
         have = ", ".join(n for n, _ in importer_models(registry)) or "none"
         raise ValueError(f"model {name!r} registers no weight importer; models with importers: {have}")
     state = read_state_dict(state_dict_path)
+    config = {**info.reference_config, **config}
     model = registry.create(name, **config)
     try:
         load_reference_weights(model, state, name=registry.key(info), registry=registry)
     except (KeyError, RuntimeError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        fixed = info.reference_config and f" ({info.reference} hard-codes {dict(info.reference_config)}, applied here)"
         raise ModelFileError(
-            f"{state_dict_path}: does not import into {name!r} built with {dict(info.default_config) | config}: "
-            f"{message}; pass the configuration the reference model was built with"
+            f"{state_dict_path}: does not import into {name!r} built with {dict(info.default_config) | config}"
+            f"{fixed or ''}: {message}; pass the configuration the reference model was built with"
         ) from None
     return save_model(model.eval(), out_dir, name=registry.key(info), registry=registry)

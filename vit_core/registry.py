@@ -199,6 +199,9 @@ class ModelInfo:
         example: a short Python example.
         importer: ``"module:function"`` converting a vit-pytorch state dict (see ``vit_core.weights``).
         reference: the vit-pytorch class the entry mirrors, e.g. ``"vit_pytorch.vit.ViT"``.
+        reference_config: constructor arguments the reference does not take (or ignores), at the
+            values it hard-codes (vit-pytorch's CvT: ``{"dim_head": 64}``): ``vit convert`` builds
+            the model with them, over ``default_config`` and under the user's ``--set``.
         plugin, distribution, version, preset_of: filled in by the registry.
     """
 
@@ -222,6 +225,7 @@ class ModelInfo:
     example: str = ""
     importer: str | None = None
     reference: str | None = None
+    reference_config: Mapping[str, Any] = field(default_factory=dict)
     plugin: str = ""
     distribution: str = ""
     version: str = ""
@@ -244,6 +248,8 @@ class ModelInfo:
             problems.append(f"input_kind must be one of {sorted(INPUT_KINDS)}, got {self.input_kind!r}")
         if not isinstance(self.default_config, Mapping):
             problems.append("default_config must be a mapping of constructor arguments")
+        if not isinstance(self.reference_config, Mapping):
+            problems.append("reference_config must be a mapping of constructor arguments")
         if not _check_shape(self.input_shape):
             problems.append(f"input_shape must be a tuple of positive ints, got {self.input_shape!r}")
         if self.kind not in KINDS:

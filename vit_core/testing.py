@@ -193,6 +193,12 @@ def _image_size_like(names: list[str]) -> bool:
 def _check_presets_and_components(s: Subject) -> None:
     info, reg = s.info, (s.registry if s.registry is not None else get_registry())
     signature = info.signature()
+    try:
+        signature.bind_partial(**info.reference_config)
+    except TypeError as exc:
+        raise s.fail(
+            "metadata", f"reference_config {dict(info.reference_config)} does not fit {info.target}{signature}: {exc}"
+        ) from exc
     for name, preset in info.presets.items():
         try:
             signature.bind_partial(**preset.config)

@@ -87,12 +87,14 @@ def check_tensor(
     patch: Sequence[int] | None = None,
     size_name: str = "image_size",
     patch_name: str = "patch_size",
+    channels_name: str = "channels",
 ) -> tuple[int, ...]:
     """Validate a ``([batch,] channels, *spatial)`` floating-point tensor; return its patch grid (its
     spatial size without ``patch``).
 
     ``layout`` describes the expected shape for the message, e.g. ``"(batch, channels, height, width)"``;
-    ``size_name`` and ``patch_name`` are the model's own arguments for ``max_size`` and ``patch``.
+    ``size_name``, ``patch_name`` and ``channels_name`` are the model's own arguments for
+    ``max_size``, ``patch`` and ``channels``.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
@@ -107,7 +109,7 @@ def check_tensor(
     channel_axis = int(batched)
     if channels is not None and x.shape[channel_axis] != channels:
         raise ValueError(
-            f"{name} must have channels={channels} (axis {channel_axis} of {layout}), got shape {tuple(x.shape)}"
+            f"{name} must have {channels_name}={channels} (axis {channel_axis} of {layout}), got shape {tuple(x.shape)}"
         )
     spatial = tuple(x.shape[channel_axis + 1 :])
     if max_size is not None and any(s > m for s, m in zip(spatial, max_size)):

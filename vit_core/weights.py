@@ -176,7 +176,9 @@ def load_reference_weights(
 ) -> nn.Module:
     """Load a vit-pytorch state dict into ``model`` (built with the same configuration) through the
     importer registered for the model's name (found from its class when ``name`` is omitted) in
-    ``registry`` (default: the process-wide one)."""
+    ``registry`` (default: the process-wide one).  A state dict of another configuration is a
+    ``ValueError`` when the conversion meets a tensor of another shape, the ``RuntimeError`` of
+    ``load_state_dict`` (naming each mismatched tensor) when the converted one does not fit."""
     from vit_core.registry import get_registry, resolve
 
     registry = registry if registry is not None else get_registry()
@@ -184,5 +186,13 @@ def load_reference_weights(
     if not info.importer:
         raise ValueError(f"model {info.name!r} (plugin {info.plugin}) registers no weight importer")
     importer = resolve(info.importer)
-    model.load_state_dict(importer(dict(state_dict), model), strict=True)
+    try:
+        converted = importer(dict(state_dict), model)
+    except RuntimeError as exc:  # a tensor of another shape than this configuration's, met while converting
+        raise ValueError(
+            f"the state dict does not fit this {type(model).__name__}: {info.importer} failed with "
+            f"{type(exc).__name__}: {exc}; build the model with the configuration the reference "
+            f"({info.reference or 'vit-pytorch'}) was built with, and pass the state dict of that class"
+        ) from exc
+    model.load_state_dict(converted, strict=True)
     return model

@@ -78,6 +78,8 @@ class MobileViT(HierarchicalModel):
     meant for; any size that fits the arithmetic is accepted.
     """
 
+    channels_arg = "in_channels"
+
     def __init__(
         self,
         image_size: int | tuple[int, int],
@@ -100,6 +102,7 @@ class MobileViT(HierarchicalModel):
         if not isinstance(channels, (tuple, list)) or len(channels) != WIDTHS:
             raise ValueError(
                 f"channels must be a list of {WIDTHS} widths (stem, ten blocks, final 1x1 conv), got {channels!r}"
+                + ("; the image's channel count is in_channels" if isinstance(channels, int) else "")
             )
         for width in channels:
             check_positive_int("channels", width)

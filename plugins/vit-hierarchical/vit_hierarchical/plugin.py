@@ -39,6 +39,7 @@ def _info(
     reference: str,
     presets: dict[str, Preset] | None = None,
     channels_arg: str = "channels",
+    reference_config: dict[str, Any] | None = None,
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -55,6 +56,7 @@ def _info(
         example=example,
         importer=f"vit_hierarchical.weights:import_{module}",
         reference=reference,
+        reference_config=reference_config or {},
         channels_arg=channels_arg,
     )
 
@@ -196,6 +198,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "pred = v(torch.randn(1, 3, 224, 224))  # (1, 1000)"
             ),
             reference="vit_pytorch.cvt.CvT",
+            reference_config=dict(dim_head=64),
             presets={
                 "cvt-13": Preset(
                     dict(num_classes=1000), input_shape=IMAGENET, summary="CvT-13 (the constructor's defaults)."
@@ -240,6 +243,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "pred = model(torch.randn(1, 3, 224, 224))  # (1, 1000)"
             ),
             reference="vit_pytorch.twins_svt.TwinsSVT",
+            reference_config=dict(heads=8, dim_head=64, mlp_mult=4),
             presets={
                 "twins-svt-small": Preset(
                     dict(
@@ -295,6 +299,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "pred = model(torch.randn(1, 3, 224, 224))  # (1, 1000)"
             ),
             reference="vit_pytorch.regionvit.RegionViT",
+            reference_config=dict(heads=4, dim_head=32),
         ),
         _info(
             "crossformer",
@@ -327,6 +332,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "pred = model(torch.randn(1, 3, 224, 224))  # (1, 1000)"
             ),
             reference="vit_pytorch.crossformer.CrossFormer",
+            reference_config=dict(dim_head=32),
         ),
         _info(
             "scalable-vit",
@@ -387,6 +393,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "preds = v(torch.randn(1, 3, 224, 224))  # (1, 1000)"
             ),
             reference="vit_pytorch.sep_vit.SepViT",
+            reference_config=dict(window_size=7, dim_head=32),
         ),
         _info(
             "maxvit",
@@ -447,6 +454,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "pred = nest(torch.randn(1, 3, 224, 224))  # (1, 1000)"
             ),
             reference="vit_pytorch.nest.NesT",
+            reference_config=dict(dim_head=None),
             presets={
                 "nest-tiny": Preset(
                     dict(
@@ -492,6 +500,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "pred = mbvit_xs(torch.randn(1, 3, 256, 256))  # (1, 1000)"
             ),
             reference="vit_pytorch.mobile_vit.MobileViT",
+            reference_config=dict(heads=4, dim_head=8),
             channels_arg="in_channels",
             presets={
                 "mobilevit-xs": Preset(

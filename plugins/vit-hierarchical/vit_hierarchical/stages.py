@@ -102,6 +102,8 @@ class HierarchicalModel(VisionModel):
     stages: nn.ModuleList
     output_formats: ClassVar[tuple[str, ...]] = ("NCHW", "NHWC")
     """Formats ``forward_intermediates`` gives, the default first."""
+    channels_arg: ClassVar[str] = "channels"
+    """The constructor argument of the image's channel count (named in input errors)."""
 
     def __init__(self, *, channels: int, rule: SideRule) -> None:
         super().__init__()
@@ -128,7 +130,9 @@ class HierarchicalModel(VisionModel):
 
     def check_input(self, img: Any) -> tuple[int, int]:
         """Validate ``img`` (type, rank, channels, and each side against the model's arithmetic)."""
-        return check_image(img, channels=self.channels, rule=self._rule, model=type(self).__name__)
+        return check_image(
+            img, channels=self.channels, rule=self._rule, model=type(self).__name__, channels_name=self.channels_arg
+        )
 
     def embed(self, img: Tensor) -> Tensor:
         """Image -> the first stage's input map ``(b, h, w, c)``.

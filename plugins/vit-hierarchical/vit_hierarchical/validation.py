@@ -91,9 +91,12 @@ def describe_nearest(below: int | None, above: int | None, what: str) -> str:
     return f"nearest {what} that work: {' and '.join(options)}"
 
 
-def check_image(x: Any, *, channels: int, rule: SideRule, model: str, name: str = "img") -> tuple[int, int]:
-    """Validate a ``(batch, channels, height, width)`` tensor whose sides must satisfy ``rule``."""
-    height, width = check_tensor(name, x, layout=IMAGE_LAYOUT, channels=channels)
+def check_image(
+    x: Any, *, channels: int, rule: SideRule, model: str, name: str = "img", channels_name: str = "channels"
+) -> tuple[int, int]:
+    """Validate a ``(batch, channels, height, width)`` tensor whose sides must satisfy ``rule``
+    (``channels_name``: the model's argument holding ``channels``)."""
+    height, width = check_tensor(name, x, layout=IMAGE_LAYOUT, channels=channels, channels_name=channels_name)
     for axis, side in enumerate((height, width)):
         reason = rule(side, axis)
         if reason is not None:

@@ -546,6 +546,12 @@ def import_regionvit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict
     row-major: the table is transposed.  Its regional tokenizer (flattened ``(c p1 p2)`` patches
     through a 1x1 convolution) is our strided convolution.
     """
+    if not isinstance(model.local_encoder, nn.Sequential) and model.local_patch_size != 4:
+        raise ValueError(
+            "vit-pytorch's RegionViT embeds local tokens with an 8x8 stride-4 convolution whatever local_patch_size "
+            "(ours: 2p x 2p, stride p); its weights fit ours at local_patch_size=4 only, got "
+            f"local_patch_size={model.local_patch_size}"
+        )
     state = channel_norm_names(state)
     out: StateDict = {}
     span = 2 * model.window_size - 1
