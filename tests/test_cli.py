@@ -142,6 +142,7 @@ LIST_SCHEMA = {
     "frames_arg": str,
     "plugs_into": (dict, type(None)),
     "reference": (str, type(None)),
+    "reference_config": dict,
     "ambiguous": bool,
 }
 DESCRIBE_SCHEMA = {

@@ -193,19 +193,13 @@ def _image_size_like(names: list[str]) -> bool:
 def _check_presets_and_components(s: Subject) -> None:
     info, reg = s.info, (s.registry if s.registry is not None else get_registry())
     signature = info.signature()
-    try:
-        signature.bind_partial(**info.reference_config)
-    except TypeError as exc:
-        raise s.fail(
-            "metadata", f"reference_config {dict(info.reference_config)} does not fit {info.target}{signature}: {exc}"
-        ) from exc
-    for name, preset in info.presets.items():
+    configs = {"reference_config": info.reference_config}
+    configs |= {f"preset {name!r} config": preset.config for name, preset in info.presets.items()}
+    for what, config in configs.items():
         try:
-            signature.bind_partial(**preset.config)
+            signature.bind_partial(**config)
         except TypeError as exc:
-            raise s.fail(
-                "metadata", f"preset {name!r} config {dict(preset.config)} does not fit {info.target}{signature}: {exc}"
-            ) from exc
+            raise s.fail("metadata", f"{what} {dict(config)} does not fit {info.target}{signature}: {exc}") from exc
     named = {f"{arg}=": c for arg, c in info.components.items()}
     if info.plugs_into is not None:
         named["plugs_into="] = info.plugs_into

@@ -105,15 +105,15 @@ class Adapter(VisionModel):
         chosen = resolve_indices(indices, len(layers))
         tokens = self.vit.embed(img)
         mask = memory_mask(tokens.shape[1], self.memories.shape[1]).to(tokens.device)[None]
-        x = torch.cat((self.memory_cls_token.expand(len(tokens), -1, -1), self.vit.dropout(tokens)), dim=1)
+        x = torch.cat((self.memory_cls_token.expand(tokens.shape[0], -1, -1), self.vit.dropout(tokens)), dim=1)
         hidden = []
         for i, (layer, memories) in enumerate(zip(layers, self.memories)):
             if intermediates_only and len(hidden) == len(chosen):
                 break
-            x = layer(x, mask=mask, context=memories.expand(len(x), -1, -1))
+            x = layer(x, mask=mask, context=memories.expand(x.shape[0], -1, -1))
             if i in chosen:
                 hidden.append(self.vit.transformer.norm(x) if norm else x)
         if output_fmt == "NCHW":
             skip, grid = 1 + self.vit.num_prefix_tokens, self.vit.token_grid(tuple(img.shape[-2:]))
-            hidden = [h[:, skip:].transpose(1, 2).reshape(len(h), h.shape[-1], *grid) for h in hidden]
+            hidden = [h[:, skip:].transpose(1, 2).reshape(h.shape[0], h.shape[-1], *grid) for h in hidden]
         return hidden if intermediates_only else (self.vit.transformer.norm(x), hidden)

@@ -88,6 +88,17 @@ def _image_model(
     )
 
 
+MEMORY_TITLE = "Fine-tuning Image Transformers using Learnable Memory"
+MEMORY_CITATION = _bib(
+    "sandler2022fine",
+    MEMORY_TITLE,
+    "Mark Sandler and Andrey Zhmoginov and Max Vladymyrov and Andrew Jackson",
+    "2203.15243",
+    2022,
+)
+"""The learnable-memory paper (arXiv 2203.15243), cited by the backbone and by the adapter."""
+
+
 CCT_SIZES = {
     2: dict(num_layers=2, num_heads=2, mlp_ratio=1, embedding_dim=128),
     4: dict(num_layers=4, num_heads=2, mlp_ratio=1, embedding_dim=128),
@@ -355,17 +366,11 @@ def vit_register_models() -> list[ModelInfo]:
         _image_model(
             "learnable-memory-vit",
             "vit_variants.learnable_memory:LearnableMemoryViT",
-            paper_title="Fine-tuning Image Transformers using Learnable Memory",
+            paper_title=MEMORY_TITLE,
             arxiv="2203.15243",
             summary="ViT whose layers take memory tokens: Adapter fine-tunes tasks on the frozen backbone.",
             default_config=SMALL,
-            citation=_bib(
-                "sandler2022fine",
-                "Fine-tuning Image Transformers using Learnable Memory",
-                "Mark Sandler and Andrey Zhmoginov and Max Vladymyrov and Andrew Jackson",
-                "2203.15243",
-                2022,
-            ),
+            citation=MEMORY_CITATION,
             example=(
                 "from vit_variants import Adapter, LearnableMemoryViT\n"
                 "v = LearnableMemoryViT(image_size=256, patch_size=16, num_classes=1000, dim=1024, depth=6,\n"
@@ -378,25 +383,16 @@ def vit_register_models() -> list[ModelInfo]:
             importer="vit_variants.weights:import_learnable_memory_vit",
             reference="vit_pytorch.learnable_memory_vit.ViT",
         ),
-        ModelInfo(
-            name="learnable-memory-adapter",
-            target="vit_variants.learnable_memory:Adapter",
-            family=FAMILY,
-            paper_title="Fine-tuning Image Transformers using Learnable Memory",
-            paper_url="https://arxiv.org/abs/2203.15243",
+        _image_model(
+            "learnable-memory-adapter",
+            "vit_variants.learnable_memory:Adapter",
+            paper_title=MEMORY_TITLE,
+            arxiv="2203.15243",
             summary="A task on a frozen LearnableMemoryViT: per-layer memory tokens, a class token and a head.",
-            input_kind="image",
             default_config=dict(
                 vit=Component("learnable-memory-vit", trained=False), num_memories_per_layer=2, num_classes=10
             ),
-            input_shape=INPUT_SHAPE,
-            citation=_bib(
-                "sandler2022fine",
-                "Fine-tuning Image Transformers using Learnable Memory",
-                "Mark Sandler and Andrey Zhmoginov and Max Vladymyrov and Andrew Jackson",
-                "2203.15243",
-                2022,
-            ),
+            citation=MEMORY_CITATION,
             example=(
                 "from vit_variants import Adapter, LearnableMemoryViT\n"
                 "v = LearnableMemoryViT(image_size=256, patch_size=16, num_classes=1000, dim=1024, depth=6,\n"
