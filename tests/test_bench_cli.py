@@ -74,3 +74,18 @@ def test_unknown_model_is_one_error_line() -> None:
     assert result.stderr.strip().splitlines() == ["error: unknown model 'no-such-vit'; did you mean vit?"] or (
         "unknown model 'no-such-vit'" in result.stderr
     )
+
+
+def test_inference_is_timed_in_eval_mode_and_training_in_train_mode() -> None:
+    """A model's inference rate is that of eval mode (no dropout, running norm statistics); its step trains."""
+    import torch
+
+    from vit_core import ViT
+    from vit_core.bench import _calls
+
+    model = ViT(image_size=16, patch_size=8, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.5)
+    modes: list[bool] = []
+    model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    infer, step = _calls(model, (torch.randn(2, 3, 16, 16),), "model", torch.device("cpu"))
+    infer(), step(), infer()
+    assert modes == [False, True, False]

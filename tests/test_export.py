@@ -173,3 +173,17 @@ def test_check_plugin_export_adds_the_export_check() -> None:
         check_plugin("acme", registry=registry, export=True)
     with pytest.raises(TypeError, match=r"export must be a bool .*got 1"):
         check_plugin("acme", registry=registry, export=1)
+
+
+def test_vit_export_takes_the_format_from_the_suffix_and_refuses_a_contradiction(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vit_core.cli import app
+
+    runner = CliRunner()
+    tiny = ["--set", "image_size=16", "--set", "patch_size=8", "--set", "dim=16", "--set", "depth=1"]
+    result = runner.invoke(app, ["export", "vit", "--out", str(tmp_path / "m.pt2"), *tiny])
+    assert result.exit_code == 0, result.output
+    assert torch.export.load(str(tmp_path / "m.pt2")) is not None
+    refused = runner.invoke(app, ["export", "vit", "--out", str(tmp_path / "m.pt2"), "--format", "onnx", *tiny])
+    assert refused.exit_code == 1 and "names a .pt2 file but --format is onnx" in refused.stderr

@@ -828,3 +828,15 @@ def test_a_batchnorm_without_affine_or_running_statistics_is_applied_unfolded():
     for norm in (nn.BatchNorm2d(6, affine=False), nn.BatchNorm2d(6, track_running_stats=False)):
         block = ConvBatchNorm(nn.Conv2d(4, 6, 1), norm).eval()
         torch.testing.assert_close(block(x), nn.Sequential.forward(block, x))
+
+
+@pytest.mark.parametrize("name", ["cvt", "maxvit"])
+def test_vit_attention_says_why_a_map_model_is_not_drawn(name: str, tmp_path) -> None:
+    """No token grid to place attention on: the message says so (not that an image size is missing)."""
+    from PIL import Image
+
+    from vit_core.attention_map import draw
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    with pytest.raises(TypeError, match=r"has no tokenize\(x\)"):
+        draw(build(name), tmp_path / "in.png", tmp_path / "out.png")

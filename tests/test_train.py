@@ -287,3 +287,20 @@ def test_a_bare_cuda_device_under_torchrun_is_the_local_gpu() -> None:
     assert _device("cuda", 2, 1) == torch.device("cuda", 1)  # torch.device needs no GPU to be built
     assert _device("cuda:0", 2, 1) == torch.device("cuda", 0) and _device("cpu", 2, 1) == torch.device("cpu")
     assert _device("cuda", 1, 0) == torch.device("cuda")
+
+
+def test_set_values_are_python_literals_or_json_and_lists_are_tuples() -> None:
+    from vit_core.train import parse_sets
+
+    parsed = parse_sets(["dim=64", "image_size=[32,48]", "pool='mean'", "pool2=mean", "flag=true", "none=null"])
+    assert parsed == {"dim": 64, "image_size": (32, 48), "pool": "mean", "pool2": "mean", "flag": True, "none": None}
+    assert parse_sets(["size=(16, 16)", "nested={'a': [1, 2]}"]) == {"size": (16, 16), "nested": {"a": (1, 2)}}
+
+
+@pytest.mark.parametrize("size", ["abc", "", "(0, 16)", "[16, 16, 3, 4, 'x']"])
+def test_a_size_that_is_no_size_is_named(size: str) -> None:
+    from vit_core.registry import get_registry
+    from vit_core.train import TrainError, parse_sets, sample_shape
+
+    with pytest.raises(TrainError, match=r"image_size=.*'vit' takes its input size as a positive int or a"):
+        sample_shape(get_registry().info("vit"), parse_sets([f"image_size={size}"]))

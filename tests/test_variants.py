@@ -6,6 +6,7 @@ import importlib
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import torch
@@ -901,3 +902,80 @@ def test_plugin_import_is_lazy() -> None:
     code = "import sys, vit_variants, vit_variants.plugin; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- the command line on these models ---------------------------------------------------------
+
+
+def _cli(*args: object) -> Any:
+    from typer.testing import CliRunner
+
+    from vit_core.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+
+def _error(result: Any) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output + result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+FAST = ["--data", "synthetic", "--batch-size", "16", "--no-progress", "--epochs", "1"]
+
+
+def test_vit_train_sets_and_resumes_the_adapters_backbone(tmp_path, monkeypatch) -> None:
+    """``--set vit.KEY=VALUE`` reaches the frozen backbone (the data follows its input), the checkpoint
+    saves it, and --resume rebuilds it; ``--set vit=...`` names another registered model."""
+    from vit_core import load_model
+
+    monkeypatch.chdir(tmp_path)
+    backbone = ["--set", "vit.channels=1", "--set", "vit.image_size=16"]
+    result = _cli("train", "learnable-memory-adapter", *FAST, "--max-steps", "2", *backbone, "--out", "run")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "sample (1, 16, 16)" in result.output
+    resumed = _cli("train", "learnable-memory-adapter", "--max-steps", "3", "--no-progress", "--resume", "run")
+    assert resumed.exit_code == 0, resumed.output + resumed.stderr
+    assert "resuming at step 2" in resumed.output
+    adapter = load_model(tmp_path / "run" / "checkpoint")
+    assert adapter.vit.channels == 1 and adapter(torch.randn(2, 1, 16, 16)).shape == (2, 4)
+    assert "vit is a component" in _error(_cli("train", "learnable-memory-adapter", *FAST, "--set", "vit=3"))
+    assert "unknown model 'vitt'" in _error(_cli("train", "learnable-memory-adapter", *FAST, "--set", "vit=vitt"))
+    assert "has no component 'head'" in _error(_cli("train", "learnable-memory-adapter", *FAST, "--set", "head.x=1"))
+
+
+def test_a_preset_run_resumes_and_draws_under_the_preset_name(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    assert _cli("train", "cct-2", *FAST, "--max-steps", "1", "--out", "run").exit_code == 0
+    resumed = _cli("train", "cct-2", "--max-steps", "2", "--no-progress", "--resume", "run")
+    assert resumed.exit_code == 0, resumed.output + resumed.stderr
+    Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "in.png")
+    drawn = _cli("attention", "cct-2", "--image", "in.png", "--out", "out.png", "--checkpoint", "run")
+    assert drawn.exit_code == 0, drawn.output + drawn.stderr
+    draw = ["--image", "in.png", "--out", "o.png", "--checkpoint", "run"]
+    assert "--set configures a fresh model" in _error(_cli("attention", "cct-2", *draw, "--set", "dim=8"))
+    assert "is of model 'cct', not 'deepvit'" in _error(_cli("attention", "deepvit", *draw))
+
+
+def test_attention_map_refuses_deepvit_and_rolls_out_parallel_branches() -> None:
+    """DeepViT's recorded maps are normalised across heads (their head average is zero): refused.
+    Parallel ViT's branches add into one residual: each layer's rollout step is their sum plus the identity."""
+    from vit_core.attention_map import attention_map
+
+    x = image(batch=1)
+    with pytest.raises(TypeError, match=r"DeepViT's recorded maps are no distributions .*token_attention = False"):
+        attention_map(build("deepvit").eval(), x)
+    model = build("parallel-vit").eval()
+    with torch.no_grad():
+        _, maps = Recorder(model)(x)
+    layers = maps[0].mean(1).reshape(-1, 3, 17, 17)  # (depth, 3 branches, tokens, tokens)
+    joint = torch.eye(17)
+    for layer in layers:
+        mixed = layer.sum(0) + torch.eye(17)
+        joint = (mixed / mixed.sum(-1, keepdim=True)) @ joint
+    expected = joint[0, 1:] / joint[0, 1:].sum()
+    assert torch.allclose(attention_map(model, x, "rollout"), expected.reshape(4, 4), atol=1e-6)
+    last = layers[-1].mean(0)[0, 1:]
+    assert torch.allclose(attention_map(model, x, "last"), (last / last.sum()).reshape(4, 4), atol=1e-6)

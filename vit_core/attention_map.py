@@ -24,14 +24,18 @@ from torch import Tensor, nn
 METHODS = ("rollout", "last")
 
 
-def _grid_and_prefix(model: nn.Module, x: Tensor) -> tuple[tuple[int, int], int]:
+def _tokenizer(model: nn.Module) -> Any:
     tokenize = getattr(model, "tokenize", None)
     if not callable(tokenize):
         raise TypeError(
             f"{type(model).__name__} has no tokenize(x) (the encoder protocol of ViT-like patch models), "
             "so its attention cannot be placed on the image"
         )
-    _, grid = tokenize(x)
+    return tokenize
+
+
+def _grid_and_prefix(model: nn.Module, x: Tensor) -> tuple[tuple[int, int], int]:
+    _, grid = _tokenizer(model)(x)
     if len(grid) != 2:
         raise TypeError(f"{type(model).__name__} cuts a {len(grid)}-D token grid; vit attention draws 2-D images")
     return (int(grid[0]), int(grid[1])), int(getattr(model, "num_prefix_tokens", 0))
@@ -47,8 +51,12 @@ def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tenso
       last of those layers' map over the patches, ``rollout`` their rollout (the patches do not
       change there; the class token keeps half of its own path at each layer) carried through the
       rollout of the patch layers below;
-    * ``token_attention``: ``False`` when ``Recorder(model)``'s maps are not token-to-token maps
-      (XCiT's cross-covariance maps are channel to channel): the patch layers are then left out.
+    * ``token_attention``: ``False`` when ``Recorder(model)``'s maps are not distributions over
+      tokens (XCiT's cross-covariance maps are channel to channel, DeepViT's re-attention maps are
+      normalised across heads): the patch layers are then left out, or the model refused;
+    * ``attention_branches``: how many recorded maps make one layer (Parallel ViT's branches,
+      summed into the layer's residual: their sum plus the identity is the layer's rollout step,
+      their mean its ``last`` map).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -60,7 +68,10 @@ def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tenso
     token_attention = getattr(model, "token_attention", True)
     if class_trunk is None:
         if not token_attention:
-            raise TypeError(f"{type(model).__name__} records no token-to-token attention to draw on the image")
+            raise TypeError(
+                f"{type(model).__name__}'s recorded maps are no distributions over its tokens (it declares "
+                "token_attention = False), so they cannot be drawn on the image"
+            )
         joint = _patch_rollout(model, x, grid, prefix, method)
         return _normalised(joint[0] if prefix else joint.mean(0), prefix, grid)
     weights = _class_attention(model, x, getattr(model, class_trunk), patches, method)
@@ -95,6 +106,8 @@ def _recorded_layers(model: nn.Module, x: Tensor, **recorder: Any) -> Tensor:
 def _patch_rollout(model: nn.Module, x: Tensor, grid: tuple[int, int], prefix: int, method: str) -> Tensor:
     """``(tokens, tokens)``: the last layer's map (``last``) or the rollout through every layer."""
     layers = _recorded_layers(model, x)
+    branches = int(getattr(model, "attention_branches", 1))
+    layers = layers.reshape(-1, branches, *layers.shape[-2:]).mean(1)  # the branches of a layer, averaged
     tokens = prefix + grid[0] * grid[1]
     if layers.shape[-1] != tokens or layers.shape[-2] != tokens:
         raise TypeError(
@@ -106,7 +119,7 @@ def _patch_rollout(model: nn.Module, x: Tensor, grid: tuple[int, int], prefix: i
     eye = torch.eye(tokens)
     joint = eye
     for layer in layers:
-        mixed = layer + eye
+        mixed = branches * layer + eye  # the branches' sum, and the residual
         joint = (mixed / mixed.sum(-1, keepdim=True)) @ joint
     return joint
 
@@ -184,6 +197,7 @@ def model_size(model: nn.Module) -> tuple[int, tuple[int, int]]:
 def draw(model: nn.Module, image_path: str | Path, out: str | Path, method: str = "rollout") -> Tensor:
     """Write the attention ``method`` of ``model`` on ``image_path`` over the image to the PNG ``out``
     (the input's size); returns the map."""
+    _tokenizer(model)  # before the size: a model without a token grid is refused for that reason
     channels, size = model_size(model)
     image, x = read_image(image_path, channels, size)
     model.eval()

@@ -62,12 +62,14 @@ def _calls(model: nn.Module, args: tuple, kind: str, device: torch.device) -> tu
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     num_classes = getattr(model, "num_classes", None)
 
-    def infer() -> None:
+    def infer() -> None:  # a model in eval mode (no dropout, running norm statistics); a trainer as it trains
+        model.train(kind == "trainer")
         with torch.no_grad():
             model(*args)
         sync()
 
     def step() -> None:
+        model.train()
         loss = _loss(kind, model(*args), num_classes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

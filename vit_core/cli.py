@@ -473,26 +473,16 @@ def train(
 
 
 def _settings(pairs: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` pairs: a value is read as JSON (lists become tuples), else kept as a string."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.isidentifier():
-            _fail(f"--set takes key=value with key an argument name (e.g. --set dim=64), got {pair!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        out[key] = _tuples(value)
-    return out
+    """``--set key=value`` pairs of a constructor (values as ``vit train`` reads them: ``parse_sets``)."""
+    from vit_core.train import TrainError, parse_sets
 
-
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    return value
+    bad = [pair for pair in pairs or [] if not pair.partition("=")[0].strip().isidentifier() or "=" not in pair]
+    if bad:
+        _fail(f"--set takes key=value with key an argument name (e.g. --set dim=64), got {bad[0]!r}")
+    try:
+        return parse_sets(pairs or [])
+    except TrainError as exc:
+        _fail(str(exc))
 
 
 def _convert_help(ctx: typer.Context, value: bool) -> None:
@@ -517,8 +507,9 @@ def convert(
         list[str] | None,
         typer.Option(
             "--set",
-            help="key=value constructor argument of the reference model (JSON value, e.g. --set dim=64 "
-            "--set image_size=[32,48]); repeat for each argument differing from the default configuration.",
+            help="key=value constructor argument of the reference model (a Python literal or JSON value, e.g. "
+            "--set dim=64 --set image_size=[32,48]); repeat for each argument differing from the default "
+            "configuration.",
         ),
     ] = None,
     _help: Annotated[
@@ -601,6 +592,8 @@ def attention(
     registry = get_registry()
     try:
         info = registry.info(name)
+        if checkpoint is not None and sets:
+            _fail("--set configures a fresh model; --checkpoint loads the saved configuration (drop --set)")
         if checkpoint is None:
             errors.print("[yellow]no --checkpoint: drawing the attention of untrained (random) weights[/yellow]")
             model = registry.create(name, **parse_sets(sets or []))
@@ -610,7 +603,7 @@ def attention(
             if not (folder / CONFIG_FILE).is_file():
                 _fail(f"--checkpoint {checkpoint}: no {CONFIG_FILE} (expected a vit_core.save_model folder)")
             saved = json.loads((folder / CONFIG_FILE).read_text()).get("model")
-            if saved is None or registry.info(saved).qualified_name != info.qualified_name:
+            if not registry.saved_as(saved, info.qualified_name):
                 _fail(f"--checkpoint {checkpoint}: the checkpoint is of model {saved!r}, not {name!r}")
             model = load_model(folder)
         heat = draw(model, image, out, method)
@@ -629,27 +622,37 @@ EXPORT_FORMATS = ("onnx", "pt2")
 def export_command(
     name: Annotated[str, typer.Argument(help="A registered model or backend (see `vit list`).")],
     out: Annotated[str, typer.Option("--out", "-o", help="The file to write (.onnx or .pt2).")],
-    format_: Annotated[str, typer.Option("--format", "-f", help="onnx (onnxruntime) or pt2 (torch.export).")] = "onnx",
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="onnx (onnxruntime) or pt2 (torch.export); default: from --out's suffix."),
+    ] = None,
     weights: Annotated[
         str | None, typer.Option("--from", help="A folder written by vit_core.save_model (default: fresh weights).")
     ] = None,
     settings: Annotated[
-        list[str] | None, typer.Option("--set", help="key=value constructor argument (JSON value); repeatable.")
+        list[str] | None,
+        typer.Option("--set", help="key=value constructor argument (a Python literal or JSON value); repeatable."),
     ] = None,
 ) -> None:
     """Export a model with a dynamic batch axis: torch.export (.pt2, torch.export.load reads it) or ONNX.
 
     The model is built from its default configuration (updated by --set) or loaded with --from, and
     traced on an input of the shape its configuration takes (channels, frames, image size: the saved
-    configuration with --from, a resized model's included); ONNX needs pip install 'vit-core[export]'.
+    configuration with --from, a resized model's included); ONNX needs pip install 'vit-core\\[export]'.
     """
+    from pathlib import Path
+
     import torch
 
     from vit_core.export import ExportError, export_onnx, export_program, save_program
     from vit_core.train import sample_shape
 
+    suffix = Path(out).suffix.lstrip(".")
+    format_ = format_ or (suffix if suffix in EXPORT_FORMATS else "onnx")
     if format_ not in EXPORT_FORMATS:
         _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format_!r}")
+    if suffix in EXPORT_FORMATS and suffix != format_:
+        _fail(f"--out {out} names a .{suffix} file but --format is {format_}: drop --format or change the suffix")
     if weights is not None and settings:
         _fail(
             "--set configures a fresh model; --from loads the saved configuration (resize a saved model with "

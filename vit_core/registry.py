@@ -725,6 +725,15 @@ class Registry:
         """The name to ask for ``info`` by: the bare name, or the qualified one when the bare is ambiguous."""
         return info.name if self.models.get(info.name) is info else info.qualified_name
 
+    def saved_as(self, saved: str | None, name: str) -> bool:
+        """Whether a checkpoint saved as model ``saved`` is one of ``name``: the same entry, or ``name``
+        is a preset of it (``vit train cct-2`` saves a ``cct`` with the preset's configuration)."""
+        if saved is None:
+            return False
+        wanted, found = self.info(name), self.info(saved)
+        parent = f"{wanted.plugin}:{wanted.preset_of}" if wanted.preset_of else None
+        return found.qualified_name in (wanted.qualified_name, parent)
+
     def info_for_class(self, cls: type) -> ModelInfo:
         """The (non-preset) entry whose target is ``cls``."""
         target = f"{cls.__module__}:{cls.__qualname__}"

@@ -69,18 +69,33 @@ class TrainConfig:
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``["dim=128", "pool='mean'"]`` -> ``{"dim": 128, "pool": "mean"}`` (Python literals; a bare word is a string)."""
+    """``["dim=128", "image_size=[32,48]", "pool=mean"]`` -> ``{"dim": 128, "image_size": (32, 48),
+    "pool": "mean"}``: each value a Python literal or JSON (``true``, ``null``), lists made tuples;
+    anything else is a string.  Every command's ``--set`` reads its values this way."""
     out = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
             raise TrainError(f"--set {pair!r}: expected key=value, e.g. --set dim=128")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        out[key.strip()] = value
+        out[key.strip()] = _tuples(_literal(text))
     return out
+
+
+def _literal(text: str) -> Any:
+    for parse in (ast.literal_eval, json.loads):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):  # json.JSONDecodeError is a ValueError
+            continue
+    return text
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 # Building the model.
@@ -128,8 +143,13 @@ def sample_shape(info: ModelInfo, config: Mapping[str, Any]) -> tuple[int, ...]:
         shape[1] = frames
     size = config.get(info.size_arg)
     if size is not None:
-        h, w = (size, size) if isinstance(size, int) else tuple(size)[-2:]
-        shape[-2], shape[-1] = int(h), int(w)
+        sides = (size, size) if isinstance(size, int) else tuple(size)[-2:] if isinstance(size, (tuple, list)) else ()
+        if len(sides) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+            raise TrainError(
+                f"{info.size_arg}={size!r}: {info.name!r} takes its input size as a positive int or a "
+                "(height, width) pair of them"
+            )
+        shape[-2], shape[-1] = sides
     return tuple(shape)
 
 
@@ -149,7 +169,9 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
     """The model or trainer ``cfg.name`` with ``--set``/``--encoder`` applied (its own checks validate values).
 
     A classifier whose ``num_classes`` is not ``--set`` gets the data's class count ``num_classes``, and so
-    does the trained model of a trainer that takes labels.
+    does the trained model of a trainer that takes labels.  Component arguments (a trainer's
+    ``encoder``, an adapter's frozen ``vit``) take ``--set ARG=NAME`` (another registered model) and
+    ``--set ARG.KEY=VALUE`` (that model's arguments).
     """
     info = registry.info(cfg.name)
     if info.kind == "backend":
@@ -158,18 +180,13 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
             f"vit train {info.plugs_into.model if info.plugs_into else 'vit'} --set transformer={info.name!r}"
         )
     own = {k: v for k, v in cfg.overrides.items() if "." not in k}
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in cfg.overrides.items():
-        if "." in key:
-            arg, _, sub = key.partition(".")
-            nested.setdefault(arg, {})[sub] = value
     check_keys(info, list(own), info.kind)
+    if info.kind == "model" and cfg.encoder is not None:
+        raise TrainError(f"--encoder is for trainers; {info.name!r} is a model (use --set to change it)")
+    components = _components(cfg, info, registry)
+    own = {k: v for k, v in own.items() if k not in components}
     if info.kind == "model":
-        if cfg.encoder is not None:
-            raise TrainError(f"--encoder is for trainers; {info.name!r} is a model (use --set to change it)")
-        if nested:
-            raise TrainError(f"--set {', '.join(nested)}.*: {info.name!r} has no component arguments")
-        config = {**info.default_config, **own}
+        config = {**{k: v for k, v in info.default_config.items() if k not in components}, **own}
         if num_classes is not None and "num_classes" in info.signature().parameters and "num_classes" not in own:
             config["num_classes"] = num_classes
         if (
@@ -178,25 +195,10 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
             and config["num_classes"] < num_classes
         ):
             raise TrainError(f"num_classes={config['num_classes']} but the data has {num_classes} classes")
-        module = registry.create(cfg.name, **{k: v for k, v in config.items() if k not in info.components})
-        return Built(info, module, True, sample_shape(info, config), info.input_kind, None)
-    components = dict(info.components)
-    if cfg.encoder is not None:
-        arg = _trained_component(info)
-        components[arg] = Component(cfg.encoder, {}, components[arg].trained)
-    unknown = [arg for arg in nested if arg not in components]
-    if unknown:
-        raise TrainError(
-            f"--set {unknown[0]}.*: trainer {info.name!r} has no component {unknown[0]!r}; "
-            f"components: {', '.join(components)}"
-        )
-    for arg, component in components.items():
-        sub = {**component.config, **nested.get(arg, {})}
-        part_info = registry.info(component.model)
-        check_keys(part_info, list(nested.get(arg, {})), f"{arg}=", prefix=f"{arg}.")
-        components[arg] = Component(component.model, sub, component.trained)
+        module = registry.create(cfg.name, **config, **components)
+        return Built(info, module, True, model_input_shape(cfg, info, registry), info.input_kind, None)
     arg = _trained_component(info)
-    labelled = info.takes_labels and num_classes is not None and "num_classes" not in nested.get(arg, {})
+    labelled = info.takes_labels and num_classes is not None and f"{arg}.num_classes" not in cfg.overrides
     if labelled and "num_classes" in registry.info(components[arg].model).signature().parameters:
         components[arg] = Component(components[arg].model, {**components[arg].config, "num_classes": num_classes})
     trainer_config = {**{k: v for k, v in info.default_config.items() if k not in components}, **own}
@@ -204,6 +206,56 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
     part_info = registry.info(components[arg].model)
     shape = sample_shape(part_info, {**part_info.default_config, **components[arg].config})
     return Built(info, module, False, shape, part_info.input_kind, {**trainer_config, **parts})
+
+
+def _components(cfg: TrainConfig, info: ModelInfo, registry: Registry) -> dict[str, Component]:
+    """``info``'s component arguments with ``--encoder``, ``--set ARG=NAME`` and ``--set ARG.KEY=VALUE`` applied."""
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in cfg.overrides.items():
+        if "." in key:
+            arg, _, sub = key.partition(".")
+            nested.setdefault(arg, {})[sub] = value
+    components = dict(info.components)
+    if nested and not components:
+        raise TrainError(f"--set {', '.join(nested)}.*: {info.name!r} has no component arguments")
+    for arg, value in cfg.overrides.items():
+        if arg not in components:
+            continue
+        if not isinstance(value, str):
+            raise TrainError(
+                f"--set {arg}={value!r}: {arg} is a component of {info.name!r}; name a registered model "
+                f"(--set {arg}={components[arg].model}) or set its arguments with --set {arg}.KEY=VALUE"
+            )
+        registry.info(value)  # an unknown name is refused with close matches
+        components[arg] = Component(value, {}, components[arg].trained)
+    if cfg.encoder is not None:
+        arg = _trained_component(info)
+        components[arg] = Component(cfg.encoder, {}, components[arg].trained)
+    unknown = [arg for arg in nested if arg not in components]
+    if unknown:
+        raise TrainError(
+            f"--set {unknown[0]}.*: {info.kind} {info.name!r} has no component {unknown[0]!r}; "
+            f"components: {', '.join(components)}"
+        )
+    for arg, component in components.items():
+        part_info = registry.info(component.model)
+        check_keys(part_info, list(nested.get(arg, {})), f"{arg}=", prefix=f"{arg}.")
+        components[arg] = Component(component.model, {**component.config, **nested.get(arg, {})}, component.trained)
+    return components
+
+
+def model_input_shape(cfg: TrainConfig, info: ModelInfo, registry: Registry) -> tuple[int, ...]:
+    """One sample's shape for the model ``cfg`` builds (before building it: the data comes first).  A
+    model that takes no input arguments of its own and wraps one component (an adapter on its
+    backbone) takes that component's input."""
+    own = {k: v for k, v in cfg.overrides.items() if "." not in k}
+    components = _components(cfg, info, registry)
+    takes = info.signature().parameters
+    if len(components) == 1 and info.channels_arg not in takes and info.size_arg not in takes:
+        (component,) = components.values()
+        part = registry.info(component.model)
+        return sample_shape(part, {**part.default_config, **component.config})
+    return sample_shape(info, {**info.default_config, **own})
 
 
 # Schedule, checkpoints, metrics.
@@ -247,7 +299,7 @@ def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, 
         raise TrainError(f"--resume {folder.parent}: no checkpoint in it (expected {folder}/{STATE_FILE})")
     saved = json.loads((folder / CONFIG_FILE).read_text()).get("model")
     registry = get_registry()
-    if saved is None or registry.info(saved).qualified_name != registry.info(name).qualified_name:
+    if not registry.saved_as(saved, name):
         raise TrainError(f"--resume {folder.parent}: the checkpoint is of model {saved!r}, not {name!r}")
     state = json.loads((folder / STATE_FILE).read_text())
     tensors = load_file(str(folder / OPTIMIZER_FILE))
@@ -453,8 +505,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     cfg = replace(cfg, data=cfg.data or "digits")
     torch.manual_seed(cfg.seed)
     if info.kind == "model":  # the data's class count sizes the head: the data comes first
-        own = {k: v for k, v in cfg.overrides.items() if "." not in k}
-        data = load(cfg.data, info.input_kind, sample_shape(info, {**info.default_config, **own}))
+        data = load(cfg.data, info.input_kind, model_input_shape(cfg, info, registry))
         built = build(cfg, data.num_classes, registry)
     else:  # a trainer: the data has its encoder's shape (a backend is refused by build)
         built = build(cfg, None, registry)

@@ -41,3 +41,6 @@ class DeepViT(ClassTokenViT):
     """
 
     attention_class = ReAttention
+    token_attention = False
+    """``vit attention`` refuses it: the recorded re-attention maps are LayerNorm-ed across the
+    heads, so they are no distributions over the tokens (their head average is zero)."""

@@ -46,6 +46,11 @@ class ParallelViT(ClassTokenViT):
     ``(batch, depth * num_parallel_branches, heads, tokens, tokens)``, layer by layer.
     """
 
+    @property
+    def attention_branches(self) -> int:
+        """Recorded maps per layer (``vit attention`` rolls them out layer by layer, branches summed)."""
+        return self.num_parallel_branches
+
     def __init__(
         self,
         *,
