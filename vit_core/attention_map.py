@@ -44,7 +44,7 @@ def _grid_and_prefix(model: nn.Module, x: Tensor) -> tuple[tuple[int, int], int]
 def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tensor:
     """``(grid_h, grid_w)`` map, summing to 1, of where ``model`` attends on the single image ``x`` ``(1, c, h, w)``.
 
-    Two attributes of a model change what is read (both optional):
+    Three attributes of a model change what is read (all optional):
 
     * ``class_attention_trunk``: the name of its submodule of class-attention layers (CaiT, XCiT),
       whose recorded maps are the class token's over ``[itself, patches]``.  ``last`` is then the
