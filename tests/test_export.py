@@ -94,6 +94,7 @@ def test_vit_export_writes_pt2_and_onnx_with_a_dynamic_batch(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].shape == (5, 4)
+    assert session.get_inputs()[0].shape == ["batch", 3, 32, 32] and session.get_outputs()[0].shape == ["batch", 4]
     bad = runner.invoke(app, ["export", "vit", "-f", "tflite", "--out", str(tmp_path / "m")])
     assert bad.exit_code == 1 and "--format must be one of onnx, pt2" in bad.output
     trainer = runner.invoke(app, ["export", "mae", "--out", str(tmp_path / "m")])

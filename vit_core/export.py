@@ -89,10 +89,25 @@ def export_onnx(model: nn.Module | torch.export.ExportedProgram, example: Tensor
         onnx_program = torch.onnx.export(
             program, (example,), dynamo=True, optimize=False, input_names=["input"], verbose=False
         )
+        _name_batch_axis(onnx_program.model.graph)
         onnx_program.save(str(path))
     except Exception as exc:
         raise ExportError("torch.onnx.export", _first_line(exc), blocking_op(exc)) from exc
     return path
+
+
+def _name_batch_axis(graph: Any) -> None:
+    """Call the input's dynamic first axis ``batch`` wherever it appears (the exporter names it after
+    its internal symbol, e.g. ``s45``), so onnxruntime users see which axis is dynamic."""
+    import onnx_ir as ir
+
+    symbol = graph.inputs[0].shape.dims[0] if graph.inputs and graph.inputs[0].shape is not None else None
+    if not isinstance(symbol, ir.SymbolicDim):
+        return
+    values = [*graph.inputs, *graph.outputs, *(out for node in graph for out in node.outputs)]
+    for value in values:
+        if value.shape is not None and any(d == symbol for d in value.shape.dims):
+            value.shape = ir.Shape([ir.SymbolicDim("batch") if d == symbol else d for d in value.shape.dims])
 
 
 def save_program(program: torch.export.ExportedProgram, path: str | Path) -> Path:
