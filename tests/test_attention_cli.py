@@ -96,3 +96,14 @@ def test_bad_input(tmp_path: Path, image: Path) -> None:
     assert "missing.png" in error("vit", "--image", tmp_path / "missing.png", "--out", out)
     if "ats-vit" in runner.invoke(app, ["list"], env=ENV).stdout:  # drops tokens: its layers differ in size
         assert "different token counts" in error("ats-vit", "--image", image, "--out", out)
+
+
+class MisdeclaredClassAttention(ViT):
+    """Names its self-attention trunk as class-attention layers: its maps are token to token, not one row."""
+
+    class_attention_trunk = "transformer"
+
+
+def test_a_class_attention_trunk_must_record_the_class_tokens_row() -> None:
+    with pytest.raises(TypeError, match=r"class attention is over \(17, 17\), not the class token over itself and 16"):
+        attention_map(MisdeclaredClassAttention(**TINY).eval(), torch.randn(1, 3, 32, 32))

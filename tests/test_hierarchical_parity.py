@@ -285,3 +285,15 @@ def test_regionvit_import_names_the_local_tokenizer_it_needs() -> None:
         load_reference_weights(vit_hierarchical.RegionViT(**cfg), reference.state_dict())
     ours = vit_hierarchical.RegionViT(**cfg)
     assert ours.local_encoder.module.kernel_size == (4, 4) and ours.local_encoder.module.stride == (2, 2)
+
+
+def test_a_failed_conversion_says_what_the_reference_hard_codes(tmp_path) -> None:
+    from vit_pytorch.cvt import CvT as Reference
+
+    from vit_core.io import ModelFileError, convert_reference
+    from vit_core.registry import get_registry
+
+    config = {k: v for k, v in get_registry().info("cvt").default_config.items() if k != "dim_head"}
+    torch.save(Reference(**config | {"s1_emb_dim": 24}).state_dict(), tmp_path / "reference.pt")
+    with pytest.raises(ModelFileError, match=r"vit_pytorch.cvt.CvT hard-codes \{'dim_head': 64\}, applied here"):
+        convert_reference("cvt", tmp_path / "reference.pt", tmp_path / "out")

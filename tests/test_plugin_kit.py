@@ -412,6 +412,17 @@ def test_input_arguments_must_name_the_constructors(changes: dict[str, Any], fra
     expect_failure(info("own-names", here("OwnInputNames"), default_config=config, **changes), "metadata", fragment)
 
 
+def test_a_frames_argument_of_its_own_name_must_be_named() -> None:
+    """CCT3D takes its clip length as ``num_frames``: the default ``frames_arg`` is refused."""
+    pytest.importorskip("vit_video")
+    clip = dict(img_size=16, num_frames=4, embedding_dim=16, n_conv_layers=1, kernel_size=3, num_layers=1, num_heads=2)
+    model = info(
+        "own-frames", "vit_video.cct_3d:CCT3D", default_config=clip, input_kind="video", input_shape=(3, 4, 16, 16),
+        channels_arg="n_input_channels", size_arg="img_size",
+    )  # fmt: skip
+    expect_failure(model, "metadata", "frames_arg='frames' is not an argument", "['num_frames']")
+
+
 def test_input_arguments_of_their_own_names_pass() -> None:
     config = {k: v for k, v in SMALL.items() if k != "image_size"}
     named = info("own-names", here("OwnInputNames"), default_config=config, channels_arg="n_input_channels")

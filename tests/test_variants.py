@@ -939,6 +939,9 @@ def test_vit_train_sets_and_resumes_the_adapters_backbone(tmp_path, monkeypatch)
     assert "resuming at step 2" in resumed.output
     adapter = load_model(tmp_path / "run" / "checkpoint")
     assert adapter.vit.channels == 1 and adapter(torch.randn(2, 1, 16, 16)).shape == (2, 4)
+    named = _cli("train", "learnable-memory-adapter", *FAST, "--max-steps", "1", "--set", "vit=learnable-memory-vit")
+    assert named.exit_code == 0, named.output + named.stderr
+    assert "has no component arguments" in _error(_cli("train", "cct", *FAST, "--set", "vit.dim=8"))
     assert "vit is a component" in _error(_cli("train", "learnable-memory-adapter", *FAST, "--set", "vit=3"))
     assert "unknown model 'vitt'" in _error(_cli("train", "learnable-memory-adapter", *FAST, "--set", "vit=vitt"))
     assert "has no component 'head'" in _error(_cli("train", "learnable-memory-adapter", *FAST, "--set", "head.x=1"))

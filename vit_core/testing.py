@@ -164,30 +164,31 @@ def check_metadata(s: Subject) -> None:
     _check_presets_and_components(s)
 
 
-INPUT_ARGUMENTS = {"channels_arg": "channels", "size_arg": "size", "frames_arg": "frames"}
-"""The ``ModelInfo`` fields naming the constructor arguments of the input's shape, and the word a
-constructor argument of that role holds (``n_input_channels``, ``img_size``, ``num_frames``)."""
+IMAGE_SIZE_NAMES = ("image_size", "img_size", "input_size")
+INPUT_ROLES: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "channels_arg": ("channels", lambda name: "channels" in name),
+    "size_arg": ("size", lambda name: name in IMAGE_SIZE_NAMES),
+    "frames_arg": ("frames", lambda name: "frames" in name),
+}
+"""The ``ModelInfo`` fields naming the constructor arguments of the input's shape: the role each
+names, and which constructor arguments hold that role (``n_input_channels``, ``img_size``, ``num_frames``)."""
 
 
 def _check_input_arguments(s: Subject) -> None:
     """A ``channels_arg`` / ``size_arg`` / ``frames_arg`` that is not a constructor argument, where the
     constructor has arguments of that role, points ``vit train`` and ``vit bench`` at the default input."""
+    if s.info.input_kind not in ("image", "video"):
+        return
     parameters = s.info.signature().parameters
-    for field, word in INPUT_ARGUMENTS.items():
+    for field, (role, holds) in INPUT_ROLES.items():
         named = getattr(s.info, field)
-        if named is None or named in parameters:
-            continue
-        candidates = [p for p in parameters if word in p and p not in ("patch_size", "window_size")]
-        if s.info.input_kind in ("image", "video") and candidates and (word != "size" or _image_size_like(candidates)):
+        candidates = [p for p in parameters if holds(p)]
+        if named not in parameters and candidates:
             raise s.fail(
                 "metadata",
                 f"{field}={named!r} is not an argument of {s.info.target}; its constructor takes {candidates}: "
-                f"set ModelInfo({field}=...) to the one holding the input's {word}",
+                f"set ModelInfo({field}=...) to the one holding the input's {role}",
             )
-
-
-def _image_size_like(names: list[str]) -> bool:
-    return any(n in ("img_size", "image_size", "input_size") for n in names)
 
 
 def _check_presets_and_components(s: Subject) -> None:

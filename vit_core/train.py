@@ -203,9 +203,8 @@ def build(cfg: TrainConfig, num_classes: int | None, registry: Registry) -> Buil
         components[arg] = Component(components[arg].model, {**components[arg].config, "num_classes": num_classes})
     trainer_config = {**{k: v for k, v in info.default_config.items() if k not in components}, **own}
     module, parts = registry.create_with_parts(cfg.name, **trainer_config, **components)
-    part_info = registry.info(components[arg].model)
-    shape = sample_shape(part_info, {**part_info.default_config, **components[arg].config})
-    return Built(info, module, False, shape, part_info.input_kind, {**trainer_config, **parts})
+    kind = registry.info(components[arg].model).input_kind
+    return Built(info, module, False, _component_shape(components[arg], registry), kind, {**trainer_config, **parts})
 
 
 def _components(cfg: TrainConfig, info: ModelInfo, registry: Registry) -> dict[str, Component]:
@@ -252,10 +251,14 @@ def model_input_shape(cfg: TrainConfig, info: ModelInfo, registry: Registry) -> 
     components = _components(cfg, info, registry)
     takes = info.signature().parameters
     if len(components) == 1 and info.channels_arg not in takes and info.size_arg not in takes:
-        (component,) = components.values()
-        part = registry.info(component.model)
-        return sample_shape(part, {**part.default_config, **component.config})
+        return _component_shape(*components.values(), registry)
     return sample_shape(info, {**info.default_config, **own})
+
+
+def _component_shape(component: Component, registry: Registry) -> tuple[int, ...]:
+    """One sample's shape for the registered model ``component`` builds."""
+    part = registry.info(component.model)
+    return sample_shape(part, {**part.default_config, **component.config})
 
 
 # Schedule, checkpoints, metrics.

@@ -19,6 +19,8 @@ from vit_hierarchical.attention import MapProjectionAttention
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
 from vit_hierarchical.validation import conv_side
 
+STAGE_CHECKS = {"depth": check_non_negative_int, "proj_kernel": check_odd_kernel}
+"""The per-stage arguments checked otherwise than as positive ints."""
 STAGE_ARGS = ("emb_dim", "emb_kernel", "emb_stride", "proj_kernel", "kv_proj_stride", "heads", "depth", "mlp_mult")
 
 
@@ -90,8 +92,7 @@ class CvT(HierarchicalModel):
         configs = [{k: args[f"s{i}_{k}"] for k in STAGE_ARGS} for i in (1, 2, 3)]
         for i, config in enumerate(configs, start=1):
             for key, value in config.items():
-                checks = {"depth": check_non_negative_int, "proj_kernel": check_odd_kernel}
-                checks.get(key, check_positive_int)(f"s{i}_{key}", value)
+                STAGE_CHECKS.get(key, check_positive_int)(f"s{i}_{key}", value)
         check_positive_int("channels", channels)
         check_positive_int("dim_head", dim_head)
         check_probability("dropout", dropout)
