@@ -25,7 +25,7 @@ if importlib.util.find_spec("torchvision") is None:
 import torch  # noqa: E402
 
 from benchmarks import cases, efficient, hierarchical, report, training, variants  # noqa: E402
-from vit_core import allocator  # noqa: E402
+from vit_core.runtime import allocator  # noqa: E402
 
 SECTIONS = (
     "vit", "navit", "long", "compile", *efficient.SECTIONS, variants.SECTION, hierarchical.SECTION, training.SECTION,
@@ -54,7 +54,7 @@ def machine_line(setup: cases.Setup, retained_heap: bool = False) -> str:
     return (
         f"{cpu_name()}, {os.cpu_count()} CPUs, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {precision}, Python {platform.python_version()}"
-        + (", malloc keeping freed memory (vit_core.allocator.retain_freed_memory)" if retained_heap else "")
+        + (", malloc keeping freed memory (vit_core.runtime.allocator.retain_freed_memory)" if retained_heap else "")
     )
 
 

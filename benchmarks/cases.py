@@ -43,7 +43,7 @@ from benchmarks.work import (
     vit_claim,
 )
 from vit_core import NaViT, SimpleViT, ViT
-from vit_core.allocator import pinned_threshold_env
+from vit_core.runtime.allocator import pinned_threshold_env
 from vit_core.layers import Attention
 
 

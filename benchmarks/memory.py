@@ -1,5 +1,5 @@
-"""Peak memory increase of a call: moved to :mod:`vit_core.timing` (``vit bench`` uses it too); re-exported here."""
+"""Peak memory increase of a call: moved to :mod:`vit_core.runtime.timing` (``vit bench`` uses it too); re-exported here."""
 
-from vit_core.timing import peak_increase
+from vit_core.runtime.timing import peak_increase
 
 __all__ = ["peak_increase"]

@@ -1,4 +1,4 @@
-"""vit_core.allocator: malloc keeping freed memory (page faults per step), and the commands that set it."""
+"""vit_core.runtime.allocator: malloc keeping freed memory (page faults per step), and the commands that set it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from vit_core.cli import app
 
 FAULTS_SCRIPT = """
 import json, resource, sys, torch
-from vit_core import allocator
+from vit_core.runtime import allocator
 retained = sys.argv[1] == "retain" and allocator.retain_freed_memory()
 torch.set_num_threads(1)
 w = torch.randn(1024, 1024, requires_grad=True)
@@ -50,9 +50,9 @@ def test_retained_memory_is_not_faulted_in_again() -> None:
 def test_vit_train_retains_freed_memory_unless_told_not_to(
     retained_heap_calls: list[None], tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vit_core.train
+    import vit_core.training.loop
 
-    monkeypatch.setattr(vit_core.train, "train", lambda cfg, log: type("R", (), {"out": None})())
+    monkeypatch.setattr(vit_core.training.loop, "train", lambda cfg, log: type("R", (), {"out": None})())
     runner = CliRunner()
     assert runner.invoke(app, ["train", "vit", "--out", str(tmp_path)]).exit_code == 0
     assert len(retained_heap_calls) == 1
@@ -63,9 +63,9 @@ def test_vit_train_retains_freed_memory_unless_told_not_to(
 def test_vit_bench_retains_freed_memory_unless_told_not_to(
     retained_heap_calls: list[None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vit_core.bench
+    import vit_core.runtime.bench
 
-    monkeypatch.setattr(vit_core.bench, "bench", lambda names, **kwargs: [])
+    monkeypatch.setattr(vit_core.runtime.bench, "bench", lambda names, **kwargs: [])
     runner = CliRunner()
     assert runner.invoke(app, ["bench", "vit", "--json"]).exit_code == 0
     assert len(retained_heap_calls) == 1
@@ -75,7 +75,7 @@ def test_vit_bench_retains_freed_memory_unless_told_not_to(
 
 RELEASE_SCRIPT = """
 import json, torch
-from vit_core import allocator
+from vit_core.runtime import allocator
 def resident_mb():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 retained = allocator.retain_freed_memory()

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vit_core import ViT, save_model
-from vit_core.attention_map import attention_map, draw
+from vit_core.tools.attention_map import attention_map, draw
 from vit_core.cli import app
 from vit_core.layers import Attention
 

@@ -9,7 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from vit_core.bench import COLUMNS
+from vit_core.runtime.bench import COLUMNS
 from vit_core.cli import app
 
 TINY = ["image_size=16", "patch_size=8", "dim=16", "depth=1", "heads=2", "mlp_dim=32", "dim_head=8", "num_classes=3"]
@@ -52,7 +52,7 @@ def test_json_parses_with_every_field(runs: dict) -> None:
 
 def test_peak_memory_grows_with_the_batch() -> None:
     """Measured in a fresh process: in the timing process the allocator's cache made every increase read 0."""
-    from vit_core.bench import fresh_training_peak
+    from vit_core.runtime.bench import fresh_training_peak
 
     config = dict(pair.split("=") for pair in TINY)
     overrides = {key: int(value) for key, value in config.items()} | {"image_size": 64}
@@ -81,7 +81,7 @@ def test_inference_is_timed_in_eval_mode_and_training_in_train_mode() -> None:
     import torch
 
     from vit_core import ViT
-    from vit_core.bench import _calls
+    from vit_core.runtime.bench import _calls
 
     model = ViT(image_size=16, patch_size=8, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.5)
     modes: list[bool] = []

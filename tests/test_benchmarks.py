@@ -41,7 +41,7 @@ def test_a_busy_call_discards_its_whole_round(monkeypatch):
         fn()
         return float(next(seconds)), next(foreign)
 
-    monkeypatch.setattr("vit_core.timing._foreign_cpu", timed)  # the harness moved there
+    monkeypatch.setattr("vit_core.runtime.timing._foreign_cpu", timed)  # the harness moved there
     timing = interleaved({"a": lambda: None, "b": lambda: None}, rounds=2, warmup=0)
     assert timing.discarded == 1
     assert timing.rounds == {"a": [2.0, 4.0], "b": [3.0, 5.0]}  # the two rounds after the busy one
@@ -567,7 +567,7 @@ def test_the_json_holds_each_comparison_as_it_completes(tmp_path, monkeypatch):
 
 
 def test_retained_freed_memory_is_stated_in_the_machine_line(retained_heap_calls, tmp_path, monkeypatch, capsys):
-    from vit_core import allocator
+    from vit_core.runtime import allocator
 
     releases: list[None] = []
     monkeypatch.setattr(allocator, "retain_freed_memory", lambda: retained_heap_calls.append(None) or True)
@@ -576,7 +576,7 @@ def test_retained_freed_memory_is_stated_in_the_machine_line(retained_heap_calls
     results = json.loads((tmp_path / "r.json").read_text())
     assert len(retained_heap_calls) == 1
     assert len(releases) == len(results["comparisons"]) == 2  # before each comparison
-    assert results["meta"]["machine"].endswith(", malloc keeping freed memory (vit_core.allocator.retain_freed_memory)")
+    assert results["meta"]["machine"].endswith(", malloc keeping freed memory (vit_core.runtime.allocator.retain_freed_memory)")
     run(quick=True, only=("long",), json_path=tmp_path / "plain.json")
     assert len(releases) == 2 and "malloc" not in json.loads((tmp_path / "plain.json").read_text())["meta"]["machine"]
     monkeypatch.setattr(allocator, "retain_freed_memory", lambda: False)

@@ -12,7 +12,7 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from vit_core.export import DATA_DEPENDENT, ExportError, check_export, export_program
+from vit_core.interop.export import DATA_DEPENDENT, ExportError, check_export, export_program
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
 from vit_core.registry import Registry, get_registry
 from vit_core.testing import ConformanceError, check_model, check_plugin, model_names

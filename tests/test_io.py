@@ -12,10 +12,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import vit_core
-from tests.helpers import perturb
+from vit_core.testing.oracle import perturb
 from vit_core import create_model, load_model, save_model
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-from vit_core.io import ModelFileError
+from vit_core.interop.saving import ModelFileError
 from vit_core.layers import Attention
 from vit_core.registry import Component, ModelInfo, Registry, get_registry
 
@@ -259,7 +259,7 @@ def test_vit_convert_matches_the_reference(oracle, tmp_path: Path, name: str) ->
 
 
 def test_convert_errors_name_the_file(oracle, tmp_path: Path) -> None:
-    from vit_core.io import convert_reference
+    from vit_core.interop.saving import convert_reference
 
     reference = _reference("vit_pytorch.vit:ViT", VIT)
     state_file = tmp_path / "reference.pt"
@@ -511,8 +511,8 @@ class ToyPlugin:
 
 
 def test_convert_imports_through_the_registry_it_is_given(tmp_path: Path) -> None:
-    from vit_core.io import convert_reference
-    from vit_core.weights import load_reference_weights
+    from vit_core.interop.saving import convert_reference
+    from vit_core.interop.reference import load_reference_weights
 
     registry = Registry()
     registry.add_plugin(ToyPlugin(), "toy")

@@ -32,7 +32,7 @@ class Plugin:
 
 
 def registry_with(*infos: ModelInfo) -> Registry:
-    from vit_core import plugin as core_plugin
+    from vit_core.registry import core_models as core_plugin
 
     registry = Registry()
     registry.add_plugin(core_plugin, "vit-core")

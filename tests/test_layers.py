@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers import perturb
+from vit_core.testing.oracle import perturb
 from vit_core.layers import (
     Attention,
     CrossAttention,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import assert_bf16_close
+from vit_core.testing.oracle import assert_bf16_close
 from vit_core import NaViT, SimpleViT, ViT
 from vit_core.layers import Transformer, patchify
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import perturb
+from vit_core.testing.oracle import perturb
 from vit_core import NaViT, SimpleViT, ViT, load_reference_weights
 
 pytestmark = pytest.mark.oracle
@@ -115,7 +115,7 @@ def test_importer_names_a_configuration_mismatch(oracle):
 
     cfg = dict(image_size=32, patch_size=8) | SMALL
     state = Reference(**cfg | dict(patch_size=16)).state_dict()
-    with pytest.raises(ValueError, match=r"does not fit this ViT: vit_core.weights:import_vit failed with Runtime"):
+    with pytest.raises(ValueError, match=r"does not fit this ViT: vit_core.interop.reference:import_vit failed with Runtime"):
         load_reference_weights(ViT(**cfg), state)
 
 

@@ -391,7 +391,7 @@ def test_target_and_importer_must_be_callable(changes: dict[str, Any], fragment:
         ({"target": "no_such_module:Model"}, "does not import"),
         ({"default_config": {**SMALL, "num_layers": 3}}, "does not fit the signature"),
         ({"reference_config": {"num_layers": 3}}, "reference_config {'num_layers': 3} does not fit"),
-        ({"importer": "vit_core.weights:no_such_importer"}, "importer"),
+        ({"importer": "vit_core.interop.reference:no_such_importer"}, "importer"),
     ],
 )
 def test_incomplete_metadata(changes: dict[str, Any], fragment: str) -> None:

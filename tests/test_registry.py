@@ -72,7 +72,7 @@ def toy(name: str, **changes: Any) -> ModelInfo:
 
 
 def core_registry() -> Registry:
-    from vit_core import plugin as core_plugin
+    from vit_core.registry import core_models as core_plugin
 
     registry = Registry()
     registry.add_plugin(core_plugin, "vit-core", "vit-core", "0.1.0")
@@ -307,7 +307,7 @@ def test_the_outcome_does_not_depend_on_the_loading_order():
         ("plugin-b", "plugin-a", "vit-core"),
         ("plugin-a", "vit-core", "plugin-b"),
     ):
-        from vit_core import plugin as core_plugin
+        from vit_core.registry import core_models as core_plugin
 
         registry = Registry()
         plugins = {**shared_plugins(), "vit-core": core_plugin}

@@ -733,7 +733,7 @@ def test_vit_builds_a_registered_backend_by_name(monkeypatch):
             return [backend]
 
     registry = Registry()
-    from vit_core import plugin as core_plugin
+    from vit_core.registry import core_models as core_plugin
 
     registry.add_plugin(core_plugin, "vit-core")
     registry.add_plugin(Plugin(), "backends")

@@ -242,7 +242,7 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
 def test_batches_match_a_data_loader_over_the_same_sampler() -> None:
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from vit_core.train import Batches
+    from vit_core.training.loop import Batches
 
     x, y = torch.randn(21, 3, 4, 4), torch.arange(21)
     for world, rank in ((1, 0), (2, 1)):
@@ -260,7 +260,7 @@ def test_sample_shape_reads_each_models_own_input_arguments() -> None:
     or frame count reaches the sample through the argument the model names it by (CCT's img_size,
     CCT3D's num_frames, MobileViT's in_channels)."""
     from vit_core.registry import get_registry
-    from vit_core.train import sample_shape
+    from vit_core.training.loop import sample_shape
 
     registry = get_registry()
     for name, info in registry.entries.items():
@@ -282,7 +282,7 @@ def test_sample_shape_reads_each_models_own_input_arguments() -> None:
 
 
 def test_a_bare_cuda_device_under_torchrun_is_the_local_gpu() -> None:
-    from vit_core.train import _device
+    from vit_core.training.loop import _device
 
     assert _device("cuda", 2, 1) == torch.device("cuda", 1)  # torch.device needs no GPU to be built
     assert _device("cuda:0", 2, 1) == torch.device("cuda", 0) and _device("cpu", 2, 1) == torch.device("cpu")
@@ -290,7 +290,7 @@ def test_a_bare_cuda_device_under_torchrun_is_the_local_gpu() -> None:
 
 
 def test_set_values_are_python_literals_or_json_and_lists_are_tuples() -> None:
-    from vit_core.train import parse_sets
+    from vit_core.training.loop import parse_sets
 
     parsed = parse_sets(["dim=64", "image_size=[32,48]", "pool='mean'", "pool2=mean", "flag=true", "none=null"])
     assert parsed == {"dim": 64, "image_size": (32, 48), "pool": "mean", "pool2": "mean", "flag": True, "none": None}
@@ -300,7 +300,7 @@ def test_set_values_are_python_literals_or_json_and_lists_are_tuples() -> None:
 @pytest.mark.parametrize("size", ["abc", "", "(0, 16)", "[16, 16, 3, 4, 'x']"])
 def test_a_size_that_is_no_size_is_named(size: str) -> None:
     from vit_core.registry import get_registry
-    from vit_core.train import TrainError, parse_sets, sample_shape
+    from vit_core.training.loop import TrainError, parse_sets, sample_shape
 
     with pytest.raises(TrainError, match=r"image_size=.*'vit' takes its input size as a positive int or a"):
         sample_shape(get_registry().info("vit"), parse_sets([f"image_size={size}"]))

@@ -19,9 +19,9 @@ _EXPORTS = {
     "PatchTransformer": "vit_core.models.patch_model",
     "Recorder": "vit_core.tools.recorder",
     "Extractor": "vit_core.tools.extractor",
-    "load_reference_weights": "vit_core.weights",
-    "save_model": "vit_core.io",
-    "load_model": "vit_core.io",
+    "load_reference_weights": "vit_core.interop.reference",
+    "save_model": "vit_core.interop.saving",
+    "load_model": "vit_core.interop.saving",
     "create_model": "vit_core.registry",
     "list_models": "vit_core.registry",
     "get_registry": "vit_core.registry",
@@ -78,7 +78,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from vit_core.hookspecs import HOOK_API_VERSION, hookimpl, hookspec
-    from vit_core.io import load_model, save_model
+    from vit_core.interop.saving import load_model, save_model
     from vit_core.models.base import VisionModel
     from vit_core.models.navit import NaViT
     from vit_core.models.patch_model import PatchTransformer
@@ -87,4 +87,4 @@ if TYPE_CHECKING:
     from vit_core.registry import ModelInfo, UnknownModelError, create_model, get_registry, list_models
     from vit_core.tools.extractor import Extractor
     from vit_core.tools.recorder import Recorder
-    from vit_core.weights import load_reference_weights
+    from vit_core.interop.reference import load_reference_weights

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vit_core.io import record_init_config
+from vit_core.interop.saving import record_init_config
 from vit_core.validation import check_choice, check_non_negative_int
 
 OUTPUT_FORMATS = ("NLC", "NCHW")

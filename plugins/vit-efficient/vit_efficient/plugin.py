@@ -59,7 +59,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "preds, token_ids = v(torch.randn(4, 3, 256, 256), return_sampled_token_ids=True)\n"
                 "# (4, 1000), (4, <=8) with -1 for padding"
             ),
-            importer="vit_core.weights:import_vit",
+            importer="vit_core.interop.reference:import_vit",
             reference="vit_pytorch.ats_vit.ViT",
         ),
         ModelInfo(

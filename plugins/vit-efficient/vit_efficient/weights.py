@@ -1,8 +1,8 @@
-"""Importers of vit-pytorch state dicts (see :mod:`vit_core.weights`).
+"""Importers of vit-pytorch state dicts (see :mod:`vit_core.interop.reference`).
 
 Use them through ``vit_core.load_reference_weights(model, reference.state_dict())``.  ``ats_vit.ViT``
 has exactly the layout of ``vit.ViT`` (its sampler has no weights), so ``ats-vit`` registers the
-core's :func:`vit_core.weights.import_vit`, which also imports ``efficient.ViT`` into
+core's :func:`vit_core.interop.reference.import_vit`, which also imports ``efficient.ViT`` into
 ``vit_core.ViT(transformer=...)`` (a named backend's :class:`~vit_efficient.backends.CheckedTrunk`
 accepts the package module's keys).
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from vit_core.weights import HEAD_RULES, PATCH_RULES, StateDict, rename, rename_transformer
+from vit_core.interop.reference import HEAD_RULES, PATCH_RULES, StateDict, rename, rename_transformer
 
 
 def _module_prefix(model: nn.Module, module: nn.Module) -> str:

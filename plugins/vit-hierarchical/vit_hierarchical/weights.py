@@ -1,4 +1,4 @@
-"""Importers of vit-pytorch's hierarchical models (see :mod:`vit_core.weights`).
+"""Importers of vit-pytorch's hierarchical models (see :mod:`vit_core.interop.reference`).
 
 Use them through ``vit_core.load_reference_weights(model, reference.state_dict())`` with a model
 built from the same arguments.  Layout conversions shared by several models:
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from vit_core.weights import TRANSFORMER_RULES, StateDict, permute_patch_dim, rename
+from vit_core.interop.reference import TRANSFORMER_RULES, StateDict, permute_patch_dim, rename
 
 BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 PARAM = r"(weight|bias)"

@@ -7,7 +7,7 @@ encoder it wraps by default as a :class:`~vit_core.registry.Component` (vit-core
 from __future__ import annotations
 
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-from vit_core.plugin import SMALL, VIT_CITATION, VIT_PAPER
+from vit_core.registry.core_models import SMALL, VIT_CITATION, VIT_PAPER
 from vit_core.registry import Component, ModelInfo
 
 IMAGE = (3, 32, 32)

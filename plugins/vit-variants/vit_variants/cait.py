@@ -90,7 +90,7 @@ class CaiT(PatchTransformer):
     """
 
     class_attention_trunk = "cls_transformer"
-    """``vit attention`` draws the class token's attention from these layers (see :mod:`vit_core.attention_map`)."""
+    """``vit attention`` draws the class token's attention from these layers (see :mod:`vit_core.tools.attention_map`)."""
 
     def __init__(
         self,

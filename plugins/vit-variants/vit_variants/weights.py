@@ -1,4 +1,4 @@
-"""Importers of vit-pytorch state dicts for the variants (see :mod:`vit_core.weights`).
+"""Importers of vit-pytorch state dicts for the variants (see :mod:`vit_core.interop.reference`).
 
 Use them through ``vit_core.load_reference_weights(model, reference.state_dict())``.  vit-pytorch
 flattens patches as ``(p1 p2 c)``, our layout, so patch weights load unpermuted.  Its attention
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import Transformer
-from vit_core.weights import HEAD_RULES, PATCH_RULES, TRANSFORMER_RULES, StateDict, concat_weights, rename
+from vit_core.interop.reference import HEAD_RULES, PATCH_RULES, TRANSFORMER_RULES, StateDict, concat_weights, rename
 
 Rules = list[tuple[str, str]]
 

@@ -143,7 +143,7 @@ class XCiT(PatchTransformer):
     class_attention_trunk = "cls_transformer"
     token_attention = False
     """``vit attention`` draws the class token's attention of the class-attention layers, not the XCA
-    channel maps (see :mod:`vit_core.attention_map`)."""
+    channel maps (see :mod:`vit_core.tools.attention_map`)."""
 
     def __init__(
         self,

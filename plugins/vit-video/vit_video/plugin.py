@@ -6,7 +6,7 @@ Metadata only: this module does not import torch.
 from __future__ import annotations
 
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-from vit_core.plugin import SIMPLE_VIT_CITATION, SIMPLE_VIT_PAPER, VIT_CITATION, VIT_PAPER
+from vit_core.registry.core_models import SIMPLE_VIT_CITATION, SIMPLE_VIT_PAPER, VIT_CITATION, VIT_PAPER
 from vit_core.registry import ModelInfo
 
 VIDEO = dict(image_size=16, image_patch_size=8, frames=4, frame_patch_size=2, num_classes=10)

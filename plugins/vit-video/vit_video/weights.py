@@ -1,4 +1,4 @@
-"""Importers of vit-pytorch video-model state dicts (see :mod:`vit_core.weights`).
+"""Importers of vit-pytorch video-model state dicts (see :mod:`vit_core.interop.reference`).
 
 Use them through ``vit_core.load_reference_weights(model, reference.state_dict())``.  vit-pytorch
 flattens video patches as ``(pf p1 p2 c)``, which is already our ``(frame, height, width, channel)``
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from vit_core.weights import (
+from vit_core.interop.reference import (
     HEAD_RULES,
     PATCH_RULES,
     TRANSFORMER_RULES,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import perturb
+from vit_core.testing.oracle import perturb
 from vit_core import load_reference_weights
 
 vit_hierarchical = pytest.importorskip("vit_hierarchical")
@@ -250,7 +250,7 @@ def test_vit_convert_applies_what_the_reference_hard_codes(tmp_path, name: str) 
     import inspect
 
     from vit_core import load_model
-    from vit_core.io import convert_reference
+    from vit_core.interop.saving import convert_reference
     from vit_core.registry import get_registry
 
     info = get_registry().info(name)
@@ -290,7 +290,7 @@ def test_regionvit_import_names_the_local_tokenizer_it_needs() -> None:
 def test_a_failed_conversion_says_what_the_reference_hard_codes(tmp_path) -> None:
     from vit_pytorch.cvt import CvT as Reference
 
-    from vit_core.io import ModelFileError, convert_reference
+    from vit_core.interop.saving import ModelFileError, convert_reference
     from vit_core.registry import get_registry
 
     config = {k: v for k, v in get_registry().info("cvt").default_config.items() if k != "dim_head"}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.helpers import assert_bf16_close
+from vit_core.testing.oracle import assert_bf16_close
 from vit_core import Recorder, create_model, load_reference_weights
 from vit_core.layers import Attention, FeedForward
 from vit_core.registry import get_registry
@@ -835,7 +835,7 @@ def test_vit_attention_says_why_a_map_model_is_not_drawn(name: str, tmp_path) ->
     """No token grid to place attention on: the message says so (not that an image size is missing)."""
     from PIL import Image
 
-    from vit_core.attention_map import draw
+    from vit_core.tools.attention_map import draw
 
     Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
     with pytest.raises(TypeError, match=r"has no tokenize\(x\)"):

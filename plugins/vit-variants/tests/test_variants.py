@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import assert_bf16_close, perturb
+from vit_core.testing.oracle import assert_bf16_close, perturb
 from vit_core import Extractor, Recorder, create_model, load_reference_weights
 from vit_core.registry import get_registry
 
@@ -515,7 +515,7 @@ def test_channels_argument(key: str) -> None:
 @pytest.mark.parametrize("name", ["cct", "cct-2", "cct-7"])
 def test_vit_train_and_bench_follow_ccts_input_channels(name: str) -> None:
     """``vit train`` and ``vit bench`` shape their data from ``channels_arg``: CCT's ``n_input_channels``."""
-    from vit_core.train import sample_shape
+    from vit_core.training.loop import sample_shape
 
     info = get_registry().info(name)
     assert info.channels_arg == "n_input_channels"
@@ -537,7 +537,7 @@ def test_attention_map_of_class_attention_models_reads_the_class_token(key: str)
     """``vit attention`` on CaiT and XCiT: the class token's attention over the patches ("last"), and its
     rollout through the class-attention layers, carried through the patch layers' rollout where those
     attend over tokens (CaiT; XCiT's XCA maps are channel to channel and are left out)."""
-    from vit_core.attention_map import attention_map
+    from vit_core.tools.attention_map import attention_map
 
     model = build(key).eval()
     x = image(batch=1)
@@ -562,7 +562,7 @@ def test_attention_map_of_class_attention_models_reads_the_class_token(key: str)
 def test_vit_attention_draws_class_attention_and_cct_models(name: str, tmp_path) -> None:
     from PIL import Image
 
-    from vit_core.attention_map import draw
+    from vit_core.tools.attention_map import draw
 
     Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "in.png")
     model = create_model(name)
@@ -965,7 +965,7 @@ def test_a_preset_run_resumes_and_draws_under_the_preset_name(tmp_path, monkeypa
 def test_attention_map_refuses_deepvit_and_rolls_out_parallel_branches() -> None:
     """DeepViT's recorded maps are normalised across heads (their head average is zero): refused.
     Parallel ViT's branches add into one residual: each layer's rollout step is their sum plus the identity."""
-    from vit_core.attention_map import attention_map
+    from vit_core.tools.attention_map import attention_map
 
     x = image(batch=1)
     with pytest.raises(TypeError, match=r"DeepViT's recorded maps are no distributions .*token_attention = False"):

@@ -387,7 +387,7 @@ def convert_reference(
     was built with (the importer checks every tensor against it).  Returns the folder.
     """
     from vit_core.registry import get_registry
-    from vit_core.weights import load_reference_weights
+    from vit_core.interop.reference import load_reference_weights
 
     registry = registry if registry is not None else get_registry()
     info = registry.info(name)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers import assert_bf16_close, perturb
+from vit_core.testing.oracle import assert_bf16_close, perturb
 from vit_core import Recorder, ViT, create_model, list_models, load_reference_weights
 from vit_core.registry import Component, get_registry
 from vit_core.testing import check_model, parametrize_models

@@ -532,7 +532,7 @@ def check_overrides(s: Subject) -> None:
 def check_save_load(s: Subject) -> None:
     import tempfile
 
-    from vit_core.io import load_model, save_model
+    from vit_core.interop.saving import load_model, save_model
 
     model = _build(s, "save-load").eval()
     x = s.example()
@@ -555,7 +555,7 @@ def check_save_load(s: Subject) -> None:
 
 
 def check_export_model(s: Subject) -> None:
-    from vit_core.export import ExportError, check_export
+    from vit_core.interop.export import ExportError, check_export
 
     model = _build(s, "export").eval()
     try:

@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import perturb
+from vit_core.testing.oracle import perturb
 from vit_core import ViT
-from vit_core.weights import import_vit, rename_transformer
+from vit_core.interop.reference import import_vit, rename_transformer
 
 pytestmark = pytest.mark.oracle
 vit_ssl = pytest.importorskip("vit_ssl")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import assert_bf16_close, perturb
+from vit_core.testing.oracle import assert_bf16_close, perturb
 from vit_core import Extractor, Recorder, create_model, list_models, load_reference_weights
 from vit_core.registry import get_registry
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from vit_core import allocator
+from vit_core.runtime import allocator
 from vit_core.registry import (
     ALLOWLIST_ENV,
     KINDS,
@@ -45,7 +45,7 @@ errors = Console(stderr=True, soft_wrap=True)
 RetainFreedMemory = Annotated[
     bool,
     typer.Option(
-        help="Keep freed CPU memory in the process for the next step (vit_core.allocator; glibc: no page faults "
+        help="Keep freed CPU memory in the process for the next step (vit_core.runtime.allocator; glibc: no page faults "
         "per large tensor, 21% of a ViT-B/16 training step on a 2-core VM; peak memory in vit bench is measured "
         "in fresh processes either way).",
     ),
@@ -436,8 +436,8 @@ def train(
     """
     from pathlib import Path
 
-    from vit_core.train import TrainConfig, TrainError, parse_sets, print_summary
-    from vit_core.train import train as run
+    from vit_core.training.loop import TrainConfig, TrainError, parse_sets, print_summary
+    from vit_core.training.loop import train as run
 
     if retain_freed_memory:
         allocator.retain_freed_memory()
@@ -474,7 +474,7 @@ def train(
 
 def _settings(pairs: list[str] | None) -> dict[str, Any]:
     """``--set key=value`` pairs of a constructor (values as ``vit train`` reads them: ``parse_sets``)."""
-    from vit_core.train import TrainError, parse_sets
+    from vit_core.training.loop import TrainError, parse_sets
 
     bad = [pair for pair in pairs or [] if not pair.partition("=")[0].strip().isidentifier() or "=" not in pair]
     if bad:
@@ -489,7 +489,7 @@ def _convert_help(ctx: typer.Context, value: bool) -> None:
     """``vit convert --help``: the usual help, then the models that register a vit-pytorch importer."""
     if not value or ctx.resilient_parsing:
         return
-    from vit_core.io import importer_models
+    from vit_core.interop.saving import importer_models
 
     console.print(ctx.get_help(), markup=False, highlight=False)
     console.print("\nModels with a vit-pytorch importer (NAME: the reference class it reads):")
@@ -523,7 +523,7 @@ def convert(
     imported through the model's registered importer, checked tensor by tensor, and saved with
     vit_core.save_model.
     """
-    from vit_core.io import convert_reference
+    from vit_core.interop.saving import convert_reference
 
     try:
         folder = convert_reference(name, state_dict, out_dir, **_settings(settings))
@@ -553,9 +553,9 @@ def bench(
     busy shared machine slows every row alike; rounds during which other processes used the CPU are
     repeated.
     """
-    from vit_core.bench import bench as run
-    from vit_core.bench import print_table
-    from vit_core.train import TrainError, parse_sets
+    from vit_core.runtime.bench import bench as run
+    from vit_core.runtime.bench import print_table
+    from vit_core.training.loop import TrainError, parse_sets
 
     if retain_freed_memory:
         allocator.retain_freed_memory()
@@ -585,9 +585,9 @@ def attention(
     """Draw where the model's class token attends (attention rollout or the last layer) over the image."""
     from pathlib import Path
 
-    from vit_core.attention_map import draw
-    from vit_core.io import CONFIG_FILE, load_model
-    from vit_core.train import TrainError, parse_sets
+    from vit_core.tools.attention_map import draw
+    from vit_core.interop.saving import CONFIG_FILE, load_model
+    from vit_core.training.loop import TrainError, parse_sets
 
     registry = get_registry()
     try:
@@ -644,8 +644,8 @@ def export_command(
 
     import torch
 
-    from vit_core.export import ExportError, export_onnx, export_program, save_program
-    from vit_core.train import sample_shape
+    from vit_core.interop.export import ExportError, export_onnx, export_program, save_program
+    from vit_core.training.loop import sample_shape
 
     suffix = Path(out).suffix.lstrip(".")
     format_ = format_ or (suffix if suffix in EXPORT_FORMATS else "onnx")
@@ -664,7 +664,7 @@ def export_command(
         if info.kind == "trainer":
             _fail(f"{name!r} is a trainer (a training-time wrapper returning a loss); export the model it trains")
         if weights is not None:
-            from vit_core.io import load_model
+            from vit_core.interop.saving import load_model
 
             model = load_model(weights)
             saved = registry.info_for_class(type(model))
@@ -688,6 +688,3 @@ def export_command(
 def main() -> None:
     app()
 
-
-if __name__ == "__main__":
-    main()

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit_core.data import Dataset, load
+from vit_core.training.data import Dataset, load
 from vit_core.registry import Component, ModelInfo, Registry, get_registry
 
 CHECKPOINT = "checkpoint"
@@ -276,7 +276,7 @@ def save_checkpoint(folder: Path, built: Built, optimizer: torch.optim.Optimizer
     """Model (``save_model``), optimizer tensors (safetensors) and the loop's state (JSON) in ``folder``."""
     from safetensors.torch import save_file
 
-    from vit_core.io import save_model
+    from vit_core.interop.saving import save_model
 
     save_model(built.module, folder, name=built.info.name, config=built.save_config)
     opt = optimizer.state_dict()
@@ -296,7 +296,7 @@ def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, 
     """The loop state and optimizer state dict saved in ``folder``, after checking they belong to ``name``."""
     from safetensors.torch import load_file
 
-    from vit_core.io import CONFIG_FILE
+    from vit_core.interop.saving import CONFIG_FILE
 
     if not (folder / STATE_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         raise TrainError(f"--resume {folder.parent}: no checkpoint in it (expected {folder}/{STATE_FILE})")
@@ -316,7 +316,7 @@ def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, 
 def checkpoint_settings(folder: Path, info: ModelInfo) -> tuple[str | None, dict[str, Any]]:
     """The ``--encoder`` and ``--set`` pairs that rebuild the model saved in ``folder`` (its ``config.json``):
     a model's constructor arguments; a trainer's own, and ``component.key`` for the models inside it."""
-    from vit_core.io import _MODEL, CONFIG_FILE, _decode
+    from vit_core.interop.saving import _MODEL, CONFIG_FILE, _decode
 
     registry = get_registry()
     config = json.loads((folder / CONFIG_FILE).read_text())["config"]
@@ -519,7 +519,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
     if cfg.resume is not None:
         from safetensors.torch import load_file
 
-        from vit_core.io import WEIGHTS_FILE, check_state
+        from vit_core.interop.saving import WEIGHTS_FILE, check_state
 
         weights = load_file(str(cfg.resume / CHECKPOINT / WEIGHTS_FILE))
         check_state(cfg.resume / CHECKPOINT / WEIGHTS_FILE, built.module, weights)

@@ -197,7 +197,7 @@ class ModelInfo:
             configuration that fits the backend's default ``dim`` and token count.
         citation: BibTeX of the paper.
         example: a short Python example.
-        importer: ``"module:function"`` converting a vit-pytorch state dict (see ``vit_core.weights``).
+        importer: ``"module:function"`` converting a vit-pytorch state dict (see ``vit_core.interop.reference``).
         reference: the vit-pytorch class the entry mirrors, e.g. ``"vit_pytorch.vit.ViT"``.
         reference_config: constructor arguments the reference does not take (or ignores), at the
             values it hard-codes (vit-pytorch's CvT: ``{"dim_head": 64}``): ``vit convert`` builds
@@ -827,7 +827,7 @@ def get_registry() -> Registry:
     """The process-wide registry, built on first use: the core's models, then every allowed plugin."""
     global _REGISTRY
     if _REGISTRY is None:
-        from vit_core import plugin as core_plugin
+        from vit_core.registry import core_models as core_plugin
 
         registry = Registry()
         registry.add_plugin(core_plugin, CORE_PLUGIN, CORE_PLUGIN, _core_version())

@@ -146,7 +146,7 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> tuple[
     import numpy as np
     from PIL import Image
 
-    from vit_core.data import _fit
+    from vit_core.training.data import _fit
 
     with Image.open(path) as opened:
         image = opened.convert("RGB")

@@ -1,7 +1,7 @@
 """``vit bench``: registered models side by side at their default (or ``--set``) configuration.
 
 Each model is built once; its inference call (no grad) and training step (loss, backward, AdamW step)
-are timed interleaved with every other model's in one process (:func:`vit_core.timing.interleaved`,
+are timed interleaved with every other model's in one process (:func:`vit_core.runtime.timing.interleaved`,
 the benchmarks' harness: rounds A B C A B C, busy rounds discarded), so that drifts of a shared
 machine hit every row alike.  FLOPs are one forward pass per sample (``torch.utils.flop_counter``),
 peak memory the increase during the first two training steps (optimizer state included) in a fresh
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit_core.allocator import pinned_threshold_env
+from vit_core.runtime.allocator import pinned_threshold_env
 from vit_core.registry import Registry, count_flops, count_parameters, get_registry
-from vit_core.timing import interleaved, peak_increase
+from vit_core.runtime.timing import interleaved, peak_increase
 
 COLUMNS = ("model", "kind", "params", "flops", "infer_images_per_s", "train_images_per_s", "peak_train_memory")
 
@@ -81,7 +81,7 @@ def _calls(model: nn.Module, args: tuple, kind: str, device: torch.device) -> tu
 
 def _example(registry: Registry, name: str, parts: Mapping, overrides: Mapping, batch: int) -> tuple:
     """The registered example call, its input resized to the configuration's ``image_size`` etc. for a model."""
-    from vit_core.train import sample_shape
+    from vit_core.training.loop import sample_shape
 
     info = registry.info(name)
     args = list(registry.example_args(info, parts, batch))
@@ -95,7 +95,7 @@ def _example(registry: Registry, name: str, parts: Mapping, overrides: Mapping, 
 MEMORY_SCRIPT = """
 import json, sys, torch
 sys.path[:0] = {paths!r}
-from vit_core.bench import training_step_peak
+from vit_core.runtime.bench import training_step_peak
 print(json.dumps(training_step_peak({name!r}, {overrides!r}, {batch}, {device!r})))
 """
 
@@ -145,7 +145,7 @@ def bench(
     registry = get_registry()
     target = torch.device(device)
     built = {}
-    from vit_core.train import check_keys
+    from vit_core.training.loop import check_keys
 
     for name in names:
         info = registry.info(name)

@@ -70,7 +70,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "        mlp_dim=2048, dropout=0.1, emb_dropout=0.1)\n"
                 "preds = v(torch.randn(1, 3, 256, 256))  # (1, 1000)"
             ),
-            importer="vit_core.weights:import_vit",
+            importer="vit_core.interop.reference:import_vit",
             reference="vit_pytorch.vit.ViT",
         ),
         ModelInfo(
@@ -91,7 +91,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "              mlp_dim=2048)\n"
                 "preds = v(torch.randn(1, 3, 256, 256))  # (1, 1000)"
             ),
-            importer="vit_core.weights:import_simple_vit",
+            importer="vit_core.interop.reference:import_simple_vit",
             reference="vit_pytorch.simple_vit.SimpleViT",
         ),
         ModelInfo(
@@ -116,7 +116,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "preds = v([[torch.randn(3, 256, 256), torch.randn(3, 128, 128)], [torch.randn(3, 64, 256)]])\n"
                 "# (3, 1000)"
             ),
-            importer="vit_core.weights:import_navit",
+            importer="vit_core.interop.reference:import_navit",
             reference="vit_pytorch.na_vit.NaViT",
         ),
     ]

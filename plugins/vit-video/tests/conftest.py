@@ -1,0 +1,3 @@
+"""The kit's shared fixtures (torchvision stand-in, seeding, malloc left as it is) for vit-video's tests."""
+
+from vit_core.testing.fixtures import *  # noqa: F403
