@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vit_core import ViT, save_model
-from vit_core.tools.attention_map import attention_map, draw
 from vit_core.cli import app
 from vit_core.layers import Attention
+from vit_core.tools.attention_map import attention_map, draw
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
 TINY = dict(image_size=32, patch_size=8, num_classes=3, dim=16, depth=2, heads=2, mlp_dim=32, dim_head=8)

@@ -1,45 +1,55 @@
-"""`vit bench` through the real command line (typer's runner): a row per model with every column, JSON that
-parses with every field, and a clear error for an unknown name.  One timed round: the figures are not checked
-(timing is for benchmarks, not tests), only that they are there and positive."""
+"""`vit bench` through the real command line (typer's runner): a row per model with every column, one line each
+at 80 columns, the thread count it ran on, JSON that parses with every field, and a clear error for an unknown
+name.  One timed round: the figures are not checked (timing is for benchmarks, not tests), only that they are
+there and positive."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner
 
-from vit_core.runtime.bench import COLUMNS
 from vit_core.cli import app
+from vit_core.runtime.bench import COLUMNS
 
 TINY = ["image_size=16", "patch_size=8", "dim=16", "depth=1", "heads=2", "mlp_dim=32", "dim_head=8", "num_classes=3"]
 QUICK = ["--batch", "2", "--rounds", "1", "--warmup", "0", *(a for pair in TINY for a in ("--set", pair))]
-ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
+ENV = {"COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": None}  # None: unset (vit train's default: 1 thread)
+HEADERS = ("model", "kind", "params", "FLOPs", "infer img/s", "train img/s", "peak memory")
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, object]:
+def runs() -> Iterator[dict[str, object]]:
+    """The table at 80 columns on the default threads, JSON on ``--threads 2`` (this process's put back after)."""
+    import torch
+
     runner = CliRunner()
-    return {
-        "table": runner.invoke(app, ["bench", "vit", "simple-vit", *QUICK], env=ENV),
-        "json": runner.invoke(app, ["bench", "vit", "simple-vit", *QUICK, "--json"], env=ENV),
+    threads = torch.get_num_threads()
+    yield {
+        "table": runner.invoke(app, ["bench", "vit", "simple-vit", *QUICK], env=ENV | {"COLUMNS": "80"}),
+        "json": runner.invoke(app, ["bench", "vit", "simple-vit", *QUICK, "--threads", "2", "--json"], env=ENV),
     }
+    torch.set_num_threads(threads)
 
 
-def test_table_has_a_row_per_model_with_every_column(runs: dict) -> None:
+def test_table_has_a_line_per_model_with_every_column_at_80_columns(runs: dict) -> None:
     result = runs["table"]
     assert result.exit_code == 0, result.output + result.stderr
-    lines = result.stdout.splitlines()
-    header = next(line for line in lines if "model" in line and "FLOPs" in line)
-    for column in ("kind", "params", "FLOPs/sample", "infer img/s", "train img/s", "peak train memory"):
-        assert column in header
-    for name in ("vit", "simple-vit"):
-        row = next(line for line in lines if line.strip("│┃ ").startswith(name + " "))
-        cells = [c.strip() for c in row.strip("│").split("│")]
-        assert len(cells) == 7 and all(cells), row
+    title, header, *rows = result.stdout.splitlines()
+    assert title == "batch 2 on cpu, 1 thread: FLOPs per sample; medians of interleaved rounds"
+    assert re.split(r"\s{2,}", header.strip()) == list(HEADERS)  # whole, not cut to "mod…"
+    assert [row.split()[0] for row in rows] == ["vit", "simple-vit"]
+    for row in rows:
+        cells = re.split(r"\s{2,}", row.strip())
+        assert len(cells) == len(HEADERS) and cells[1] == "model" and cells[-1].endswith(" MiB"), row
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    assert not set("│┃━─") & set(result.stdout)  # not a terminal: plain lines
 
 
-def test_json_parses_with_every_field(runs: dict) -> None:
+def test_json_parses_with_every_field_and_the_threads_it_ran_on(runs: dict) -> None:
     result = runs["json"]
     assert result.exit_code == 0, result.output + result.stderr
     rows = json.loads(result.stdout)
@@ -48,6 +58,17 @@ def test_json_parses_with_every_field(runs: dict) -> None:
         assert tuple(row) == COLUMNS
         assert row["params"] > 0 and row["flops"] > 0
         assert row["infer_images_per_s"] > 0 and row["train_images_per_s"] > 0 and row["peak_train_memory"] > 0
+        assert row["threads"] == 2
+
+
+def test_threads_takes_a_positive_count() -> None:
+    result = CliRunner().invoke(app, ["bench", "vit", *QUICK, "--threads", "0"], env=ENV)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == "error: --threads must be at least 1, got 0"
+    with pytest.raises(ValueError, match=r"threads must be a positive int, got 0"):
+        from vit_core.runtime.bench import bench
+
+        bench(["vit"], threads=0)
 
 
 def test_peak_memory_grows_with_the_batch() -> None:
@@ -81,11 +102,11 @@ def test_inference_is_timed_in_eval_mode_and_training_in_train_mode() -> None:
     import torch
 
     from vit_core import ViT
-    from vit_core.runtime.bench import _calls
+    from vit_core.runtime.bench import timed_calls
 
     model = ViT(image_size=16, patch_size=8, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.5)
     modes: list[bool] = []
     model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
-    infer, step = _calls(model, (torch.randn(2, 3, 16, 16),), "model", torch.device("cpu"))
+    infer, step = timed_calls(model, (torch.randn(2, 3, 16, 16),), "model", torch.device("cpu"))
     infer(), step(), infer()
     assert modes == [False, True, False]

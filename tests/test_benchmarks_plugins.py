@@ -1,6 +1,6 @@
-"""The plugin benchmark sections (benchmarks/variants.py, benchmarks/hierarchical.py) at tiny sizes:
-the work guard passes, every target row is present, and mislabelled rows are refused.  No timing
-is asserted."""
+"""The plugin benchmark sections (benchmarks/variants.py, benchmarks/hierarchical.py, benchmarks/efficient.py)
+at tiny sizes: the work guard passes, every target row is present, and mislabelled rows are refused.  No
+timing is asserted.  Here, not in the plugins' own tests: benchmarks/ is no part of a plugin distribution."""
 
 from __future__ import annotations
 
@@ -9,14 +9,23 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmarks import cases, hierarchical, report, targets, variants, work, zoo
+from benchmarks import cases, efficient, hierarchical, report, targets, variants, work, zoo
 from benchmarks.__main__ import run
 
 pytest.importorskip("vit_variants")
 pytest.importorskip("vit_hierarchical")
-pytestmark = pytest.mark.oracle
+pytest.importorskip("vit_efficient")
 
 SECTIONS = (variants.SECTION, hierarchical.SECTION)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared machine: one intra-op thread (more only spin), restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +40,7 @@ def quick_results():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.oracle
 def test_quick_run_passes_the_guard_and_writes_every_target_row(quick_results, tmp_path):
     measured = {(c["section"], c["params"]["case"]) for c in quick_results["comparisons"]}
     expected = {(variants.SECTION, c.name) for c in variants.FULL} | {
@@ -81,6 +91,7 @@ def _refused(comparison: cases.Comparison, monkeypatch) -> str:
     return str(error.value)
 
 
+@pytest.mark.oracle
 def test_guard_refuses_a_row_whose_model_is_not_its_label(oracle, monkeypatch):
     case = _quick_case("CaiT-XXS24")
     (comparison,) = zoo.case_comparisons(case, memory=False)
@@ -91,6 +102,7 @@ def test_guard_refuses_a_row_whose_model_is_not_its_label(oracle, monkeypatch):
     assert "ours (" not in message
 
 
+@pytest.mark.oracle
 def test_guard_refuses_dropout_left_on_in_one_row(oracle, monkeypatch):
     case = _quick_case("CrossViT-Ti")
     (comparison,) = zoo.case_comparisons(case, memory=False)
@@ -100,6 +112,7 @@ def test_guard_refuses_dropout_left_on_in_one_row(oracle, monkeypatch):
     assert "vit-pytorch (train): random_draws" in message and "(infer)" not in message
 
 
+@pytest.mark.oracle
 def test_size_check_refuses_another_architecture_under_the_same_name(oracle):
     case = _quick_case("DeepViT-S/16")
     x, loss = zoo._inputs(case, cases.CPU_FP32)
@@ -126,6 +139,7 @@ def test_size_problems_name_the_difference_and_its_tolerance():
     ]
 
 
+@pytest.mark.oracle
 def test_timm_anchor_within_its_documented_difference_and_refused_beyond_it(oracle):
     pytest.importorskip("timm")
     case = replace(next(c for c in hierarchical._full() if c.name == "LeViT-128S"), batch=2, reference=None)
@@ -137,6 +151,30 @@ def test_timm_anchor_within_its_documented_difference_and_refused_beyond_it(orac
         zoo.check_sizes("strict", comparison.rows, strict, case.batch)
 
 
+@pytest.mark.oracle
 def test_training_peak_memory_of_a_spec_is_measured_in_a_fresh_process(oracle):
     case = _quick_case("DeepViT-S/16")
     assert zoo.training_peak_memory(case.spec("vit-pytorch"), case.batch, case.image) > 0
+
+
+# --- benchmarks/efficient.py: its cases run and do the work they claim ----------------------------
+
+
+def test_benchmark_comparisons_run_and_do_the_work_they_claim() -> None:
+    results = run(quick=True, only=efficient.SECTIONS, command="python -m benchmarks --quick")
+    sections = [c["section"] for c in results["comparisons"]]
+    assert sections.count(efficient.TRUNKS_SECTION) == len(efficient.QUICK_TOKENS)
+    assert sections.count(efficient.REDUCTION_SECTION) == 2
+    trunks = next(c for c in results["comparisons"] if c["section"] == efficient.TRUNKS_SECTION)
+    assert [r["label"] for r in trunks["rows"]] == ["dense", "nystrom", "x-transformers"]
+    ours = {o.target.text: o.status for o in targets.evaluate(results) if o.target.issue == 14}
+    assert len(ours) == 3
+    assert all(status in ("met", "not met") for text, status in ours.items() if "memory" not in text)
+
+
+def test_benchmark_claims_catch_a_mislabelled_trunk() -> None:
+    comparison = efficient.trunk_comparison(64, efficient.QUICK_TRUNKS, memory=False)
+    nystrom = comparison.row("nystrom")
+    nystrom.claim = efficient.nystrom_trunk_claim(efficient.TrunkCase(32, 1, 2, landmarks=32), 64)
+    with pytest.raises(work.WorkMismatch, match="nystrom"):
+        cases.measure(comparison, cases.QUICK_TIMER, probe_side=32)

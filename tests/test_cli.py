@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,7 +24,8 @@ from typer.testing import CliRunner
 
 from tests.fake_plugins import HEADER, install_fake, registering
 from vit_core.cli import app
-from vit_core.registry import count_parameters, create_model, reset_registry
+from vit_core.registry import create_model, reset_registry
+from vit_core.runtime.measure import count_parameters
 
 MISFIT = """
 
@@ -306,6 +308,71 @@ def test_list_table_and_filters(invoke: Callable[..., Any]) -> None:
     plugins = invoke("plugins")
     assert plugins.exit_code == 0 and "did you mean 'vit_register_models'?" in plugins.stdout
     assert "vit-test-broken" in plugins.stdout and "warning in plugin beta (vit-test-beta 1.2.3)" in plugins.stdout
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+BOX = set("│┃━┏┓┗┛┡┩╇╈┳┻")
+LIST_HEADERS = ["name", "kind", "preset of", "plugin", "family", "input", "paper"]
+
+
+def table_lines(stdout: str) -> list[str]:
+    """The printed lines without colour codes, trailing blanks and a terminal table's header rule."""
+    lines = [ANSI.sub("", line).rstrip() for line in stdout.splitlines()]
+    return [line for line in lines if line and not set(line) <= {"─", " "}]
+
+
+def test_list_is_one_line_per_entry_at_80_columns_on_a_terminal_or_piped(invoke: Callable[..., Any]) -> None:
+    names = [i["name"] for i in json.loads(invoke("list", "--json").stdout)]
+    terminal = {"TTY_COMPATIBLE": "1", "NO_COLOR": "1"}  # what rich takes for a terminal
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": "80", **terminal}, {"COLUMNS": "200", **terminal}):
+        result = invoke("list", **env)
+        assert result.exit_code == 0, result.stderr
+        title, header, *rows = table_lines(result.stdout)
+        assert re.fullmatch(r"\d+ models.* and \d+ presets", title), title
+        assert [row.split()[0] for row in rows] == names, env  # every name whole, one line each
+        assert all(len(line) <= int(env["COLUMNS"]) for line in result.stdout.splitlines()), env
+        shown = [h for h in LIST_HEADERS if h in header]
+        assert shown[:4] == LIST_HEADERS[:4] and header.split()[0] == "name", header
+        if env["COLUMNS"] == "200":
+            assert shown == LIST_HEADERS
+    piped = invoke("list", COLUMNS=None)  # not a terminal and no width: plain whole lines, for grep and cut
+    title, header, *rows = piped.stdout.splitlines()
+    assert re.split(r"\s{2,}", header) == LIST_HEADERS and not BOX & set(piped.stdout)
+    assert [row.split()[0] for row in rows] == names and "arXiv:2010.11929" in piped.stdout
+
+
+def test_plugins_is_one_line_per_plugin_at_80_columns(invoke: Callable[..., Any]) -> None:
+    records = json.loads(invoke("plugins", "--json").stdout)
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": "80", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}):
+        result = invoke("plugins", **env)
+        assert result.exit_code == 0, result.stderr
+        version, header, *rest = table_lines(result.stdout)
+        rows = rest[: len(records)]
+        assert version.startswith("vit-core ") and header.split()[0] == "plugin" and "registers" in header
+        assert [row.split()[0] for row in rows] == [r["name"] for r in records]
+        assert all(len(row) <= 80 for row in [header, *rows]), env
+        assert "vit, simple-vit, navit (+6 presets)" in rows[0]
+        broken = next(row for row in rows if row.startswith("broken "))
+        assert broken.endswith("1 error(s)")
+
+
+def test_every_help_screen_fits_80_columns_with_whole_option_names() -> None:
+    import typer
+
+    command = typer.main.get_command(app)
+    top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"})
+    assert top.exit_code == 0 and all(len(line) <= 80 for line in top.output.splitlines())
+    for name, sub in command.commands.items():
+        summary = re.search(rf"^  {name} +(\S.*)$", top.output, re.M)
+        assert summary and not summary.group(1).endswith("..."), (name, top.output)  # whole, not cut
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, (name, result.output)
+        assert all(len(line) <= 80 for line in result.output.splitlines()), (name, result.output)
+        assert "…" not in result.output, name
+        for param in sub.params:
+            for option in [*param.opts, *param.secondary_opts]:
+                if option.startswith("-"):
+                    assert re.search(rf"(^|[ ,/]){re.escape(option)}([ ,=/]|$)", result.output, re.M), (name, option)
 
 
 def test_list_filters_that_match_nothing_say_so_and_exit_1(invoke: Callable[..., Any]) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,8 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from vit_core.interop.export import DATA_DEPENDENT, ExportError, check_export, export_program
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from vit_core.interop.export import DATA_DEPENDENT, ExportError, check_export, export_onnx, export_program, onnx_names
 from vit_core.registry import Registry, get_registry
 from vit_core.testing import ConformanceError, check_model, check_plugin, model_names
 
@@ -188,3 +191,44 @@ def test_vit_export_takes_the_format_from_the_suffix_and_refuses_a_contradiction
     assert torch.export.load(str(tmp_path / "m.pt2")) is not None
     refused = runner.invoke(app, ["export", "vit", "--out", str(tmp_path / "m.pt2"), "--format", "onnx", *tiny])
     assert refused.exit_code == 1 and "names a .pt2 file but --format is onnx" in refused.stderr
+
+
+def test_vit_export_names_the_onnx_input_and_output_quietly_and_the_docs_example_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real program, as docs/interop.md runs it: no exporter noise on stderr (torchvision operators it
+    skips, torch's FutureWarnings), ``image`` -> ``logits`` in the file, and the docs' onnxruntime block runs."""
+    import onnx
+
+    env = {k: v for k, v in os.environ.items() if k != "VIT_PLUGINS"} | {"COLUMNS": "200", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "vit_core.cli", "export", "vit", "--out", "vit.onnx"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout == (
+        "wrote vit.onnx (vit, onnx, dynamic batch axis; input 'image' (batch, 3, 32, 32), output 'logits')\n"
+    )
+    graph = onnx.load(str(tmp_path / "vit.onnx")).graph
+    assert [i.name for i in graph.input] == ["image"] and [o.name for o in graph.output] == ["logits"]
+    text = DOCS.read_text()
+    block = text.split("<!-- onnxruntime-example:", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    printed: list[tuple] = []
+    exec(block, {"print": lambda *args: printed.append(args)})
+    assert printed[0] == ([("image", ["batch", 3, 32, 32])],)
+    assert printed[1][0] == (4, 10) and printed[1][1].shape == (4,)
+
+
+def test_onnx_names_follow_the_input_kind_and_bad_names_are_refused(tmp_path: Path) -> None:
+    assert onnx_names("model", "image") == ("image", "logits")
+    assert onnx_names("model", "video") == ("video", "logits")
+    assert onnx_names("backend", "tokens") == ("tokens", "features")
+    with pytest.raises(ValueError, match=r"input_kind='image-list' does not export; expected one of image, video"):
+        onnx_names("model", "image-list")
+    model, x = nn.Linear(4, 2), torch.randn(2, 4)
+    with pytest.raises(ValueError, match=r"output_name='2 logits': expected an identifier"):
+        export_onnx(model, x, tmp_path / "m.onnx", output_name="2 logits")
+    with pytest.raises(ValueError, match=r"input_name and output_name are both 'x': ONNX needs two names"):
+        export_onnx(model, x, tmp_path / "m.onnx", input_name="x", output_name="x")

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
 from vit_core.layers import Transformer
+from vit_core.models.base import MovingAverageTrainer
 from vit_core.registry import Component, ModelInfo, Registry
 from vit_core.testing import BACKEND_CHECKS, PROFILES, TRAINER_CHECKS, ConformanceError, check_model, check_plugin
 
@@ -162,6 +163,25 @@ class DeadHead(Reconstruct):
         self.unused = nn.Linear(2, 2)
 
 
+class AveragesItsEncoder(Reconstruct):
+    """Keeps a moving average of its encoder's patch embedding (a DINO-style teacher): it declares
+    ``update_moving_average()`` (the ``MovingAverageTrainer`` protocol)."""
+
+    def __init__(self, encoder: nn.Module, hidden: int = 8) -> None:
+        super().__init__(encoder, hidden)
+        self.register_buffer("average", encoder.patch_embed.proj.weight.detach().clone())
+
+    def update_moving_average(self) -> None:
+        self.average.lerp_(self.encoder.patch_embed.proj.weight.detach(), 0.1)
+
+
+class AveragesWithAnArgument(AveragesItsEncoder):
+    """Wants the decay as an argument, which a training loop does not pass."""
+
+    def update_moving_average(self, decay: float) -> None:  # type: ignore[override]
+        self.average.lerp_(self.encoder.patch_embed.proj.weight.detach(), 1 - decay)
+
+
 def test_conforming_trainers_pass() -> None:
     labelled = trainer(
         "toy-distill",
@@ -169,8 +189,11 @@ def test_conforming_trainers_pass() -> None:
         takes_labels=True,
         default_config={"student": Component("vit"), "teacher": Component("simple-vit", trained=False)},
     )
-    registry = registry_with(trainer("toy-mae", "Reconstruct"), labelled)
-    assert check_plugin("kinds", registry=registry) == ["toy-mae", "toy-distill"]
+    averaging = trainer("toy-ema", "AveragesItsEncoder")
+    registry = registry_with(trainer("toy-mae", "Reconstruct"), labelled, averaging)
+    assert check_plugin("kinds", registry=registry) == ["toy-mae", "toy-distill", "toy-ema"]
+    assert isinstance(registry.create("toy-ema"), MovingAverageTrainer)
+    assert not isinstance(registry.create("toy-mae"), MovingAverageTrainer)
     assert (
         list(TRAINER_CHECKS) == ["metadata", "listing", "loss", "gradients"] and PROFILES["trainer"] is TRAINER_CHECKS
     )
@@ -184,6 +207,11 @@ def test_conforming_trainers_pass() -> None:
         ("LossPerExample", "loss", ("must return a scalar floating-point loss tensor, got (2,)",)),
         ("NaNLoss", "loss", ("returned a non-finite loss nan",)),
         ("DeadHead", "gradients", ("2 of the trainer's own 6 trainable parameters", "unused.weight, unused.bias")),
+        (
+            "AveragesWithAnArgument",
+            "gradients",
+            ("update_moving_average() after a backward pass raised TypeError", "missing 1 required positional"),
+        ),
     ],
 )
 def test_broken_trainers(target: str, check: str, fragments: tuple[str, ...]) -> None:

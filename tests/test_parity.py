@@ -1,4 +1,8 @@
-"""Same weights, same outputs: vit-pytorch (the oracle) through our documented importers."""
+"""Same weights, same outputs: vit-pytorch (the oracle) through our documented importers.
+
+Parity runs in float64 (both models ``.double()``, float64 inputs, :data:`FLOAT64_TOLERANCE`), where the
+order a processor's kernels sum in no longer matters; ``test_vit_in_float32`` is the float32 check.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,29 @@ import pytest
 import torch
 from torch import nn
 
-from vit_core.testing.oracle import perturb
 from vit_core import NaViT, SimpleViT, ViT, load_reference_weights
+from vit_core.layers import HeadNorm
+from vit_core.testing.oracle import (
+    FLOAT64_TOLERANCE,
+    assert_float32_close,
+    assert_float64_close,
+    perturb,
+    share_fixed_table,
+)
 
 pytestmark = pytest.mark.oracle
-TOL = dict(atol=1e-5, rtol=1e-5)
 SMALL = dict(num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
+F64 = dict(dtype=torch.float64)
 
 
-def imported(ours, reference):
-    """``ours`` with the weights of ``reference``, after moving every reference weight off its initial value.
+def imported(ours, reference, dtype: torch.dtype = torch.float64):
+    """``ours`` with the weights of ``reference``, both in ``dtype`` and eval mode, after moving every reference
+    weight off its initial value (the weights convert in ``dtype``: no float32 rounding between the two).
 
     vit-pytorch's bias-free LayerNorm (NaViT) keeps its zero bias as a ``beta`` buffer: a constant.
     """
-    perturb(reference, constants=("beta",)).eval()
-    return load_reference_weights(ours, reference.state_dict()).eval()
+    perturb(reference, constants=("beta",)).to(dtype).eval()
+    return load_reference_weights(ours.to(dtype), reference.state_dict()).eval()
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
@@ -31,8 +43,37 @@ def test_vit(oracle, pool, image_size, patch_size):
     cfg = dict(image_size=image_size, patch_size=patch_size, pool=pool, dropout=0.1, emb_dropout=0.1) | SMALL
     reference = Reference(**cfg)
     ours = imported(ViT(**cfg), reference)
-    x = torch.randn(3, 3, *((image_size,) * 2 if isinstance(image_size, int) else image_size))
-    torch.testing.assert_close(ours(x), reference(x), **TOL)
+    x = torch.randn(3, 3, *((image_size,) * 2 if isinstance(image_size, int) else image_size), **F64)
+    assert_float64_close(ours(x), reference(x))
+
+
+def test_vit_in_float32(oracle):
+    """The float32 check: the precision the models run in, within a tolerance relative to the output scale."""
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=32, patch_size=8, pool="cls") | SMALL
+    reference = Reference(**cfg)
+    ours = imported(ViT(**cfg), reference, dtype=torch.float32)
+    x = torch.randn(3, 3, 32, 32)
+    assert_float32_close(ours(x), reference(x))
+
+
+def test_float64_parity_catches_a_norm_eps_the_float32_tolerance_hides(oracle):
+    """Every LayerNorm's ``eps`` 1e-6 instead of vit-pytorch's 1e-5: float64 parity fails, while float32 at
+    the former tolerance (1e-5 absolute and relative) would have passed."""
+    from vit_pytorch.vit import ViT as Reference
+
+    cfg = dict(image_size=32, patch_size=8) | SMALL
+    reference = Reference(**cfg)
+    ours = imported(ViT(**cfg), reference)
+    for module in ours.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = 1e-6
+    x = torch.randn(2, 3, 32, 32, **F64)
+    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
+        assert_float64_close(ours(x), reference(x))
+    ours.float(), reference.float()
+    assert torch.allclose(ours(x.float()), reference(x.float()), atol=1e-5, rtol=1e-5)
 
 
 def test_vit_features_without_head(oracle):
@@ -41,8 +82,8 @@ def test_vit_features_without_head(oracle):
     cfg = dict(image_size=32, patch_size=8) | SMALL | dict(num_classes=0)
     reference = Reference(**cfg)
     ours = imported(ViT(**cfg), reference)
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(ours(x), reference(x), **TOL)
+    x = torch.randn(2, 3, 32, 32, **F64)
+    assert_float64_close(ours(x), reference(x))
 
 
 def test_vit_smaller_images_differ_on_purpose(oracle):
@@ -52,10 +93,10 @@ def test_vit_smaller_images_differ_on_purpose(oracle):
     cfg = dict(image_size=32, patch_size=8) | SMALL
     reference = Reference(**cfg)
     ours = imported(ViT(**cfg), reference)
-    square = torch.randn(2, 3, 16, 16)
+    square = torch.randn(2, 3, 16, 16, **F64)
     assert not torch.allclose(ours(square), reference(square), atol=1e-3)
-    wide = torch.randn(2, 3, 16, 32)  # full rows: both layouts pick the same positions
-    torch.testing.assert_close(ours(wide), reference(wide), **TOL)
+    wide = torch.randn(2, 3, 16, 32, **F64)  # full rows: both layouts pick the same positions
+    assert_float64_close(ours(wide), reference(wide))
 
 
 def test_simple_vit(oracle):
@@ -64,40 +105,68 @@ def test_simple_vit(oracle):
     cfg = dict(image_size=(32, 48), patch_size=(8, 16)) | SMALL
     reference = Reference(**cfg)
     ours = imported(SimpleViT(**cfg), reference)
-    x = torch.randn(3, 3, 32, 48)
-    torch.testing.assert_close(ours(x), reference(x), **TOL)
+    share_fixed_table(reference, "pos_embedding", ours.pos_embed.table)
+    x = torch.randn(3, 3, 32, 48, **F64)
+    assert_float64_close(ours(x), reference(x))
+
+
+NAVIT = dict(image_size=64, patch_size=8, token_dropout_prob=0.1) | SMALL
+
+
+def without_qk_norm_eps(model: NaViT) -> NaViT:
+    """``model`` with the eps of its query and key RMSNorms set to 0.
+
+    vit-pytorch's NaViT normalises queries and keys with ``F.normalize`` (no eps under the root); ours adds
+    :class:`~vit_core.layers.HeadNorm`'s ``eps=1e-6``, which moves outputs by ~1e-6
+    (``test_navit_qk_norm_eps_is_the_only_difference``).  Parity compares the rest."""
+    for module in model.modules():
+        if isinstance(module, HeadNorm):
+            module.eps = 0.0
+    return model
 
 
 @pytest.fixture
 def navit_pair(oracle):
     from vit_pytorch.na_vit import NaViT as Reference
 
-    cfg = dict(image_size=64, patch_size=8, token_dropout_prob=0.1) | SMALL
-    reference = Reference(**cfg)
-    return imported(NaViT(**cfg), reference), reference
+    reference = Reference(**NAVIT)
+    return without_qk_norm_eps(imported(NaViT(**NAVIT), reference)), reference
+
+
+def test_navit_qk_norm_eps_is_the_only_difference(oracle):
+    """Kept, HeadNorm's eps moves the outputs beyond float64 parity but by less than 1e-5 of their scale."""
+    from vit_pytorch.na_vit import NaViT as Reference
+
+    reference = Reference(**NAVIT)
+    ours = imported(NaViT(**NAVIT), reference)
+    flat = [torch.randn(3, h, w, **F64) for h, w in [(64, 64), (32, 32), (8, 64)]]
+    expected, got = reference(flat), ours(flat)
+    difference = (got - expected).abs().max().item()
+    assert FLOAT64_TOLERANCE < difference < 1e-5 * expected.abs().max().item()
+    assert_float64_close(without_qk_norm_eps(ours)(flat), expected)
 
 
 def test_navit_list_of_lists(navit_pair):
     ours, reference = navit_pair
     batch = [
-        [torch.randn(3, 64, 64), torch.randn(3, 32, 32)],
-        [torch.randn(3, 32, 64), torch.randn(3, 64, 32)],
-        [torch.randn(3, 16, 64)],
+        [torch.randn(3, 64, 64, **F64), torch.randn(3, 32, 32, **F64)],
+        [torch.randn(3, 32, 64, **F64), torch.randn(3, 64, 32, **F64)],
+        [torch.randn(3, 16, 64, **F64)],
     ]
-    torch.testing.assert_close(ours(batch), reference(batch), **TOL)
+    assert_float64_close(ours(batch), reference(batch))
 
 
 def test_navit_auto_grouping(navit_pair):
     ours, reference = navit_pair
-    flat = [torch.randn(3, h, w) for h, w in [(64, 64), (32, 32), (32, 64), (64, 32), (16, 64), (8, 8)]]
+    flat = [torch.randn(3, h, w, **F64) for h, w in [(64, 64), (32, 32), (32, 64), (64, 32), (16, 64), (8, 8)]]
     kwargs = dict(group_images=True, group_max_seq_len=64)
-    torch.testing.assert_close(ours(flat, **kwargs), reference(flat, **kwargs), **TOL)
+    assert_float64_close(ours(flat, **kwargs), reference(flat, **kwargs))
 
 
 def test_navit_flat_list(navit_pair):
     ours, reference = navit_pair
-    flat = [torch.randn(3, h, w) for h, w in [(64, 64), (32, 32), (8, 64)]]
-    torch.testing.assert_close(ours(flat), reference(flat), **TOL)
+    flat = [torch.randn(3, h, w, **F64) for h, w in [(64, 64), (32, 32), (8, 64)]]
+    assert_float64_close(ours(flat), reference(flat))
 
 
 def test_importer_rejects_unknown_keys(oracle):
@@ -115,7 +184,9 @@ def test_importer_names_a_configuration_mismatch(oracle):
 
     cfg = dict(image_size=32, patch_size=8) | SMALL
     state = Reference(**cfg | dict(patch_size=16)).state_dict()
-    with pytest.raises(ValueError, match=r"does not fit this ViT: vit_core.interop.reference:import_vit failed with Runtime"):
+    with pytest.raises(
+        ValueError, match=r"does not fit this ViT: vit_core.interop.reference:import_vit failed with Runtime"
+    ):
         load_reference_weights(ViT(**cfg), state)
 
 
@@ -126,8 +197,9 @@ def test_simple_vit_single_full_width_head_still_projects(oracle):
     cfg = dict(image_size=16, patch_size=8, num_classes=3, dim=16, depth=1, heads=1, mlp_dim=8, dim_head=16)
     reference = Reference(**cfg)
     ours = imported(SimpleViT(**cfg), reference)
-    x = torch.randn(2, 3, 16, 16)
-    torch.testing.assert_close(ours(x), reference(x), **TOL)
+    share_fixed_table(reference, "pos_embedding", ours.pos_embed.table)
+    x = torch.randn(2, 3, 16, 16, **F64)
+    assert_float64_close(ours(x), reference(x))
 
 
 def test_navit_nested_tensor_flavour(oracle):
@@ -137,8 +209,8 @@ def test_navit_nested_tensor_flavour(oracle):
     cfg = dict(image_size=64, patch_size=8, token_dropout_prob=0.0) | SMALL
     reference = Reference(**cfg)
     ours = imported(NaViT.nested_tensor_flavour(**cfg), reference)
-    flat = [torch.randn(3, h, w) for h, w in [(64, 64), (32, 32), (32, 64), (8, 64)]]
-    torch.testing.assert_close(ours(flat), reference(flat), **TOL)
+    flat = [torch.randn(3, h, w, **F64) for h, w in [(64, 64), (32, 32), (32, 64), (8, 64)]]
+    assert_float64_close(ours(flat), reference(flat))
 
 
 # The perturbation every parity test starts with, and why.
@@ -163,10 +235,11 @@ def test_only_perturbed_weights_expose_a_misplaced_norm(oracle, perturbed):
     reference = Reference(**cfg)
     if perturbed:
         perturb(reference)
-    reference.eval()
-    broken = swap_block_norms(load_reference_weights(ViT(**cfg), reference.state_dict())).eval()
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.allclose(broken(x), reference(x), **TOL) is not perturbed
+    reference.double().eval()
+    broken = swap_block_norms(load_reference_weights(ViT(**cfg).double(), reference.state_dict())).eval()
+    x = torch.randn(2, 3, 32, 32, **F64)
+    close = torch.allclose(broken(x), reference(x), atol=FLOAT64_TOLERANCE, rtol=FLOAT64_TOLERANCE)
+    assert close is not perturbed
 
 
 def test_perturb_moves_every_parameter_and_state_buffer():

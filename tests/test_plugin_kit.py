@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from vit_core import NaViT, ViT
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-from vit_core.registry import ModelInfo, Preset, Registry, count_parameters
+from vit_core.registry import ModelInfo, Preset, Registry
+from vit_core.runtime.measure import count_parameters
 from vit_core.scaffold import check_name, class_name, generate_plugin, render
 from vit_core.testing import CHECKS, ConformanceError, check_model, check_plugin, model_names, parametrize_models
 
@@ -205,6 +206,56 @@ def sharpened_vit(*, num_classes: int = 10, sharpness: float = 1.0, **config: An
     return model
 
 
+class ReadsPatchTokensToo(ViT):
+    """Declares that its head reads the class token alone, but adds the patch tokens' mean: the last block,
+    pruned to the class token, would give other logits."""
+
+    def pool_features(self, features: Tensor) -> Tensor:
+        return super().pool_features(features) + features[:, 1:].mean(1)
+
+    def head_reads_leading_tokens(self) -> int | None:
+        return 1
+
+
+class ReadsNoToken(ViT):
+    def head_reads_leading_tokens(self) -> int | None:
+        return 0
+
+
+class MisnamedClassTrunk(ViT):
+    class_attention_trunk = "cls_transformer"
+
+
+class ClassTrunkWithoutAttention(ViT):
+    class_attention_trunk = "to_latent"
+
+
+class UndecidedTokenAttention(ViT):
+    token_attention = "no"  # type: ignore[assignment]
+
+
+class ThreeBranches(ViT):
+    """Two attention layers (depth 2), declared as layers of three branches each."""
+
+    attention_branches = 3
+
+
+class OutsideParameterAsAString(ViT):
+    parameters_outside_forward = "head."  # type: ignore[assignment]
+
+
+class NoSuchOutsideParameter(ViT):
+    parameters_outside_forward = ("distill_token",)
+
+
+class DeclaresItsExtraToken(NoSuchOutsideParameter):
+    """A distillation token that only another method uses, declared outside forward."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.distill_token = nn.Parameter(torch.zeros(1, self.num_features))
+
+
 NAVIT = dict(SMALL, token_dropout_prob=0.1)
 
 
@@ -334,6 +385,37 @@ def test_state_outside_the_state_dict_fails_save_load() -> None:
 def test_a_constructor_argument_that_is_not_recorded_fails_save_load() -> None:
     model = info("sharpened", here("sharpened_vit"), default_config={**SMALL, "sharpness": 3.0})
     expect_failure(model, "save-load", "(Sharpened) does not give bit-identical outputs", "(init_config)")
+
+
+@pytest.mark.parametrize(
+    ("target", "fragments"),
+    [
+        (
+            "ReadsPatchTokensToo",
+            ("head_reads_leading_tokens() = 1, but forward_head's output changes when a later token does",),
+        ),
+        ("ReadsNoToken", ("head_reads_leading_tokens() must be None or a positive int, got 0",)),
+        ("MisnamedClassTrunk", ("class_attention_trunk='cls_transformer' names no submodule of MisnamedClassTrunk",)),
+        ("ClassTrunkWithoutAttention", ("class_attention_trunk='to_latent' holds no attention a Recorder can record",)),
+        ("UndecidedTokenAttention", ("token_attention must be a bool, got 'no'",)),
+        ("ThreeBranches", ("attention_branches=3, but a Recorder sees 2 attention layers, not a multiple of it",)),
+        ("OutsideParameterAsAString", ("parameters_outside_forward must be a tuple of parameter-name prefixes",)),
+        ("NoSuchOutsideParameter", ("prefixes that no parameter has: ['distill_token']",)),
+    ],
+)
+def test_declarations_must_hold(target: str, fragments: tuple[str, ...]) -> None:
+    """What a model declares on VisionModel is checked against the model: a wrong declaration fails
+    the ``declarations`` check, naming it."""
+    expect_failure(info("misdeclared", here(target)), "declarations", *fragments)
+
+
+def test_true_declarations_pass() -> None:
+    """The control of test_declarations_must_hold: ViT's own declarations (the class token alone with
+    ``pool="cls"``), and a distillation token declared outside forward."""
+    assert ViT(**SMALL).head_reads_leading_tokens() == 1
+    model = info("declared", here("DeclaresItsExtraToken"))
+    skip = [c for c in CHECKS if c not in ("declarations", "gradients")]
+    check_model(model.name, registry=registry_with(model), skip=skip)
 
 
 @pytest.mark.parametrize(
@@ -530,6 +612,66 @@ def test_generated_plugin_passes_the_kit(tmp_path: Path, monkeypatch: pytest.Mon
     assert check_plugin("kit-sample", registry=registry) == ["kit-sample"]
     model = registry.create("kit-sample", num_registers=2)
     assert count_parameters(model) == VIT_PARAMS + 2 * 64
+
+
+SECOND_MODEL = """
+
+class WideViT(ViT):
+    \"\"\"The author's second model: vit_core.ViT, registered with a wider default configuration.\"\"\"
+"""
+
+SECOND_ENTRY = """        ModelInfo(
+            name="{name}-wide",
+            target="{package}.model:WideViT",
+            family="vit",
+            paper_title="An Image is Worth 16x16 Words",
+            paper_url="https://arxiv.org/abs/2010.11929",
+            summary="ViT, wider.",
+            input_kind="image",
+            default_config=dict(image_size=32, patch_size=8, num_classes=10, dim=96, depth=2, heads=4, mlp_dim=128),
+            input_shape=(3, 32, 32),
+            citation="@article{{dosovitskiy2020vit}}",
+            example="v = WideViT(image_size=32, patch_size=8, num_classes=10, dim=96, depth=2, heads=4, mlp_dim=128)",
+        ),
+    ]
+"""
+
+
+def _install_in_place(root: Path, name: str, package: str, site: Path) -> dict[str, str]:
+    """Make the generated project at ``root`` discoverable as an installed plugin without pip: a
+    ``.dist-info`` folder declaring its entry point in ``site``, and the environment that puts ``root``
+    and ``site`` on ``sys.path`` (and loads that plugin alone)."""
+    info = site / f"{package}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[vit_core.plugins]\n{name} = {package}.plugin\n")
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
+    return env | {"PYTHONPATH": os.pathsep.join([str(root), str(site)]), "VIT_PLUGINS": name}
+
+
+def test_generated_plugin_tests_pass_with_a_second_model(tmp_path: Path) -> None:
+    """The template's own tests keep passing when the author registers a second model, and they check it:
+    run (as the author would, with pytest in the project) before and after adding it.  The export tests
+    are left out (the same kit check, slow; test_exports in the template runs them per model)."""
+    root = tmp_path / "kit-pair"
+    generate_plugin("kit-pair", root)
+    env = _install_in_place(root, "kit-pair", "kit_pair", tmp_path / "site")
+    pytest_run = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not exports")
+    assert "3 passed" in _run(*pytest_run, cwd=root, env=env).stdout
+
+    model = root / "kit_pair" / "model.py"
+    model.write_text(model.read_text() + SECOND_MODEL)
+    plugin = root / "kit_pair" / "plugin.py"
+    text = plugin.read_text()
+    assert text.count("\n        ),\n    ]\n") == 1
+    plugin.write_text(
+        text.replace(
+            "\n        ),\n    ]\n", "\n        ),\n" + SECOND_ENTRY.format(name="kit-pair", package="kit_pair")
+        )
+    )
+    done = _run(*pytest_run, "-rA", cwd=root, env=env)
+    assert "4 passed" in done.stdout, done.stdout
+    assert "PASSED tests/test_conformance.py::test_conformance[kit-pair-wide]" in done.stdout, done.stdout
 
 
 def test_new_plugin_command(tmp_path: Path) -> None:

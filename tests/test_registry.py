@@ -17,9 +17,9 @@ import torch
 from typer.testing import CliRunner
 
 from tests.fake_plugins import HEADER, install_fake, registering
-from vit_core import create_model, list_models
+from vit_core import __version__, create_model, list_models
 from vit_core.cli import app
-from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from vit_core.hookspecs import HOOK_API_VERSION, SUPPORTED_API_VERSIONS, hookimpl
 from vit_core.registry import (
     AmbiguousModelError,
     Component,
@@ -29,11 +29,11 @@ from vit_core.registry import (
     Preset,
     Registry,
     UnknownModelError,
-    count_flops,
-    count_parameters,
     get_registry,
     reset_registry,
+    set_registry,
 )
+from vit_core.runtime.measure import count_flops, count_parameters
 from vit_core.testing import ConformanceError, check_model, model_names, parametrize_models
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
@@ -343,6 +343,19 @@ def test_qualified_lookup_errors():
         registry.info("vit-core:vt")
 
 
+def test_set_registry_replaces_the_process_wide_registry():
+    mine = core_registry()
+    mine.add_plugin(Plugin([toy("mine-vit")]), "mine")
+    previous = set_registry(mine)
+    try:
+        assert get_registry() is mine and "mine-vit" in list_models()
+    finally:
+        assert set_registry(previous) is mine
+    assert "mine-vit" not in list_models()
+    with pytest.raises(TypeError, match="registry must be a Registry or None, got dict"):
+        set_registry({})  # type: ignore[arg-type]
+
+
 # Plugins that failed to load.
 
 
@@ -355,7 +368,7 @@ def test_a_failed_plugin_names_its_models():
     with pytest.raises(FailedPluginError) as caught:
         registry.info("old-huge")
     assert str(caught.value).startswith(
-        "model 'old-huge' belongs to plugin 'old' which failed to load: targets hook API version 1"
+        "model 'old-huge' belongs to plugin 'old' which failed to load: plugin 'old' targets hook API version 1"
     )
     with pytest.raises(FailedPluginError, match="belongs to plugin 'old'"):
         registry.info("old:old-vit")
@@ -458,6 +471,76 @@ def test_a_hook_calling_sys_exit_does_not_stop_the_host():
 def test_a_plugin_without_the_register_hook():
     record = core_registry().add_plugin(plugin_module(vit_api_version=hookimpl(lambda: HOOK_API_VERSION)), "empty")
     assert record.errors == ["implements no vit_register_models() hook, so it registers nothing"]
+
+
+# The hook API version a plugin was written for.
+
+VERSIONED = {
+    "older": registering("toy('older-vit')", api=SUPPORTED_API_VERSIONS[0] - 1),
+    "inside": registering("toy('inside-vit')", api=SUPPORTED_API_VERSIONS[-1]),
+    "newer": registering("toy('newer-vit')", api=SUPPORTED_API_VERSIONS[-1] + 1),
+}
+
+
+@pytest.fixture
+def versioned_site(tmp_path, monkeypatch):
+    modules = [install_fake(tmp_path, name, source) for name, source in VERSIONED.items()]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("VIT_PLUGINS", ",".join(VERSIONED))
+    importlib.invalidate_caches()
+    reset_registry()
+    yield tmp_path
+    reset_registry()
+    for module in modules:
+        sys.modules.pop(module, None)
+
+
+def test_the_host_supports_the_version_it_provides():
+    assert HOOK_API_VERSION in SUPPORTED_API_VERSIONS and SUPPORTED_API_VERSIONS.step == 1
+
+
+def test_a_plugin_outside_the_supported_hook_api_versions_is_refused(versioned_site):
+    plugins = get_registry().plugins
+    assert plugins["inside"].loaded and plugins["inside"].models == ["inside-vit"] and plugins["inside"].ok
+    assert create_model("inside-vit").num_classes == 3
+    older, newer = SUPPORTED_API_VERSIONS[0] - 1, SUPPORTED_API_VERSIONS[-1] + 1
+    assert plugins["older"].api_version == older and not plugins["older"].loaded
+    assert plugins["older"].errors == [
+        f"plugin 'older' targets hook API version {older}, but vit-core {__version__} supports hook API version 2: "
+        "port the plugin to hook API version 2, or use the older vit-core it was written for"
+    ]
+    assert plugins["newer"].api_version == newer and not plugins["newer"].loaded
+    assert plugins["newer"].errors == [
+        f"plugin 'newer' targets hook API version {newer}, but vit-core {__version__} supports hook API version 2: "
+        "upgrade vit-core, or install a release of the plugin written for hook API version 2"
+    ]
+    with pytest.raises(FailedPluginError, match=f"'newer-vit' belongs to plugin 'newer' .* version {newer}, but"):
+        create_model("newer-vit")
+    result = runner.invoke(app, ["plugins"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    assert f"vit-core {__version__}, hook API version 2 (loads plugins of version 2)" in result.output
+    assert f"error in plugin older (vit-fake-older 1.2.3): plugin 'older' targets hook API version {older}" in (
+        result.output
+    )
+    assert f"error in plugin newer (vit-fake-newer 1.2.3): plugin 'newer' targets hook API version {newer}" in (
+        result.output
+    )
+
+
+def test_a_host_supporting_several_versions_names_the_range(monkeypatch):
+    monkeypatch.setattr("vit_core.hookspecs.SUPPORTED_API_VERSIONS", range(2, 4))
+    registry = core_registry()
+    assert registry.add_plugin(Plugin([toy("three-vit")], 3), "three").loaded
+    refused = registry.add_plugin(Plugin([toy("four-vit")], 4), "four")
+    assert refused.errors == [
+        f"plugin 'four' targets hook API version 4, but vit-core {__version__} supports hook API versions 2 to 3: "
+        "upgrade vit-core, or install a release of the plugin written for hook API versions 2 to 3"
+    ]
+    texty = registry.add_plugin(Plugin([toy("text-vit")], "2"), "texty")  # type: ignore[arg-type]
+    assert texty.errors == [
+        f"plugin 'texty': vit_api_version() returned '2', not an int; vit-core {__version__} supports hook API "
+        "versions 2 to 3"
+    ]
 
 
 # Discovery through entry points, the allowlist and isolation.

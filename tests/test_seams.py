@@ -704,10 +704,9 @@ def dense_backend(*, dim, depth, heads=8, dim_head=64, mlp_dim=None, dropout=0.0
     return Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, final_norm=final_norm)
 
 
-def test_vit_builds_a_registered_backend_by_name(monkeypatch):
-    import vit_core.registry as registry_module
+def test_vit_builds_a_registered_backend_by_name(request):
     from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-    from vit_core.registry import Component, ModelInfo, Registry
+    from vit_core.registry import Component, ModelInfo, Registry, set_registry
 
     backend = ModelInfo(
         name="dense-test",
@@ -737,7 +736,8 @@ def test_vit_builds_a_registered_backend_by_name(monkeypatch):
 
     registry.add_plugin(core_plugin, "vit-core")
     registry.add_plugin(Plugin(), "backends")
-    monkeypatch.setattr(registry_module, "_REGISTRY", registry)
+    previous = set_registry(registry)
+    request.addfinalizer(lambda: set_registry(previous))
     BUILT_WITH.clear()
     model = small_vit(transformer="dense-test", transformer_options={"final_norm": False})
     assert [dict(dim=32, depth=3, heads=2, dim_head=8, final_norm=False)] == BUILT_WITH

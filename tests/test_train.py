@@ -260,7 +260,7 @@ def test_sample_shape_reads_each_models_own_input_arguments() -> None:
     or frame count reaches the sample through the argument the model names it by (CCT's img_size,
     CCT3D's num_frames, MobileViT's in_channels)."""
     from vit_core.registry import get_registry
-    from vit_core.training.loop import sample_shape
+    from vit_core.training.build import sample_shape
 
     registry = get_registry()
     for name, info in registry.entries.items():
@@ -282,15 +282,16 @@ def test_sample_shape_reads_each_models_own_input_arguments() -> None:
 
 
 def test_a_bare_cuda_device_under_torchrun_is_the_local_gpu() -> None:
-    from vit_core.training.loop import _device
+    from vit_core.training.distributed import select_device
 
-    assert _device("cuda", 2, 1) == torch.device("cuda", 1)  # torch.device needs no GPU to be built
-    assert _device("cuda:0", 2, 1) == torch.device("cuda", 0) and _device("cpu", 2, 1) == torch.device("cpu")
-    assert _device("cuda", 1, 0) == torch.device("cuda")
+    assert select_device("cuda", 2, 1) == torch.device("cuda", 1)  # torch.device needs no GPU to be built
+    assert select_device("cuda:0", 2, 1) == torch.device("cuda", 0)
+    assert select_device("cpu", 2, 1) == torch.device("cpu")
+    assert select_device("cuda", 1, 0) == torch.device("cuda")
 
 
 def test_set_values_are_python_literals_or_json_and_lists_are_tuples() -> None:
-    from vit_core.training.loop import parse_sets
+    from vit_core.cli.options import parse_sets
 
     parsed = parse_sets(["dim=64", "image_size=[32,48]", "pool='mean'", "pool2=mean", "flag=true", "none=null"])
     assert parsed == {"dim": 64, "image_size": (32, 48), "pool": "mean", "pool2": "mean", "flag": True, "none": None}
@@ -299,8 +300,10 @@ def test_set_values_are_python_literals_or_json_and_lists_are_tuples() -> None:
 
 @pytest.mark.parametrize("size", ["abc", "", "(0, 16)", "[16, 16, 3, 4, 'x']"])
 def test_a_size_that_is_no_size_is_named(size: str) -> None:
+    from vit_core.cli.options import parse_sets
     from vit_core.registry import get_registry
-    from vit_core.training.loop import TrainError, parse_sets, sample_shape
+    from vit_core.training.build import sample_shape
+    from vit_core.training.config import TrainError
 
     with pytest.raises(TrainError, match=r"image_size=.*'vit' takes its input size as a positive int or a"):
         sample_shape(get_registry().info("vit"), parse_sets([f"image_size={size}"]))

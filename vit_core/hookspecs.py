@@ -15,9 +15,20 @@ PROJECT = "vit_core"
 ENTRY_POINT_GROUP = "vit_core.plugins"
 HOOK_API_VERSION = 2
 """Version of this hook API (the hooks and the ``ModelInfo`` fields).  A plugin states the version
-it targets with ``vit_api_version``; a plugin targeting another version is reported and skipped.
+it was written for with ``vit_api_version`` (a literal, not this constant); a plugin stating a
+version outside :data:`SUPPORTED_API_VERSIONS` is reported and skipped.
 Version 2 (vit-core 0.2): ``ModelInfo`` lost ``num_params`` (counts are measured) and gained
 ``kind``, ``presets``, ``takes_labels`` and ``plugs_into``."""
+SUPPORTED_API_VERSIONS = range(2, HOOK_API_VERSION + 1)
+"""The hook API versions whose plugins this vit-core loads.  Version 1 plugins (``ModelInfo`` with
+``num_params``) are not: their metadata no longer validates."""
+
+
+def describe_api_versions() -> str:
+    """:data:`SUPPORTED_API_VERSIONS` for messages: ``"version 2"`` or ``"versions 2 to 3"``."""
+    first, last = SUPPORTED_API_VERSIONS[0], SUPPORTED_API_VERSIONS[-1]
+    return f"version {first}" if first == last else f"versions {first} to {last}"
+
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -28,7 +39,7 @@ class VitHookSpecs:
 
     @hookspec(firstresult=True)
     def vit_api_version(self) -> int:  # type: ignore[empty-body]
-        """Return the hook API version this plugin targets (:data:`HOOK_API_VERSION`)."""
+        """Return the hook API version this plugin was written for, as a literal (:data:`SUPPORTED_API_VERSIONS`)."""
 
     @hookspec
     def vit_register_models(self) -> list:  # type: ignore[empty-body]

@@ -15,8 +15,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vit_core.hookspecs import HOOK_API_VERSION
-
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
@@ -66,7 +64,6 @@ def plugin_values(name: str) -> dict[str, str]:
         "name": name,
         "package": check_name(name),
         "class_name": class_name(name),
-        "api_version": str(HOOK_API_VERSION),
         "core_version": __version__,
     }
 

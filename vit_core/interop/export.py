@@ -2,7 +2,9 @@
 
 :func:`export_program` traces a model into a :class:`torch.export.ExportedProgram` whose batch
 axis is symbolic; :func:`export_onnx` converts it to ONNX (``torch.onnx.export``, the dynamo
-exporter: needs the ``onnx`` and ``onnxscript`` packages, ``pip install 'vit-core[export]'``).
+exporter: needs the ``onnx`` and ``onnxscript`` packages, ``pip install 'vit-core[export]'``), its
+input and output named for their role (:func:`onnx_names`: ``image`` -> ``logits`` for an image
+classifier) and its batch axis ``batch``.
 :func:`check_export` does both and compares the exported program and onnxruntime against eager
 PyTorch on another batch size; where a model cannot export, :class:`ExportError` names the
 operator that blocked it (e.g. ``aten.nonzero``: a data-dependent shape).
@@ -10,8 +12,12 @@ operator that blocked it (e.g. ``aten.nonzero``: a data-dependent shape).
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,11 @@ ONNX_TOLERANCE = 1e-4
 """Largest absolute difference allowed between onnxruntime's outputs and eager PyTorch's."""
 PROGRAM_TOLERANCE = 1e-5
 """Largest absolute difference allowed between the exported program's outputs and eager PyTorch's."""
+ONNX_INPUT_NAMES = {"image": "image", "video": "video", "tokens": "tokens"}
+"""The ONNX input's name for each ``ModelInfo.input_kind`` that exports (an image list has no batch axis)."""
+_EXPORTER_LOGGERS = ("torch.onnx._internal.exporter._registration",)
+"""Loggers whose warnings are the exporter's internals (e.g. "torchvision is not installed. Skipping
+torchvision::nms" for every torchvision operator it could register): nothing a user can act on."""
 _OP = re.compile(r"(?:torch\.ops\.)?(aten|prims|onnx)(?:::|\.)([A-Za-z_]\w*)(?:\.(\w+))?")
 
 
@@ -81,14 +92,61 @@ def export_program(model: nn.Module, example: Tensor) -> torch.export.ExportedPr
         raise ExportError("torch.export", _first_line(exc), blocking_op(exc)) from exc
 
 
-def export_onnx(model: nn.Module | torch.export.ExportedProgram, example: Tensor, path: str | Path) -> Path:
-    """Write ``model`` (a module, or a program from :func:`export_program`) as ONNX with a dynamic batch axis."""
+def onnx_names(kind: str, input_kind: str) -> tuple[str, str]:
+    """The ONNX input and output names of a registered entry of ``kind`` taking ``input_kind``: a model's
+    input is named by its kind (``image``, ``video``) and its output ``logits``; a backend maps ``tokens``
+    to ``features``."""
+    if input_kind not in ONNX_INPUT_NAMES:
+        raise ValueError(f"input_kind={input_kind!r} does not export; expected one of {', '.join(ONNX_INPUT_NAMES)}")
+    return ONNX_INPUT_NAMES[input_kind], "features" if kind == "backend" else "logits"
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence, while the exporter runs, its internal warnings: :data:`_EXPORTER_LOGGERS` and the
+    ``FutureWarning`` deprecations its own code triggers in torch (e.g. ``isinstance(treespec, LeafSpec)``)."""
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def export_onnx(
+    model: nn.Module | torch.export.ExportedProgram,
+    example: Tensor,
+    path: str | Path,
+    *,
+    input_name: str = "image",
+    output_name: str = "logits",
+) -> Path:
+    """Write ``model`` (a module, or a program from :func:`export_program`) as ONNX with a dynamic batch axis
+    named ``batch``, its input called ``input_name`` and its (first) output ``output_name``
+    (:func:`onnx_names` gives a registered entry's)."""
+    for arg, value in (("input_name", input_name), ("output_name", output_name)):
+        if not isinstance(value, str) or not value.isidentifier():
+            raise ValueError(f"{arg}={value!r}: expected an identifier such as 'image' or 'logits'")
+    if input_name == output_name:
+        raise ValueError(f"input_name and output_name are both {input_name!r}: ONNX needs two names")
     program = model if isinstance(model, torch.export.ExportedProgram) else export_program(model, example)
     path = Path(path)
     try:
-        onnx_program = torch.onnx.export(
-            program, (example,), dynamo=True, optimize=False, input_names=["input"], verbose=False
-        )
+        with _quiet_exporter():
+            onnx_program = torch.onnx.export(
+                program,
+                (example,),
+                dynamo=True,
+                optimize=False,
+                input_names=[input_name],
+                output_names=[output_name],
+                verbose=False,
+            )
         _name_batch_axis(onnx_program.model.graph)
         onnx_program.save(str(path))
     except Exception as exc:

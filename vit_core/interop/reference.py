@@ -71,6 +71,29 @@ TRANSFORMER_RULES: list[tuple[str, str]] = [
 ]
 """vit-pytorch's ``Transformer`` (pre-norm inside ``Attention`` and ``FeedForward``) -> ours."""
 
+PARAM = r"(weight|bias)"
+"""A rule's pattern for the parameters of a linear, convolution or norm layer (one group)."""
+
+
+def block_pair_rules(
+    attn: str, ff: str, attention: Iterable[tuple[str, str]] = (), prefix: str = ""
+) -> list[tuple[str, str]]:
+    r"""Rules for one vit-pytorch pre-norm residual pair -> one of our ``TransformerBlock`` s under ``prefix``.
+
+    ``attn`` and ``ff`` are the patterns of the key prefixes of the reference's attention (its LayerNorm
+    is ``norm``) and feed-forward (``LayerNorm, Linear, activation, dropout, Linear``: children 0, 1, 4),
+    e.g. ``r"0\.fn\."`` and ``r"1\.net\."``, without groups.  ``attention``: ``(pattern, our name)``
+    of the attention's other keys, below ``attn`` and ``{prefix}attn.``; an empty name drops the key.
+    """
+    return [
+        (rf"{attn}norm\.{PARAM}", rf"{prefix}attn_norm.\1"),
+        *((rf"{attn}{pattern}", rf"{prefix}attn.{ours}" if ours else "") for pattern, ours in attention),
+        (rf"{ff}0\.{PARAM}", rf"{prefix}ff_norm.\1"),
+        (rf"{ff}1\.{PARAM}", rf"{prefix}ff.fc1.\1"),
+        (rf"{ff}4\.{PARAM}", rf"{prefix}ff.fc2.\1"),
+    ]
+
+
 PATCH_RULES: list[tuple[str, str]] = [
     (r"to_patch_embedding\.1\.(weight|bias)", r"patch_embed.patch_norm.\1"),
     (r"to_patch_embedding\.2\.(weight|bias)", r"patch_embed.proj.\1"),
@@ -120,9 +143,15 @@ def import_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     return out
 
 
+def rename_patch_model(state: Mapping[str, Tensor]) -> StateDict:
+    """Rename a vit-pytorch ViT's patch embedding, head and ``Transformer`` keys (:data:`PATCH_RULES`,
+    :data:`HEAD_RULES`, :data:`TRANSFORMER_RULES`); any other key is an error."""
+    return rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, (r"(transformer\..*)", r"\1")]))
+
+
 def import_simple_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     """``vit_pytorch.simple_vit.SimpleViT`` -> ``vit_core.SimpleViT``."""
-    return rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, (r"(transformer\..*)", r"\1")]))
+    return rename_patch_model(state)
 
 
 def import_navit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
@@ -169,6 +198,40 @@ def import_navit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
             ],
         )
     )
+
+
+CCT_RULES: list[tuple[str, str]] = [
+    (r"tokenizer\.conv_layers\.(\d+)\.0\.weight", r"tokenizer.stages.\1.conv.weight"),
+    (r"classifier\.blocks\.(\d+)\.pre_norm\.(weight|bias)", r"transformer.layers.\1.attn_norm.\2"),
+    (r"classifier\.blocks\.(\d+)\.self_attn\.qkv\.weight", r"transformer.layers.\1.attn.to_qkv.weight"),
+    (r"classifier\.blocks\.(\d+)\.self_attn\.proj\.(weight|bias)", r"transformer.layers.\1.attn.to_out.\2"),
+    (r"classifier\.blocks\.(\d+)\.norm1\.(weight|bias)", r"transformer.layers.\1.post_attn_norm.\2"),
+    (r"classifier\.blocks\.(\d+)\.linear1\.(weight|bias)", r"transformer.layers.\1.ff.fc1.\2"),
+    (r"classifier\.blocks\.(\d+)\.linear2\.(weight|bias)", r"transformer.layers.\1.ff.fc2.\2"),
+    (r"classifier\.norm\.(weight|bias)", r"transformer.norm.\1"),
+    (r"classifier\.attention_pool\.weight", r"seq_pool.score.weight"),
+    (r"classifier\.attention_pool\.bias", ""),  # shifts every score alike: no effect on the softmax
+    (r"classifier\.fc\.(weight|bias)", r"head.\1"),
+]
+"""vit-pytorch's CCT (its ``Tokenizer`` and ``TransformerClassifier``, 2-D and 3-D alike) -> the keys of
+:class:`vit_core.models.cct.CompactTransformer`."""
+
+
+def import_cct(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
+    """``vit_pytorch.cct.CCT`` (or a ``cct_N`` preset) or ``vit_pytorch.cct_3d.CCT`` -> a
+    :class:`~vit_core.models.cct.CompactTransformer` (``vit_variants.CCT``, ``vit_video.CCT3D``).
+
+    The fixed sine table (a saved buffer there, recomputed here) is dropped; a learned table is
+    reshaped to ``(tokens, dim)``.
+    """
+    state = dict(state)
+    pos = state.pop("classifier.positional_emb", None)
+    out = rename(state, CCT_RULES)
+    if model.positional_embedding == "learnable":
+        if pos is None:
+            raise KeyError("the model has learned positions but the reference state dict has none")
+        out["pos_embed.weight"] = pos.reshape(model.pos_embed.weight.shape)
+    return out
 
 
 def load_reference_weights(

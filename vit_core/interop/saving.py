@@ -13,7 +13,7 @@ arguments, checks every tensor's name and shape before loading any, and never un
 
 Constructor arguments are recorded when a model is built: every :class:`vit_core.VisionModel`
 subclass stores the keyword arguments it was called with as ``model.init_config``
-(:func:`record_init_config`).  Only JSON values are saved; tuples are kept as tuples
+(:func:`vit_core.models.init_config.record_init_config`).  Only JSON values are saved; tuples are kept as tuples
 (``{"__tuple__": [...]}``) and a registered model passed as an argument (an adapter's ``vit=``) is
 saved as its own name and configuration (``{"__model__": {...}}``).  Anything else (a module
 instance such as ``transformer=Nystromformer(...)``, a class) cannot be rebuilt from a file:
@@ -22,8 +22,6 @@ instance such as ``transformer=Nystromformer(...)``, a class) cannot be rebuilt 
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import math
 from collections.abc import Mapping
@@ -39,52 +37,11 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "vit-core/1"
-_TUPLE, _MODEL = "__tuple__", "__model__"
+_TUPLE, MODEL_KEY = "__tuple__", "__model__"
 
 
 class ModelFileError(ValueError):
     """A saved model folder that cannot be loaded: the message names the file and what is wrong."""
-
-
-# Recording constructor arguments.
-
-
-def record_init_config(cls: type) -> None:
-    """Wrap ``cls.__init__`` so that the instance records the arguments it was built with as ``init_config``.
-
-    Only the outermost constructor records (a subclass calling ``super().__init__`` keeps its own
-    arguments); positional arguments are stored by name.  Called by ``VisionModel.__init_subclass__``.
-    """
-    init = cls.__dict__.get("__init__")
-    if init is None or getattr(init, "_records_init_config", False):
-        return
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        if type(self).__init__ is __init__:
-            self.init_config = _bound_arguments(signature, self, args, kwargs)
-
-    __init__._records_init_config = True  # type: ignore[attr-defined]
-    cls.__init__ = __init__  # type: ignore[misc]
-
-
-def _bound_arguments(signature: inspect.Signature, instance: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
-    bound = signature.bind(instance, *args, **kwargs)
-    config: dict[str, Any] = {}
-    for position, (name, value) in enumerate(bound.arguments.items()):
-        kind = signature.parameters[name].kind
-        if position == 0:
-            continue
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            config.update(value)
-        elif kind is inspect.Parameter.VAR_POSITIONAL:
-            if value:
-                config["*" + name] = value
-        else:
-            config[name] = value
-    return config
 
 
 # Encoding configurations.
@@ -104,11 +61,11 @@ def _encode(value: Any, where: str, registry: Registry | None = None) -> Any:
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
             raise TypeError(f"{where} is a mapping with non-string keys; JSON cannot hold it")
-        if _TUPLE in value or _MODEL in value:
-            raise TypeError(f"{where} uses the reserved key {_TUPLE!r} or {_MODEL!r}")
+        if _TUPLE in value or MODEL_KEY in value:
+            raise TypeError(f"{where} uses the reserved key {_TUPLE!r} or {MODEL_KEY!r}")
         return {k: _encode(v, f"{where}.{k}", registry) for k, v in value.items()}
     if isinstance(value, nn.Module) and isinstance(getattr(value, "init_config", None), dict):
-        return {_MODEL: model_config(value, where=where, registry=registry)}
+        return {MODEL_KEY: model_config(value, where=where, registry=registry)}
     raise TypeError(
         f"constructor argument {where}={type(value).__name__} cannot be saved: a saved model is rebuilt from "
         "JSON values (numbers, strings, lists, tuples, mappings) and registered models; build the model from "
@@ -117,15 +74,15 @@ def _encode(value: Any, where: str, registry: Registry | None = None) -> Any:
     )
 
 
-def _decode(value: Any, where: str, registry: Registry) -> Any:
+def decode_value(value: Any, where: str, registry: Registry) -> Any:
     if isinstance(value, list):
-        return [_decode(v, where, registry) for v in value]
+        return [decode_value(v, where, registry) for v in value]
     if isinstance(value, dict):
         if set(value) == {_TUPLE}:
-            return tuple(_decode(v, where, registry) for v in value[_TUPLE])
-        if set(value) == {_MODEL}:
-            return _build(value[_MODEL], where, registry)
-        return {k: _decode(v, where, registry) for k, v in value.items()}
+            return tuple(decode_value(v, where, registry) for v in value[_TUPLE])
+        if set(value) == {MODEL_KEY}:
+            return _build(value[MODEL_KEY], where, registry)
+        return {k: decode_value(v, where, registry) for k, v in value.items()}
     return value
 
 
@@ -193,7 +150,7 @@ def _build(record: Any, where: str, registry: Registry) -> nn.Module:
         hint = f"; install the plugin distribution {dist!r}" if dist else ""
         hint += f" (it was saved with {dist} {version})" if dist and version else ""
         raise ModelFileError(f"{where}: model {name!r} is not installed ({exc}){hint}") from None
-    config = {k: _decode(v, f"{where}.{k}", registry) for k, v in record["config"].items()}
+    config = {k: decode_value(v, f"{where}.{k}", registry) for k, v in record["config"].items()}
     try:
         return info.load_class()(**config)
     except Exception as exc:

@@ -1,7 +1,7 @@
 """Building blocks shared by every model of the ecosystem."""
 
 from vit_core.layers.attention import Attention, Bucket, CrossAttention, HeadNorm, SequencePacking
-from vit_core.layers.cct import CCTBlock, ConvTokenizer, cct_init_weights, conv_output_size
+from vit_core.layers.cct import CCTBlock, ConvTokenizer, cct_init_weights, check_conv_geometry, conv_output_size
 from vit_core.layers.feedforward import FeedForward
 from vit_core.layers.patch import ChannelsLastPatchEmbedding, PatchEmbedding, patchify
 from vit_core.layers.pooling import POOLS, AttentionPool, SequencePool, pool_tokens
@@ -52,6 +52,7 @@ __all__ = [
     "Transformer",
     "TransformerBlock",
     "cct_init_weights",
+    "check_conv_geometry",
     "conv_output_size",
     "drop_path_rates",
     "grid_coordinates",

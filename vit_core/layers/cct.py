@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from vit_core.layers.attention import Attention, SequencePacking
 from vit_core.layers.feedforward import FeedForward
 from vit_core.layers.regularization import DropPath
+from vit_core.validation import check_non_negative_int, check_positive_int
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
@@ -81,6 +82,27 @@ def explicit_zero_bias(conv: nn.Conv3d) -> None:
     if conv.bias is None:
         del conv.bias
         conv.register_buffer("bias", conv.weight.new_zeros(conv.out_channels), persistent=False)
+
+
+GEOMETRY = ("kernel", "stride", "padding", "pool_kernel", "pool_stride", "pool_padding")
+"""The parts of a :class:`ConvTokenizer`'s geometry, in its arguments' order."""
+
+
+def check_conv_geometry(**parts: Sequence[tuple[str, int]]) -> dict[str, tuple[int, ...]]:
+    """The tokenizer geometry from named values, one ``(argument name, value)`` per spatial axis and part.
+
+    ``kernel=(("frame_kernel_size", 3), ("kernel_size", 7), ("kernel_size", 7))`` gives ``kernel=(3, 7, 7)``
+    (the parts are :data:`GEOMETRY`).  Sizes and strides must be positive, paddings non-negative, and a
+    max-pool's padding at most half its kernel (what ``nn.MaxPoolNd`` accepts); errors name the argument.
+    """
+    out = {}
+    for part in GEOMETRY:
+        check = check_non_negative_int if part.endswith("padding") else check_positive_int
+        out[part] = tuple(check(name, value) for name, value in parts[part])
+    for (pad_name, pad), (kernel_name, kernel) in zip(parts["pool_padding"], parts["pool_kernel"], strict=True):
+        if pad > kernel // 2:
+            raise ValueError(f"{pad_name}={pad} must be at most half of {kernel_name}={kernel}")
+    return out
 
 
 class ConvTokenizer(nn.Module):

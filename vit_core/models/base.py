@@ -15,16 +15,21 @@
 With ``num_classes=0`` a model is a feature extractor: ``forward_head`` returns the features
 unchanged (the token sequence for ViT, as vit-pytorch does).  Trainers and tools rely on this
 interface and on the public ``transformer`` attribute, never on private names.
+
+What a model may declare beyond the interface is declared on :class:`VisionModel`, with the
+default every model gets (see its docstring); what a trainer may declare is the protocol
+:class:`MovingAverageTrainer`.  A model records the keyword arguments it was built with as
+``init_config`` (:mod:`vit_core.models.init_config`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from vit_core.interop.saving import record_init_config
+from vit_core.models.init_config import record_init_config
 from vit_core.validation import check_choice, check_non_negative_int
 
 OUTPUT_FORMATS = ("NLC", "NCHW")
@@ -60,7 +65,20 @@ def block_feature_info(trunk: nn.Module, num_chs: int, reduction: int, prefix: s
 
 
 class VisionModel(nn.Module):
-    """Base class implementing ``forward`` and ``reset_classifier`` on top of ``pool`` and ``head``."""
+    """Base class implementing ``forward`` and ``reset_classifier`` on top of ``pool`` and ``head``.
+
+    What a model may declare, each with the default every model gets; override it in a subclass
+    (class attribute or property) where the model differs.  The tools read these declarations and
+    the conformance kit checks them (its ``declarations`` check):
+
+    * :attr:`parameters_outside_forward`: name prefixes of parameters that ``forward`` does not use
+      (a trainer reaches them through another method, e.g. a distillation token);
+    * :attr:`class_attention_trunk`: the submodule of class-attention layers, for ``vit attention``;
+    * :attr:`token_attention`: whether ``Recorder(model)``'s maps are distributions over tokens;
+    * :attr:`attention_branches`: how many recorded maps make one layer;
+    * :meth:`head_reads_leading_tokens`: how many leading tokens ``forward_head`` reads, when that is
+      all it reads (the last block then runs for those tokens only).
+    """
 
     num_features: int
     num_classes: int
@@ -68,9 +86,37 @@ class VisionModel(nn.Module):
     init_config: dict[str, Any]
     """The keyword arguments the model was built with (``vit_core.save_model`` writes them)."""
 
+    parameters_outside_forward: tuple[str, ...] = ()
+    """Name prefixes (``"distill_token"``, ``"distill_head."``) of trainable parameters that ``forward``
+    does not use: the conformance kit's ``gradients`` check leaves them out; each must prefix a parameter."""
+
+    class_attention_trunk: str | None = None
+    """The (dotted) name of the submodule holding the model's class-attention layers (CaiT, XCiT), whose
+    recorded maps are the class token's over ``[itself, patches]``: ``vit attention`` draws those
+    (see :func:`vit_core.tools.attention_map.attention_map`).  ``None``: the model has none."""
+
+    token_attention: bool = True
+    """``False`` when the maps ``Recorder(model)`` records are not distributions over the tokens (XCiT's
+    channel-to-channel maps, DeepViT's re-attention normalised across heads): ``vit attention`` then
+    leaves the patch layers out, or refuses the model."""
+
+    attention_branches: int = 1
+    """How many consecutive recorded maps make one layer (Parallel ViT's parallel branches, summed into
+    the layer's residual); ``vit attention`` sums them into one rollout step."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         record_init_config(cls)
+
+    def head_reads_leading_tokens(self) -> int | None:
+        """How many leading tokens of ``forward_features``' output ``forward_head`` reads, when that is all it
+        reads (``1``: the class token with ``pool="cls"``); ``None`` (the default): every token.
+
+        A model that declares ``n`` may compute only the first ``n`` tokens in its last block
+        (:class:`vit_core.ViT` does), so the declaration must be exact; the conformance kit checks
+        that the head's output does not change when any later token does.
+        """
+        return None
 
     def forward_features(self, x: Any) -> Tensor:
         raise NotImplementedError
@@ -111,3 +157,17 @@ class VisionModel(nn.Module):
     def feature_info(self) -> list[dict[str, Any]]:
         """One entry per intermediate :meth:`forward_intermediates` can return."""
         raise NotImplementedError(f"{type(self).__name__} does not describe its features (feature_info)")
+
+
+@runtime_checkable
+class MovingAverageTrainer(Protocol):
+    """A trainer that keeps a moving average of weights (a DINO / EsViT teacher) declares this method.
+
+    ``vit train`` (and any training loop) calls ``update_moving_average()`` once after each optimiser
+    step when the trainer has it; a trainer without it is trained by its loss alone.  Under
+    ``DistributedDataParallel`` call it on the module, on every process.  The conformance kit calls
+    it after the backward passes of its trainer ``gradients`` check.
+    """
+
+    def update_moving_average(self) -> None:
+        """Move the averaged weights (and any running statistics) towards the trained ones."""

@@ -27,9 +27,13 @@ from vit_core.validation import (
     check_choice,
     check_grid,
     check_non_negative_int,
+    check_positive_ints,
     check_probability,
     check_tensor,
 )
+
+IMAGE_LAYOUT = "(batch, channels, height, width)"
+"""The input layout of the image models (the default ``layout`` of :class:`PatchTransformer`)."""
 
 ENCODER_PROTOCOL = ("num_prefix_tokens", "patches", "tokenize", "add_positions", "prepend_prefix", "encode", "embed")
 """What an encoder exposes for trainers; :class:`PatchTransformer` implements every step."""
@@ -55,6 +59,17 @@ def check_encoder(model: Any, needs: Sequence[str] = ENCODER_PROTOCOL, *, user: 
         )
 
 
+def check_image_patches(
+    image_size: int | Sequence[int], patch_size: int | Sequence[int], **positive: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The size arguments every ViT-style image model takes, checked: ``image_size`` and ``patch_size`` as
+    ``(height, width)`` (an int is square), the other keyword arguments (``dim=``, ``channels=``, ...)
+    positive ints; returns both sizes and the patch grid, whose sides the patch sides must divide."""
+    image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
+    check_positive_ints(**positive)
+    return image_size, patch_size, check_grid("image_size", image_size, "patch_size", patch_size)
+
+
 class PatchTransformer(VisionModel):
     """Patch embedding -> + positions -> (+ class token) -> dropout -> transformer -> pool -> head.
 
@@ -66,7 +81,7 @@ class PatchTransformer(VisionModel):
         fc_norm: LayerNorm the pooled vector before the head (for trunks without a final norm).
         class_token: prepend a class token; ``None`` means only with ``pool="cls"`` (``True`` with
             ``pool="mean"`` averages it with the patch tokens).
-        layout: the expected input shape, for error messages.
+        layout: the expected input shape, for error messages (default: images, :data:`IMAGE_LAYOUT`).
         size_name: the constructor argument that sets ``input_size``, for error messages.
         patch_embed: the tokenizer to use instead of ``PatchEmbedding(channels, patch_size, dim)``;
             one with an ``output_grid(size)`` method (a convolutional or tokens-to-token stem)
@@ -93,7 +108,7 @@ class PatchTransformer(VisionModel):
         # that is; until it does, the model runs every block in full (never a silent pruning).
         super().__init_subclass__(**kwargs)
         if "head_reads_leading_tokens" not in cls.__dict__ and any(n in cls.__dict__ for n in _HEAD_READ_PATH):
-            cls.head_reads_leading_tokens = PatchTransformer.head_reads_leading_tokens
+            cls.head_reads_leading_tokens = VisionModel.head_reads_leading_tokens
 
     def __init__(
         self,
@@ -109,7 +124,7 @@ class PatchTransformer(VisionModel):
         emb_dropout: float = 0.0,
         fc_norm: bool = False,
         class_token: bool | None = None,
-        layout: str,
+        layout: str = IMAGE_LAYOUT,
         size_name: str = "image_size",
         patch_embed: nn.Module | None = None,
         dynamic_img_size: bool = False,
@@ -237,10 +252,6 @@ class PatchTransformer(VisionModel):
                 "(tokens were merged or sampled); use output_fmt='NLC'"
             )
         return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid)
-
-    def head_reads_leading_tokens(self) -> int | None:
-        """How many leading tokens ``forward_head`` reads, when that is all it reads; ``None``: every token."""
-        return None
 
     @property
     def feature_info(self) -> list[dict[str, Any]]:

@@ -7,9 +7,8 @@ no dropout, and no bias on the attention output projection.
 from __future__ import annotations
 
 from vit_core.layers import FixedPositionalEmbedding, Transformer, sincos_2d
-from vit_core.models.patch_model import PatchTransformer
-from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import as_tuple, check_divisible, check_positive_int
+from vit_core.models.patch_model import PatchTransformer, check_image_patches
+from vit_core.validation import check_divisible
 
 
 class SimpleViT(PatchTransformer):
@@ -28,10 +27,8 @@ class SimpleViT(PatchTransformer):
         channels: int = 3,
         dim_head: int = 64,
     ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_int("dim", dim)
+        image_size, patch_size, grid = check_image_patches(image_size, patch_size, dim=dim)
         check_divisible("dim", dim, "4 (SimpleViT's 2-D sin-cos table)", 4)
-        grid = tuple(i // p for i, p in zip(image_size, patch_size))
         super().__init__(
             input_size=image_size,
             patch_size=patch_size,
@@ -41,5 +38,4 @@ class SimpleViT(PatchTransformer):
             pool="mean",
             positional=FixedPositionalEmbedding(sincos_2d(*grid, dim)),
             transformer=Transformer(dim, depth, heads, dim_head, mlp_dim, out_bias=False, project_out=True),
-            layout=IMAGE_LAYOUT,
         )

@@ -9,10 +9,8 @@ from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
 from vit_core.layers.transformer import is_observed
-from vit_core.models.patch_model import PatchTransformer
-from vit_core.validation import as_tuple, check_positive_int
-
-IMAGE_LAYOUT = "(batch, channels, height, width)"
+from vit_core.models.patch_model import PatchTransformer, check_image_patches
+from vit_core.validation import check_positive_ints
 
 
 def trunk_width(module: nn.Module) -> int | None:
@@ -58,6 +56,31 @@ def build_backend(name: str, options: Mapping[str, Any] | None = None, **trunk: 
         raise TypeError(f"ViT(transformer={name!r}) needs depth")
     given = {k: v for k, v in trunk.items() if v is not None}
     return info.load_class()(**given, **dict(options or {}))
+
+
+def resolve_trunk(
+    owner: str,
+    transformer: nn.Module | None,
+    *,
+    dim: int,
+    depth: int | None,
+    heads: int | None,
+    mlp_dim: int | None,
+    dim_head: int,
+    dropout: float,
+    attention: Callable[..., nn.Module] | None = None,
+) -> nn.Module:
+    """The trunk of a ViT-style model ``owner``: ``transformer=`` itself when given (a module over tokens of
+    width ``dim``), else the default :class:`~vit_core.layers.Transformer`, which needs ``depth``, ``heads``
+    and ``mlp_dim``."""
+    if transformer is not None:
+        check_trunk_width(transformer, dim)
+        return transformer
+    missing = [n for n, v in (("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim)) if v is None]
+    if missing:
+        raise TypeError(f"{owner} needs {', '.join(missing)} unless transformer= is given")
+    check_positive_ints(heads=heads, mlp_dim=mlp_dim, dim_head=dim_head)
+    return Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, attention=attention)
 
 
 class ViT(PatchTransformer):
@@ -109,27 +132,16 @@ class ViT(PatchTransformer):
         attention: Callable[..., nn.Module] | None = None,
         dynamic_img_size: bool = False,
     ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_int("dim", dim)
-        check_positive_int("channels", channels)
+        image_size, patch_size, grid = check_image_patches(image_size, patch_size, dim=dim, channels=channels)
         if transformer_options is not None and not isinstance(transformer, str):
             raise TypeError("transformer_options configures a backend named by transformer='name'; pass a name")
+        trunk_args = dict(depth=depth, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, dropout=dropout)
         if isinstance(transformer, str):
-            trunk = dict(dim=dim, depth=depth, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, dropout=dropout)
-            transformer = build_backend(transformer, transformer_options, **trunk)
+            transformer = build_backend(transformer, transformer_options, dim=dim, **trunk_args)
         custom = transformer is not None
         if custom and attention is not None:
             raise TypeError("attention= configures the default trunk; it cannot be combined with transformer=")
-        if custom:
-            check_trunk_width(transformer, dim)
-        else:
-            missing = [n for n, v in (("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim)) if v is None]
-            if missing:
-                raise TypeError(f"ViT needs {', '.join(missing)} unless transformer= is given")
-            check_positive_int("heads", heads)
-            check_positive_int("mlp_dim", mlp_dim)
-            transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, attention=attention)
-        grid = tuple(i // p for i, p in zip(image_size, patch_size))
+        transformer = resolve_trunk("ViT", transformer, dim=dim, attention=attention, **trunk_args)
         super().__init__(
             input_size=image_size,
             patch_size=patch_size,
@@ -141,7 +153,6 @@ class ViT(PatchTransformer):
             transformer=transformer,
             emb_dropout=emb_dropout,
             fc_norm=custom,
-            layout=IMAGE_LAYOUT,
             dynamic_img_size=dynamic_img_size,
         )
         self.prune_last_block = not custom

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-from vit_core.registry import ModelInfo, Preset
+from vit_core.registry.schema import ModelInfo, Preset
 
 VIT_PAPER = "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale"
 VIT_CITATION = (
@@ -49,19 +51,33 @@ def vit_api_version() -> int:
     return HOOK_API_VERSION
 
 
+def core_entry(module: str, class_name: str, reference: str, **fields: Any) -> ModelInfo:
+    """The entry of ``vit_core.models.<module>:<class_name>``: an image model of the ``vit`` family with the
+    :data:`SMALL` configuration (``fields`` change any), imported from vit-pytorch's ``reference`` class by
+    ``vit_core.interop.reference:import_<module>``."""
+    defaults: dict[str, Any] = dict(
+        name=module.replace("_", "-"),
+        target=f"vit_core.models.{module}:{class_name}",
+        family="vit",
+        input_kind="image",
+        default_config=SMALL,
+        input_shape=(3, 32, 32),
+        importer=f"vit_core.interop.reference:import_{module}",
+        reference=reference,
+    )
+    return ModelInfo(**{**defaults, **fields})
+
+
 @hookimpl
 def vit_register_models() -> list[ModelInfo]:
     return [
-        ModelInfo(
-            name="vit",
-            target="vit_core.models.vit:ViT",
-            family="vit",
+        core_entry(
+            "vit",
+            "ViT",
+            "vit_pytorch.vit.ViT",
             paper_title=VIT_PAPER,
             paper_url="https://arxiv.org/abs/2010.11929",
             summary="The original vision transformer: patch tokens, class token, learned positions.",
-            input_kind="image",
-            default_config=SMALL,
-            input_shape=(3, 32, 32),
             presets=size_presets("vit", "ViT", ("ti", "s", "b", "l")),
             citation=VIT_CITATION,
             example=(
@@ -70,19 +86,14 @@ def vit_register_models() -> list[ModelInfo]:
                 "        mlp_dim=2048, dropout=0.1, emb_dropout=0.1)\n"
                 "preds = v(torch.randn(1, 3, 256, 256))  # (1, 1000)"
             ),
-            importer="vit_core.interop.reference:import_vit",
-            reference="vit_pytorch.vit.ViT",
         ),
-        ModelInfo(
-            name="simple-vit",
-            target="vit_core.models.simple_vit:SimpleViT",
-            family="vit",
+        core_entry(
+            "simple_vit",
+            "SimpleViT",
+            "vit_pytorch.simple_vit.SimpleViT",
             paper_title=SIMPLE_VIT_PAPER,
             paper_url="https://arxiv.org/abs/2205.01580",
             summary="ViT with 2-D sin-cos positions, global average pooling and no dropout.",
-            input_kind="image",
-            default_config=SMALL,
-            input_shape=(3, 32, 32),
             presets=size_presets("simple-vit", "SimpleViT", ("s", "b")),
             citation=SIMPLE_VIT_CITATION,
             example=(
@@ -91,19 +102,16 @@ def vit_register_models() -> list[ModelInfo]:
                 "              mlp_dim=2048)\n"
                 "preds = v(torch.randn(1, 3, 256, 256))  # (1, 1000)"
             ),
-            importer="vit_core.interop.reference:import_simple_vit",
-            reference="vit_pytorch.simple_vit.SimpleViT",
         ),
-        ModelInfo(
-            name="navit",
-            target="vit_core.models.navit:NaViT",
-            family="vit",
+        core_entry(
+            "navit",
+            "NaViT",
+            "vit_pytorch.na_vit.NaViT",
             paper_title="Patch n' Pack: NaViT, a Vision Transformer for any Aspect Ratio and Resolution",
             paper_url="https://arxiv.org/abs/2307.06304",
             summary="Images of any size packed into one sequence; factorized positions, token dropout, QK-norm.",
             input_kind="image-list",
             default_config={**SMALL, "token_dropout_prob": 0.1},
-            input_shape=(3, 32, 32),
             citation=(
                 "@inproceedings{dehghani2023patch,\n  title={Patch n' Pack: NaViT, a Vision Transformer for any "
                 "Aspect Ratio and Resolution},\n  author={Mostafa Dehghani and Basil Mustafa and Josip Djolonga "
@@ -116,7 +124,5 @@ def vit_register_models() -> list[ModelInfo]:
                 "preds = v([[torch.randn(3, 256, 256), torch.randn(3, 128, 128)], [torch.randn(3, 64, 256)]])\n"
                 "# (3, 1000)"
             ),
-            importer="vit_core.interop.reference:import_navit",
-            reference="vit_pytorch.na_vit.NaViT",
         ),
     ]

@@ -7,7 +7,9 @@ machine hit every row alike.  FLOPs are one forward pass per sample (``torch.uti
 peak memory the increase during the first two training steps (optimizer state included) in a fresh
 process per model: the resident set on CPU, with glibc's mmap threshold pinned so that freed tensors go
 back to the system (in the timing process the allocator keeps what earlier rounds freed, and the
-increase reads 0), allocated memory on CUDA.
+increase reads 0), allocated memory on CUDA.  On CPU the figures depend on the intra-op thread count
+(``threads``; ``vit bench`` passes ``--threads``, default as ``vit train``'s), recorded in every row.
+The table is printed by :mod:`vit_core.cli.bench`.
 """
 
 from __future__ import annotations
@@ -24,16 +26,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit_core.registry import Registry, get_registry
 from vit_core.runtime.allocator import pinned_threshold_env
-from vit_core.registry import Registry, count_flops, count_parameters, get_registry
+from vit_core.runtime.measure import count_flops, count_parameters
 from vit_core.runtime.timing import interleaved, peak_increase
 
-COLUMNS = ("model", "kind", "params", "flops", "infer_images_per_s", "train_images_per_s", "peak_train_memory")
+COLUMNS = (
+    "model",
+    "kind",
+    "params",
+    "flops",
+    "infer_images_per_s",
+    "train_images_per_s",
+    "peak_train_memory",
+    "threads",
+)
+"""The fields of a :class:`BenchRow` (``vit bench --json``'s keys)."""
 
 
 @dataclass(frozen=True)
 class BenchRow:
-    """One model's figures (``flops`` None where counting fails)."""
+    """One model's figures (``flops`` None where counting fails; ``threads``: the intra-op CPU threads timed)."""
 
     model: str
     kind: str
@@ -42,6 +55,7 @@ class BenchRow:
     infer_images_per_s: float
     train_images_per_s: float
     peak_train_memory: int
+    threads: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,7 +71,9 @@ def _loss(kind: str, output: Any, num_classes: int | None) -> torch.Tensor:
     return output.float().sum()
 
 
-def _calls(model: nn.Module, args: tuple, kind: str, device: torch.device) -> tuple[Callable, Callable]:
+def timed_calls(model: nn.Module, args: tuple, kind: str, device: torch.device) -> tuple[Callable, Callable]:
+    """The two calls ``vit bench`` times for ``model`` on ``args``: inference (no grad, eval mode; a trainer in
+    train mode) and a training step (loss, backward, AdamW step), each waiting for ``device`` to finish."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     num_classes = getattr(model, "num_classes", None)
@@ -81,7 +97,7 @@ def _calls(model: nn.Module, args: tuple, kind: str, device: torch.device) -> tu
 
 def _example(registry: Registry, name: str, parts: Mapping, overrides: Mapping, batch: int) -> tuple:
     """The registered example call, its input resized to the configuration's ``image_size`` etc. for a model."""
-    from vit_core.training.loop import sample_shape
+    from vit_core.training.build import sample_shape
 
     info = registry.info(name)
     args = list(registry.example_args(info, parts, batch))
@@ -108,14 +124,17 @@ def training_step_peak(name: str, overrides: Mapping[str, Any], batch: int, devi
     torch.manual_seed(0)
     model, parts = registry.create_with_parts(name, **dict(overrides))
     args = tuple(_to(a, target) for a in _example(registry, name, parts, overrides, batch))
-    _, step = _calls(model.to(target).train(), args, registry.info(name).kind, target)
+    _, step = timed_calls(model.to(target).train(), args, registry.info(name).kind, target)
     return peak_increase(lambda: (step(), step()), device=device)
 
 
-def fresh_training_peak(name: str, overrides: Mapping[str, Any], batch: int, device: str) -> int:
-    """:func:`training_step_peak` in a fresh Python process (this one's ``sys.path``, its installed plugins)."""
+def fresh_training_peak(
+    name: str, overrides: Mapping[str, Any], batch: int, device: str, threads: int | None = None
+) -> int:
+    """:func:`training_step_peak` in a fresh Python process (this one's ``sys.path``, its installed plugins), on
+    ``threads`` intra-op CPU threads (``OMP_NUM_THREADS``; None: the environment's)."""
     script = MEMORY_SCRIPT.format(paths=sys.path, name=name, overrides=dict(overrides), batch=batch, device=device)
-    env = os.environ | pinned_threshold_env()
+    env = os.environ | pinned_threshold_env() | ({"OMP_NUM_THREADS": str(threads)} if threads is not None else {})
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"measuring {name}'s training memory in a fresh process failed:\n{out.stderr[-2000:]}")
@@ -137,16 +156,22 @@ def bench(
     device: str = "cpu",
     overrides: Mapping[str, Any] | None = None,
     max_discards: int = 5,
+    threads: int | None = None,
 ) -> list[BenchRow]:
     """Figures for each name registered by the installed plugins (memory is measured in fresh processes,
-    which see those), timed interleaved; ``overrides`` (``--set``) apply to every model."""
+    which see those), timed interleaved; ``overrides`` (``--set``) apply to every model.  On CPU, ``threads``
+    sets torch's intra-op threads for the timing (and the memory processes); None leaves them as they are."""
+    from vit_core.training.build import check_keys
+
     if batch < 1 or rounds < 1 or warmup < 0:
         raise ValueError(f"batch and rounds must be at least 1 and warmup at least 0, got {batch}, {rounds}, {warmup}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
     registry = get_registry()
     target = torch.device(device)
+    if target.type == "cpu" and threads is not None:
+        torch.set_num_threads(threads)
     built = {}
-    from vit_core.training.loop import check_keys
-
     for name in names:
         info = registry.info(name)
         check_keys(info, list(overrides or {}), info.kind)
@@ -161,7 +186,7 @@ def bench(
         built[name] = (info, model, args, flops)
     calls = {}
     for name, (info, model, args, _) in built.items():
-        calls[f"{name} infer"], calls[f"{name} train"] = _calls(model, args, info.kind, target)
+        calls[f"{name} infer"], calls[f"{name} train"] = timed_calls(model, args, info.kind, target)
     timing = interleaved(calls, rounds=rounds, warmup=warmup, max_discards=max_discards)
     rows = []
     for name, (info, model, _, flops) in built.items():
@@ -173,28 +198,8 @@ def bench(
                 flops=flops,
                 infer_images_per_s=batch / timing.median(f"{name} infer"),
                 train_images_per_s=batch / timing.median(f"{name} train"),
-                peak_train_memory=fresh_training_peak(name, overrides or {}, batch, str(target)),
+                peak_train_memory=fresh_training_peak(name, overrides or {}, batch, str(target), threads),
+                threads=torch.get_num_threads(),
             )
         )
     return rows
-
-
-def print_table(console: Any, rows: list[BenchRow], batch: int, device: str) -> None:
-    from rich.table import Table
-
-    from vit_core.registry import human
-
-    table = Table(title=f"batch {batch} on {device} (medians of interleaved rounds)", title_justify="left")
-    for column in ("model", "kind", "params", "FLOPs/sample", "infer img/s", "train img/s", "peak train memory"):
-        table.add_column(column, justify="left" if column in ("model", "kind") else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(
-            row.model,
-            row.kind,
-            human(row.params),
-            human(row.flops) if row.flops is not None else "n/a",
-            f"{row.infer_images_per_s:.1f}",
-            f"{row.train_images_per_s:.1f}",
-            f"{row.peak_train_memory / 2**20:.2f} MiB",
-        )
-    console.print(table)

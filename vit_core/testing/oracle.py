@@ -1,15 +1,36 @@
-"""Shared test helpers.
+"""Helpers for parity tests against a reference implementation (vit-pytorch, the test oracle).
 
 :func:`perturb` is the first step of every parity test: at a reference's initial weights every
 norm gain is 1 and every norm bias (and many zero-initialised tensors) 0, so a norm in the wrong
 place, a dropped bias or a mis-broadcast per-head gain all give the same output as the right
 model.  Moving every parameter and buffer off its initial value first makes them visible.
+
+Parity is then compared in float64 (:func:`assert_float64_close`): both models ``.double()`` before the
+weights are imported, on float64 inputs.  In float32 the order in which a CPU's kernels sum (AVX2 or
+AVX-512 blocking, oneDNN's choice of algorithm) moves outputs by up to ~1e-5 of their scale, so a float32
+tolerance either fails on another processor or is loose enough to hide a changed norm ``eps``; in
+float64 the same reordering stays near 1e-15 and :data:`FLOAT64_TOLERANCE` still catches it.  One
+float32 check per test file (:func:`assert_float32_close`) keeps the precision the models run in covered.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
+
 import torch
 from torch import nn
+
+FLOAT64_TOLERANCE = 1e-10
+"""Absolute and relative tolerance of float64 parity.  Summation order moves float64 outputs of these
+test-size models (scale ~1-10) by ~1e-15; a float32-rounded constant on one side by ~1e-8 and a norm
+``eps`` of 1e-6 instead of 1e-5 by ~1e-7, both caught."""
+
+FLOAT32_TOLERANCE = 1e-4
+"""float32 parity may move an output by this fraction of the largest reference output.  float32 keeps
+~7 digits (eps 1.2e-7); reordered sums over a few layers were seen to move outputs by up to ~7e-6 of
+their scale (LeViT on an AMD EPYC, AVX2 without AVX-512), so this leaves a 10x margin, while a wrong
+weight of the perturbed models moves them by more than 1e-2 of their scale."""
 
 BF16_TOLERANCE = 5e-2
 """bfloat16 autocast may move an eval-mode output by this fraction of the largest fp32 output."""
@@ -59,3 +80,68 @@ def perturb(module: nn.Module, scale: float = 0.1, seed: int = 1234, constants: 
         else:
             buffer.add_(noise(buffer))
     return module
+
+
+def _tensors(value: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors of an output: itself, or those of a (nested) tuple or list of outputs."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for item in value for t in _tensors(item)]
+
+
+def assert_float64_close(
+    actual: torch.Tensor | Sequence[torch.Tensor],
+    expected: torch.Tensor | Sequence[torch.Tensor],
+    tolerance: float = FLOAT64_TOLERANCE,
+) -> None:
+    """Parity of two float64 outputs (tensors or tuples of them) within ``tolerance``, absolute and relative.
+
+    Refuses an output that is not float64: a model left in float32 (or a table it casts to float32) would
+    otherwise pass only on the processor the tolerance was tuned on."""
+    for name, value in (("actual", actual), ("expected", expected)):
+        dtypes = {t.dtype for t in _tensors(value)}
+        assert dtypes == {torch.float64}, f"{name} output is {sorted(map(str, dtypes))}, expected torch.float64"
+    torch.testing.assert_close(actual, expected, atol=tolerance, rtol=tolerance)
+
+
+def assert_float32_close(
+    actual: torch.Tensor | Sequence[torch.Tensor], expected: torch.Tensor | Sequence[torch.Tensor]
+) -> None:
+    """The float32 check: every output within :data:`FLOAT32_TOLERANCE` of the largest ``expected`` output."""
+    expected_tensors = _tensors(expected)
+    assert all(t.dtype == torch.float32 for t in _tensors(actual) + expected_tensors), "expected float32 outputs"
+    scale = max(t.abs().max().item() for t in expected_tensors)
+    torch.testing.assert_close(actual, expected, atol=FLOAT32_TOLERANCE * scale, rtol=0)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Run a block with ``dtype`` as torch's default floating-point type (restored after it): for a reference
+    that allocates tensors in the default type inside ``forward`` (``torch.zeros(...)`` with no dtype), which
+    ``.double()`` does not reach."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+FIXED_TABLE_ROUNDING = 1e-5
+"""A reference's fixed positional table may differ from ours by this much: float32 rounding of angles up to the
+table's length (each ~1e-7 of the angle), against the O(1) of a swapped axis or a sin for a cos."""
+
+
+@torch.no_grad()
+def share_fixed_table(reference: nn.Module, name: str, table: torch.Tensor) -> None:
+    """Put our fixed positional ``table`` into ``reference`` at ``name`` (a dotted parameter, buffer or plain
+    tensor attribute), after checking that the reference's own table agrees with it to float32 rounding.
+
+    vit-pytorch computes its fixed sine tables in float32; ours are computed in float64, then rounded to float32.
+    The two differ by float32 rounding (~1e-7), which moves float64 outputs by ~1e-9: the float64 comparison
+    runs both models on ours (float32 values, so exact in any dtype) and this check covers the tables."""
+    owner_name, _, attribute = name.rpartition(".")
+    current = getattr(reference.get_submodule(owner_name), attribute)
+    ours = table.reshape(current.shape)
+    torch.testing.assert_close(current.double(), ours.double(), atol=FIXED_TABLE_ROUNDING, rtol=0)
+    current.data = ours.to(current.dtype)

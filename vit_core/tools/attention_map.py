@@ -8,8 +8,8 @@ Two maps from the attention that :class:`vit_core.Recorder` records:
   arXiv 2005.00928): per layer the head-averaged attention plus the identity (the residual path),
   rows renormalised, multiplied through the layers; the class token's row over the patches.
 
-Models with class-attention layers (CaiT, XCiT) name them in ``class_attention_trunk``; see
-:func:`attention_map`.
+What a model declares on :class:`~vit_core.models.base.VisionModel` changes what is read
+(``class_attention_trunk``, ``token_attention``, ``attention_branches``); see :func:`attention_map`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vit_core.models.base import VisionModel
 
 METHODS = ("rollout", "last")
 
@@ -44,7 +46,8 @@ def _grid_and_prefix(model: nn.Module, x: Tensor) -> tuple[tuple[int, int], int]
 def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tensor:
     """``(grid_h, grid_w)`` map, summing to 1, of where ``model`` attends on the single image ``x`` ``(1, c, h, w)``.
 
-    Three attributes of a model change what is read (all optional):
+    Three declarations of a :class:`~vit_core.models.base.VisionModel` change what is read (a module that
+    is not a ``VisionModel`` gets their defaults):
 
     * ``class_attention_trunk``: the name of its submodule of class-attention layers (CaiT, XCiT),
       whose recorded maps are the class token's over ``[itself, patches]``.  ``last`` is then the
@@ -64,8 +67,8 @@ def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tenso
         raise ValueError(f"x must be one image (1, channels, height, width), got shape {tuple(x.shape)}")
     grid, prefix = _grid_and_prefix(model, x)
     patches = grid[0] * grid[1]
-    class_trunk = getattr(model, "class_attention_trunk", None)
-    token_attention = getattr(model, "token_attention", True)
+    declared = model if isinstance(model, VisionModel) else VisionModel
+    class_trunk, token_attention = declared.class_attention_trunk, declared.token_attention
     if class_trunk is None:
         if not token_attention:
             raise TypeError(
@@ -74,7 +77,7 @@ def attention_map(model: nn.Module, x: Tensor, method: str = "rollout") -> Tenso
             )
         joint = _patch_rollout(model, x, grid, prefix, method)
         return _normalised(joint[0] if prefix else joint.mean(0), prefix, grid)
-    weights = _class_attention(model, x, getattr(model, class_trunk), patches, method)
+    weights = _class_attention(model, x, model.get_submodule(class_trunk), patches, method)
     if method == "rollout" and token_attention:
         weights = weights @ _patch_rollout(model, x, grid, prefix, method)[prefix:, prefix:]
     return _normalised(weights, 0, grid)
@@ -106,7 +109,7 @@ def _recorded_layers(model: nn.Module, x: Tensor, **recorder: Any) -> Tensor:
 def _patch_rollout(model: nn.Module, x: Tensor, grid: tuple[int, int], prefix: int, method: str) -> Tensor:
     """``(tokens, tokens)``: the last layer's map (``last``) or the rollout through every layer."""
     layers = _recorded_layers(model, x)
-    branches = int(getattr(model, "attention_branches", 1))
+    branches = (model if isinstance(model, VisionModel) else VisionModel).attention_branches
     layers = layers.reshape(-1, branches, *layers.shape[-2:]).mean(1)  # the branches of a layer, averaged
     tokens = prefix + grid[0] * grid[1]
     if layers.shape[-1] != tokens or layers.shape[-2] != tokens:
@@ -146,13 +149,13 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> tuple[
     import numpy as np
     from PIL import Image
 
-    from vit_core.training.data import _fit
+    from vit_core.training.data import fit_images
 
     with Image.open(path) as opened:
         image = opened.convert("RGB")
     array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
-    return image, _fit(tensor.unsqueeze(0), channels, size)
+    return image, fit_images(tensor.unsqueeze(0), channels, size)
 
 
 def overlay(image: Any, heat: Tensor, alpha: float = 0.5) -> Any:

@@ -47,7 +47,7 @@ def _split(x: torch.Tensor, y: torch.Tensor, classes: tuple[str, ...], name: str
     return Dataset(x[~test], y[~test], x[test], y[test], classes, name)
 
 
-def _fit(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
+def fit_images(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """(n, c, h, w) floats in [0, 1] -> resized (bilinear), ``channels`` channels, normalised to [-1, 1]."""
     if images.shape[-2:] != size:
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
@@ -75,7 +75,7 @@ def digits(channels: int, size: tuple[int, int]) -> Dataset:
     bunch = load_digits()
     x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.as_tensor(bunch.target, dtype=torch.long)
-    return _split(_fit(x, channels, size), y, tuple(str(i) for i in range(10)), "digits")
+    return _split(fit_images(x, channels, size), y, tuple(str(i) for i in range(10)), "digits")
 
 
 def synthetic(channels: int, size: tuple[int, int], *, num_classes: int = 4, per_class: int = 32) -> Dataset:
@@ -89,7 +89,7 @@ def synthetic(channels: int, size: tuple[int, int], *, num_classes: int = 4, per
     for label in range(num_classes):
         start, stop = label * width // num_classes, (label + 1) * width // num_classes
         x[y == label, :, :, start:stop] += 0.5
-    return _split(_fit(x, channels, size), y, tuple(f"class-{i}" for i in range(num_classes)), "synthetic")
+    return _split(fit_images(x, channels, size), y, tuple(f"class-{i}" for i in range(num_classes)), "synthetic")
 
 
 def folder(path: str | Path, channels: int, size: tuple[int, int]) -> Dataset:
@@ -124,7 +124,7 @@ def folder(path: str | Path, channels: int, size: tuple[int, int]) -> Dataset:
             with Image.open(file) as image:
                 array = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
             tensor = torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
-            images.append(_fit(tensor.unsqueeze(0), channels, size)[0])
+            images.append(fit_images(tensor.unsqueeze(0), channels, size)[0])
             labels.append(label)
     return _split(torch.stack(images), torch.tensor(labels), tuple(found), f"folder:{path}")
 

@@ -13,17 +13,13 @@ from vit_core import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "ATSViT": "vit_efficient.ats",
-    "TokenSamplingAttention": "vit_efficient.ats",
-    "KeepSampledTokens": "vit_efficient.ats",
-    "PatchMerger": "vit_efficient.patch_merger",
-    "PatchMergerViT": "vit_efficient.patch_merger",
-    "CheckedTrunk": "vit_efficient.backends",
-    "MissingBackendError": "vit_efficient.backends",
-    "nystromformer": "vit_efficient.backends",
-    "x_transformers_encoder": "vit_efficient.backends",
+_MODULES = {
+    "ats": ("ATSViT", "TokenSamplingAttention", "KeepSampledTokens"),
+    "patch_merger": ("PatchMerger", "PatchMergerViT"),
+    "backends": ("CheckedTrunk", "MissingBackendError", "nystromformer", "x_transformers_encoder"),
 }
+"""Each module of the package and the public names it defines."""
+_EXPORTS = {name: f"vit_efficient.{module}" for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "ATSViT",

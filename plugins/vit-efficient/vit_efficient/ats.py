@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -150,18 +151,10 @@ class TokenSamplingAttention(Attention):
             raise TypeError(f"handoff must be a SampledTokens, got {type(handoff).__name__}")
         self.handoff = handoff
 
-    def attend(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        mask: Tensor | None = None,
-        bias: Tensor | None = None,
-        scale: float | None = None,
-    ) -> Tensor:
-        self.sample(q, k, v, mask=mask, bias=bias, scale=scale)
-        return super().attend(q, k, v, mask=mask, bias=bias, scale=scale)
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, **options: Any) -> Tensor:
+        """:meth:`~vit_core.layers.Attention.attend` (``mask``, ``bias``, ``scale``), after :meth:`sample`."""
+        self.sample(q, k, v, mask=options.get("mask"), bias=options.get("bias"), scale=options.get("scale"))
+        return super().attend(q, k, v, **options)
 
     def sample(
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, bias: Tensor | None, scale: float | None

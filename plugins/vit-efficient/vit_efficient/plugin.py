@@ -5,7 +5,9 @@ Metadata only: this module does not import torch.
 
 from __future__ import annotations
 
-from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
+from typing import Any
+
+from vit_core.hookspecs import hookimpl
 from vit_core.registry import Component, ModelInfo
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16)
@@ -27,24 +29,39 @@ TRANSFORMER_CITATION = (
 )
 
 
+def entry(name: str, target: str, *, paper: tuple[str, str], **fields: Any) -> ModelInfo:
+    """The registry entry of ``vit_efficient.{target}``, after the paper ``(title, arXiv id)``: a backend
+    (``kind="backend"``) takes tokens of the width of :data:`TRUNK` and plugs into :data:`HOST`; a model
+    takes the images of :data:`SMALL`.  ``fields``: the other :class:`~vit_core.registry.ModelInfo` fields."""
+    if fields.get("kind") == "backend":
+        kind_fields = dict(input_kind="tokens", input_shape=(TOKENS, TRUNK["dim"]), plugs_into=HOST)
+    else:
+        kind_fields = dict(input_kind="image", input_shape=(3, 32, 32))
+    return ModelInfo(
+        name=name,
+        target=f"vit_efficient.{target}",
+        family="efficient",
+        paper_title=paper[0],
+        paper_url=f"https://arxiv.org/abs/{paper[1]}",
+        **kind_fields,
+        **fields,
+    )
+
+
 @hookimpl
 def vit_api_version() -> int:
-    return HOOK_API_VERSION
+    return 2  # the hook API version this plugin was written for
 
 
 @hookimpl
 def vit_register_models() -> list[ModelInfo]:
     return [
-        ModelInfo(
-            name="ats-vit",
-            target="vit_efficient.ats:ATSViT",
-            family="efficient",
-            paper_title="Adaptive Token Sampler for Efficient Vision Transformers",
-            paper_url="https://arxiv.org/abs/2111.15667",
+        entry(
+            "ats-vit",
+            "ats:ATSViT",
+            paper=("Adaptive Token Sampler for Efficient Vision Transformers", "2111.15667"),
             summary="ViT that keeps at most K_i patch tokens after layer i, sampled by class attention x value norm.",
-            input_kind="image",
             default_config={**SMALL, "max_tokens_per_depth": (8, 4)},
-            input_shape=(3, 32, 32),
             citation=(
                 "@inproceedings{fayyaz2022adaptive,\n  title={Adaptive Token Sampler for Efficient Vision "
                 "Transformers},\n  author={Mohsen Fayyaz and Soroush Abbasi Koohpayegani and Farnoush Rezaei Jafari "
@@ -62,16 +79,12 @@ def vit_register_models() -> list[ModelInfo]:
             importer="vit_core.interop.reference:import_vit",
             reference="vit_pytorch.ats_vit.ViT",
         ),
-        ModelInfo(
-            name="patch-merger-vit",
-            target="vit_efficient.patch_merger:PatchMergerViT",
-            family="efficient",
-            paper_title="Learning to Merge Tokens in Vision Transformers",
-            paper_url="https://arxiv.org/abs/2202.12015",
+        entry(
+            "patch-merger-vit",
+            "patch_merger:PatchMergerViT",
+            paper=("Learning to Merge Tokens in Vision Transformers", "2202.12015"),
             summary="ViT whose tokens are merged into M learned-query averages mid-way (PatchMerger).",
-            input_kind="image",
             default_config={**SMALL, "patch_merge_layer": 1, "patch_merge_num_tokens": 4},
-            input_shape=(3, 32, 32),
             citation=(
                 "@article{renggli2022learning,\n  title={Learning to Merge Tokens in Vision Transformers},\n  "
                 "author={Cedric Renggli and Andr{\\'e} Susano Pinto and Neil Houlsby and Basil Mustafa and "
@@ -86,18 +99,13 @@ def vit_register_models() -> list[ModelInfo]:
             importer="vit_efficient.weights:import_patch_merger_vit",
             reference="vit_pytorch.vit_with_patch_merger.ViT",
         ),
-        ModelInfo(
-            name="nystrom",
+        entry(
+            "nystrom",
+            "backends:nystromformer",
             kind="backend",
-            target="vit_efficient.backends:nystromformer",
-            family="efficient",
-            paper_title="Nystromformer: A Nystrom-Based Algorithm for Approximating Self-Attention",
-            paper_url="https://arxiv.org/abs/2102.03902",
+            paper=("Nystromformer: A Nystrom-Based Algorithm for Approximating Self-Attention", "2102.03902"),
             summary="nystrom_attention.Nystromformer: landmark attention, linear in tokens (needs nystrom-attention).",
-            input_kind="tokens",
             default_config={**TRUNK, "num_landmarks": 8},
-            input_shape=(TOKENS, TRUNK["dim"]),
-            plugs_into=HOST,
             citation=NYSTROM_CITATION,
             example=(
                 "from vit_core import ViT, create_model\n"
@@ -106,18 +114,13 @@ def vit_register_models() -> list[ModelInfo]:
                 "preds = v(torch.randn(1, 3, 2048, 2048))  # (1, 1000)"
             ),
         ),
-        ModelInfo(
-            name="x-transformers",
+        entry(
+            "x-transformers",
+            "backends:x_transformers_encoder",
             kind="backend",
-            target="vit_efficient.backends:x_transformers_encoder",
-            family="efficient",
-            paper_title="Attention Is All You Need",
-            paper_url="https://arxiv.org/abs/1706.03762",
+            paper=("Attention Is All You Need", "1706.03762"),
             summary="x_transformers.Encoder: dense attention with optional improvements (needs x-transformers).",
-            input_kind="tokens",
             default_config={**TRUNK, "ff_glu": True, "residual_attn": True},
-            input_shape=(TOKENS, TRUNK["dim"]),
-            plugs_into=HOST,
             citation=TRANSFORMER_CITATION,
             example=(
                 "from vit_core import ViT, create_model\n"

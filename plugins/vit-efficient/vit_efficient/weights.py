@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from vit_core.interop.reference import HEAD_RULES, PATCH_RULES, StateDict, rename, rename_transformer
+from vit_core.interop.reference import StateDict, rename_patch_model
 
 
 def _module_prefix(model: nn.Module, module: nn.Module) -> str:
@@ -33,7 +33,7 @@ def import_patch_merger_vit(state: Mapping[str, Tensor], model: nn.Module) -> St
     merger = _module_prefix(model, model.patch_merger)
     reference_merger = "transformer.patch_merger."
     moved = {merger + k[len(reference_merger) :]: state.pop(k) for k in list(state) if k.startswith(reference_merger)}
-    out = rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, (r"(transformer\..*)", r"\1")]))
+    out = rename_patch_model(state)
     out.update(moved)
     out["pos_embed.weight"] = pos.reshape(model.pos_embed.weight.shape)
     return out

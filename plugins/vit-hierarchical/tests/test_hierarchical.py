@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit_core.testing.oracle import assert_bf16_close
 from vit_core import Recorder, create_model, load_reference_weights
 from vit_core.layers import Attention, FeedForward
 from vit_core.registry import get_registry
+from vit_core.testing.oracle import assert_bf16_close
 
 vit_hierarchical = pytest.importorskip("vit_hierarchical")
 
@@ -57,11 +57,6 @@ def build(name: str, **overrides: Any) -> nn.Module:
 
 def example(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, *info(name).input_shape)
-
-
-def maps_of(output: Any) -> torch.Tensor:
-    """RegionViT's intermediates are (local, regional) pairs: the local map is the backbone feature."""
-    return output[0] if isinstance(output, tuple) else output
 
 
 # --- README examples -----------------------------------------------------------------------------
@@ -258,7 +253,7 @@ def test_readme_example(name: str) -> None:
     logits = model(img)
     assert logits.shape == (shape[0], 1000)
     assert torch.allclose(model.forward_head(final), logits, atol=1e-5)
-    assert [tuple(maps_of(m).shape) for m in intermediates] == maps
+    assert [tuple(m.shape) for m in intermediates] == maps
 
 
 # --- backbone interface --------------------------------------------------------------------------
@@ -274,8 +269,8 @@ def test_stage_maps_and_feature_info(name: str) -> None:
     features = model.forward_features(img)
     final, intermediates = model.forward_intermediates(img, norm=True, output_fmt="NCHW")
     assert len(intermediates) == len(model.feature_info) == len(model.stages)
-    for entry, output in zip(model.feature_info, intermediates):
-        fmap = maps_of(output)
+    for entry, fmap in zip(model.feature_info, intermediates):
+        assert isinstance(fmap, torch.Tensor), "timm's contract: a list of tensors"
         assert fmap.ndim == 4 and fmap.shape[:2] == (2, entry["num_chs"]), entry
         if name != "pit":  # PiT's overlapping patches: a 15x15 grid from 32x32, not 16x16
             assert fmap.shape[2:] == tuple(s // entry["reduction"] for s in img.shape[2:]), entry
@@ -284,7 +279,7 @@ def test_stage_maps_and_feature_info(name: str) -> None:
         assert features.shape == (2, 1 + 8 * 8, 64)
         torch.testing.assert_close(last, features[:, 1:].transpose(1, 2).reshape(2, 64, 8, 8))
     else:
-        torch.testing.assert_close(last, features)  # RegionViT: both the (local, regional) pairs
+        torch.testing.assert_close(last, features[0] if name == "regionvit" else features)  # the local stream
     torch.testing.assert_close(final, features)
     reductions = [entry["reduction"] for entry in model.feature_info]
     assert reductions == sorted(reductions) and reductions[-1] > reductions[0]
@@ -305,6 +300,55 @@ def test_intermediate_indices_and_formats(name: str) -> None:
         model.forward_intermediates(img, output_fmt="NLD")
     with pytest.raises(ValueError, match=r"indices must hold ints in \[-2, 2\)"):
         model.forward_intermediates(img, indices=[5])
+
+
+@torch.no_grad()
+def test_regionvit_intermediates_are_one_stream() -> None:
+    """RegionViT's intermediates are the local maps by default (the backbone features ``feature_info``
+    describes); ``stream="regional"`` gives the regional maps, ``window_size`` times coarser."""
+    model = build("regionvit").eval()
+    img = example("regionvit")
+    (local_final, regional_final), local = model.forward_intermediates(img)
+    regional = model.forward_intermediates(img, stream="regional", intermediates_only=True)
+    window = model.window_size
+    for entry, fmap, coarse in zip(model.feature_info, local, regional):
+        side = img.shape[-1] // entry["reduction"]
+        assert fmap.shape == (2, entry["num_chs"], side, side)
+        assert coarse.shape == (2, entry["num_chs"], side // window, side // window)
+    torch.testing.assert_close(local[-1], local_final)
+    torch.testing.assert_close(regional[-1], regional_final)
+    only = model.forward_intermediates(img, indices=1, output_fmt="NHWC", stream="regional", intermediates_only=True)
+    torch.testing.assert_close(only[0], regional[-1].permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match=r"stream must be one of .*'local'.*'regional'.*got 'global'"):
+        model.forward_intermediates(img, stream="global")
+
+
+@torch.no_grad()
+def test_cvt_layers_is_the_unpooled_map() -> None:
+    """vit-pytorch names CvT's un-pooled output ``layers`` (the README's EsViT reads ``hidden_layer='layers'``):
+    ours is a module of that name whose output is ``forward_features``' map, and it holds no weights."""
+    from vit_core import Extractor
+
+    model = build("cvt").eval()
+    img = example("cvt")
+    logits, fmap = Extractor(model, layer_name="layers")(img)
+    torch.testing.assert_close(fmap, model.forward_features(img))
+    torch.testing.assert_close(logits, model(img))
+    assert fmap.shape == (2, model.num_features, 2, 2)
+    assert not any(key.startswith("layers.") for key in model.state_dict())
+
+
+def test_esvit_reads_cvt_layers() -> None:
+    """The README's EsViT example on a small CvT: ``hidden_layer='layers'`` gives the trainer the map's regions."""
+    vit_ssl = pytest.importorskip("vit_ssl")
+    model = build("cvt")
+    learner = vit_ssl.EsViTTrainer(
+        model, image_size=32, hidden_layer="layers", projection_hidden_size=16, projection_layers=2, num_classes_K=32
+    )
+    loss = learner(torch.randn(2, 3, 32, 32))
+    loss.backward()
+    assert torch.isfinite(loss) and model.stages[0].downsample[0].module.weight.grad.abs().sum() > 0
+    assert learner.student.region_head is not None
 
 
 def test_nest_norm_applies_the_final_layer_norm() -> None:
@@ -351,7 +395,7 @@ def test_non_square_inputs(name: str) -> None:
     model = build(name, **overrides).eval()
     img = torch.randn(2, info(name).input_shape[0], h, w)
     assert model(img).shape == (2, 10)
-    fmap = maps_of(model.forward_intermediates(img, output_fmt="NCHW", intermediates_only=True)[-1])
+    fmap = model.forward_intermediates(img, output_fmt="NCHW", intermediates_only=True)[-1]
     assert fmap.shape[3] > fmap.shape[2], "the last map keeps the input's aspect"
 
 

@@ -5,7 +5,9 @@
   window (Swin, arXiv 2103.14030), added on the fused kernel;
 * :class:`MapProjectionAttention`: queries, keys and values computed by convolutions of the
   ``(h, w)`` token map (CvT's depth-wise projections, Twins' and ScalableViT's spatially reduced
-  keys and values, LeViT's strided queries).
+  keys and values, LeViT's strided queries);
+* :class:`DenseMapAttention`: attention that regroups the tokens of a dense ``(h, w)`` map itself
+  (ScalableViT's interactive windows, SepViT's separable windows).
 """
 
 from __future__ import annotations
@@ -56,3 +58,24 @@ class MapProjectionAttention(Attention):
             raise ValueError(f"{type(self).__name__} needs grid=(height, width) of its token map")
         q, k, v = self.project_map(tokens_to_map(x, grid))
         return tuple(split_heads(map_to_tokens(t), self.heads) for t in (q, k, v))
+
+
+class DenseMapAttention(Attention):
+    """Attention over the tokens ``(b, h * w, dim)`` of a dense ``grid=(h, w)`` map that groups them
+    itself (windows), so it takes no mask or packing.  Subclasses implement :meth:`attend_map`."""
+
+    def attend_map(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        """``(b, h * w, dim)`` tokens of the ``grid`` map -> the attention's output, the same shape."""
+        raise NotImplementedError
+
+    def forward(
+        self, x: Tensor, *, grid: tuple[int, int] | None = None, mask: Tensor | None = None, **kwargs: Any
+    ) -> Tensor:
+        """``x``: ``(b, h * w, dim)`` tokens of the ``grid=(h, w)`` map."""
+        if grid is None:
+            raise ValueError(f"{type(self).__name__} needs grid=(height, width) of its token map")
+        if mask is not None or kwargs.get("packing") is not None:
+            raise ValueError(
+                f"{type(self).__name__} attends within windows of a dense map; it takes no mask or packing"
+            )
+        return self.attend_map(x, grid)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from vit_core.layers import FeedForward, TransformerBlock
 from vit_core.validation import check_non_negative_int, check_odd_kernel, check_positive_int, check_probability
 from vit_hierarchical.attention import MapProjectionAttention
-from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
+from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, MapOutput, Stage, TokenMapBlock
 from vit_hierarchical.validation import conv_side
 
 STAGE_CHECKS = {"depth": check_non_negative_int, "proj_kernel": check_odd_kernel}
@@ -54,6 +54,8 @@ class CvT(HierarchicalModel):
     ``emb_dim`` channels, then ``depth`` blocks of ``heads`` heads (each ``dim_head`` wide) with
     ``proj_kernel`` depth-wise projections (keys and values at ``kv_proj_stride``) and a
     feed-forward ``mlp_mult`` times wider.  Any input size works (convolutions round down).
+    The un-pooled last map ``forward_features`` returns is the output of the module ``layers``
+    (vit-pytorch's name: ``EsViTTrainer(cvt, hidden_layer="layers")`` reads it).
     """
 
     def __init__(
@@ -126,7 +128,11 @@ class CvT(HierarchicalModel):
             stages.append(Stage(blocks, dim=dim, reduction=reduction, downsample=embed))
             dim_in = dim
         self.stages = nn.ModuleList(stages)
+        self.layers = MapOutput()
         self.build_head(num_classes)
+
+    def stage_features(self, state: Tensor) -> Tensor:
+        return self.layers(self.map_norm(state))
 
     def stage_sides(self, side: int) -> list[int]:
         """Map side of each stage."""

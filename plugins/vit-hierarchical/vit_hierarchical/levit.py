@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import FeedForward, TransformerBlock
-from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
+from vit_core.validation import check_non_negative_int, check_positive_int, check_positive_ints, check_probability
 from vit_hierarchical.attention import MapProjectionAttention
 from vit_hierarchical.conv import ConvBatchNorm
 from vit_hierarchical.stages import HierarchicalModel, Stage, TokenMapBlock
@@ -130,13 +130,7 @@ class LeViT(HierarchicalModel):
         dims = per_stage("dim", dim, stages, check=check_positive_int)
         depths = per_stage("depth", depth, stages, check=check_non_negative_int)
         stage_heads = per_stage("heads", heads, stages, check=check_positive_int)
-        for name, value in (
-            ("mlp_mult", mlp_mult),
-            ("dim_key", dim_key),
-            ("dim_value", dim_value),
-            ("channels", channels),
-        ):
-            check_positive_int(name, value)
+        check_positive_ints(mlp_mult=mlp_mult, dim_key=dim_key, dim_value=dim_value, channels=channels)
         check_probability("dropout", dropout)
         grid = size
         for _ in range(4):

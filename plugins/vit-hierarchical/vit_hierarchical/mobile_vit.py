@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import Transformer
-from vit_core.validation import check_odd_kernel, check_positive_int, check_probability
+from vit_core.validation import check_odd_kernel, check_positive_int, check_positive_ints, check_probability
 from vit_hierarchical.conv import ConvNormAct, InvertedResidual
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage
 from vit_hierarchical.validation import as_pair, conv_side, per_stage
@@ -106,13 +106,7 @@ class MobileViT(HierarchicalModel):
             )
         for width in channels:
             check_positive_int("channels", width)
-        for name, value in (
-            ("expansion", expansion),
-            ("in_channels", in_channels),
-            ("heads", heads),
-            ("dim_head", dim_head),
-        ):
-            check_positive_int(name, value)
+        check_positive_ints(expansion=expansion, in_channels=in_channels, heads=heads, dim_head=dim_head)
         check_odd_kernel("kernel_size", kernel_size)
         check_probability("dropout", dropout)
         patch = as_pair("patch_size", patch_size)

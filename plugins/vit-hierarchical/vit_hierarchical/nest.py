@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, PatchEmbedding, Transformer
-from vit_core.validation import check_divisible, check_positive_int, check_probability
+from vit_core.validation import check_divisible, check_positive_int, check_positive_ints, check_probability
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage
 from vit_hierarchical.validation import as_pair, exact_size, per_stage
 from vit_hierarchical.windows import GroupedBlock
@@ -55,8 +55,7 @@ class NesT(HierarchicalModel):
         dropout: float = 0.0,
     ) -> None:
         size = as_pair("image_size", image_size)
-        for name, value in (("patch_size", patch_size), ("dim", dim), ("heads", heads), ("mlp_mult", mlp_mult)):
-            check_positive_int(name, value)
+        check_positive_ints(patch_size=patch_size, dim=dim, heads=heads, mlp_mult=mlp_mult)
         check_positive_int("num_hierarchies", num_hierarchies)
         check_positive_int("channels", channels)
         check_probability("dropout", dropout)

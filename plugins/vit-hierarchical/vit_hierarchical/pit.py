@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
 from vit_core.models.resizing import enable_dynamic, resize_positions
-from vit_core.validation import check_positive_int, check_probability
+from vit_core.validation import check_positive_int, check_positive_ints, check_probability
 from vit_hierarchical.stages import HierarchicalModel, to_nchw, to_nhwc
 from vit_hierarchical.validation import as_pair, conv_side, per_stage, stage_count
 
@@ -100,8 +100,7 @@ class PiT(HierarchicalModel):
         depths = stage_count("depth", depth)
         stage_heads = per_stage("heads", heads, len(depths), check=check_positive_int)
         mlp_dims = per_stage("mlp_dim", mlp_dim, len(depths), check=check_positive_int)
-        for name, value in (("dim", dim), ("dim_head", dim_head), ("channels", channels)):
-            check_positive_int(name, value)
+        check_positive_ints(dim=dim, dim_head=dim_head, channels=channels)
         check_probability("dropout", dropout)
         super().__init__(channels=channels, rule=self._side_problem)
         self.image_size, self.patch_size, self.stride = size, patch_size, patch_size // 2

@@ -11,7 +11,8 @@ feed-forward.  The two attentions share their weights.  Stages halve both maps w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +20,21 @@ from torch import Tensor, nn
 
 from vit_core.layers import Attention, FeedForward, TransformerBlock
 from vit_core.layers.spatial import RelativePositionBias
-from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
+from vit_core.validation import (
+    check_choice,
+    check_non_negative_int,
+    check_positive_int,
+    check_positive_ints,
+    check_probability,
+)
 from vit_hierarchical.conv import PositionEncodingGenerator
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, to_nchw, to_nhwc
 from vit_hierarchical.validation import per_stage
 from vit_hierarchical.windows import merge, partition
 
 STAGES = 4
+STREAMS = ("local", "regional")
+"""The two token maps, in the order of :data:`RegionState`; ``forward_intermediates(stream=...)`` picks one."""
 RegionState = tuple[Tensor, Tensor]
 """Local and regional token maps, both ``(b, h, w, c)``; the local one ``window_size`` times larger."""
 
@@ -94,10 +103,11 @@ class RegionViT(HierarchicalModel):
     with ``tokenize_local_3_conv``); regional tokens ``local_patch_size * window_size`` patches.
     Input sides must be multiples of ``local_patch_size * window_size * 8`` (224 with the
     defaults), so that both maps halve exactly three times.  ``forward_features`` is the pair of
-    maps ``(local, regional)`` of the last stage (the classifier pools the regional one), and
-    ``forward_intermediates`` gives that pair for each stage: the local maps are the backbone
-    features (reductions ``p`` .. ``8p``), the regional maps ``window_size`` times coarser.  The
-    local outputs of the very last layer reach only those features, not the logits.
+    maps ``(local, regional)`` of the last stage (the classifier pools the regional one).
+    ``forward_intermediates`` gives one map per stage, of the stream ``stream`` selects: the local
+    maps by default (the backbone features ``feature_info`` describes, reductions ``p`` .. ``8p``),
+    ``stream="regional"`` the regional maps (``window_size`` times coarser).  The local outputs
+    of the very last layer reach only those features, not the logits.
     ``channels`` is honoured by both tokenizers (vit-pytorch's local one takes 3).
     """
 
@@ -119,14 +129,13 @@ class RegionViT(HierarchicalModel):
     ) -> None:
         dims = per_stage("dim", dim, STAGES, check=check_positive_int)
         depths = per_stage("depth", depth, STAGES, check=check_non_negative_int)
-        for name, value in (
-            ("window_size", window_size),
-            ("local_patch_size", local_patch_size),
-            ("channels", channels),
-            ("heads", heads),
-            ("dim_head", dim_head),
-        ):
-            check_positive_int(name, value)
+        check_positive_ints(
+            window_size=window_size,
+            local_patch_size=local_patch_size,
+            channels=channels,
+            heads=heads,
+            dim_head=dim_head,
+        )
         if local_patch_size < 2:
             raise ValueError(
                 f"local_patch_size must be at least 2 (overlapping 2p x 2p patches), got {local_patch_size}"
@@ -191,8 +200,20 @@ class RegionViT(HierarchicalModel):
             yield state
 
     def stage_output(self, state: RegionState, output_fmt: str, norm: bool) -> RegionState:
-        """Both maps of the stage, ``(local, regional)``."""
+        """Both maps of the stage, ``(local, regional)`` (:meth:`forward_intermediates` keeps one)."""
         return tuple(to_nchw(t) if output_fmt == "NCHW" else t for t in state)
+
+    def forward_intermediates(
+        self, img: Tensor, indices: int | Sequence[int] | None = None, *, stream: str = "local", **options: Any
+    ) -> tuple[RegionState, list[Tensor]] | list[Tensor]:
+        """As :meth:`HierarchicalModel.forward_intermediates` (``norm``, ``output_fmt``,
+        ``intermediates_only``), each stage's map of one ``stream``: ``"local"`` (the default: the
+        backbone features) or ``"regional"``; the final features stay the pair ``(local, regional)``."""
+        kept = STREAMS.index(check_choice("stream", stream, STREAMS))
+        only = options.pop("intermediates_only", False)
+        final, pairs = super().forward_intermediates(img, indices, **options)
+        outputs = [pair[kept] for pair in pairs]
+        return outputs if only else (final, outputs)
 
     def stage_features(self, state: RegionState) -> RegionState:
         return to_nchw(state[0]), to_nchw(state[1])

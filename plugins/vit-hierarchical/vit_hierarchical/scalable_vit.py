@@ -11,16 +11,14 @@ the windows exchange information.  A block is SSA, feed-forward, IWSA, feed-forw
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from vit_core.layers import FeedForward, TransformerBlock
 from vit_core.layers.spatial import map_to_tokens, tokens_to_map
-from vit_core.validation import check_positive_int, check_probability
-from vit_hierarchical.attention import MapProjectionAttention, split_heads
+from vit_core.validation import check_positive_int, check_positive_ints, check_probability
+from vit_hierarchical.attention import DenseMapAttention, MapProjectionAttention, split_heads
 from vit_hierarchical.conv import PositionEncodingGenerator
-from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
+from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, TokenMapBlock, pyramid_stage
 from vit_hierarchical.validation import conv_side, per_stage, stage_count
 from vit_hierarchical.windows import merge, partition
 
@@ -39,7 +37,7 @@ class ScalableSelfAttention(MapProjectionAttention):
         return self.to_q(fmap), self.to_k(fmap), self.to_v(fmap)
 
 
-class InteractiveWindowAttention(MapProjectionAttention):
+class InteractiveWindowAttention(MapProjectionAttention, DenseMapAttention):
     """IWSA: attention within ``window`` windows (``None``: the whole map) plus the local interactive
     module, a 3x3 convolution of the value map added to the attention output before projection."""
 
@@ -56,14 +54,7 @@ class InteractiveWindowAttention(MapProjectionAttention):
     def project_map(self, fmap: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self.to_q(fmap), self.to_k(fmap), self.to_v(fmap)
 
-    def forward(
-        self, x: Tensor, *, grid: tuple[int, int] | None = None, mask: Tensor | None = None, **kwargs: Any
-    ) -> Tensor:
-        """``x``: ``(b, h * w, dim)`` tokens of the ``grid=(h, w)`` map."""
-        if grid is None:
-            raise ValueError("InteractiveWindowAttention needs grid=(height, width) of its token map")
-        if mask is not None or kwargs.get("packing") is not None:
-            raise ValueError("InteractiveWindowAttention attends within windows of a dense map; it takes no mask")
+    def attend_map(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         b, (h, w) = x.shape[0], grid
         window = (h, w) if self.window is None else (self.window, self.window)
         q, k, v = self.project_map(tokens_to_map(x, grid))
@@ -117,8 +108,7 @@ class ScalableViT(HierarchicalModel):
             )
         }
         windows = per_stage("window_size", window_size, n, check=check_positive_int, allow_none=True)
-        for name, value in (("dim", dim), ("ff_expansion_factor", ff_expansion_factor), ("channels", channels)):
-            check_positive_int(name, value)
+        check_positive_ints(dim=dim, ff_expansion_factor=ff_expansion_factor, channels=channels)
         check_probability("dropout", dropout)
         super().__init__(channels=channels, rule=self._side_problem)
         self.windows, self.reductions = windows, stage["reduction_factor"]
@@ -152,16 +142,8 @@ class ScalableViT(HierarchicalModel):
                 if j == 0:
                     blocks.append(ChannelsLast(PositionEncodingGenerator(width)))
                 blocks.append(TokenMapBlock(TransformerBlock(iwsa, ff(width), width)))
-            last = i == n - 1
-            stages.append(
-                Stage(
-                    blocks,
-                    dim=width,
-                    reduction=4 * 2**i,
-                    downsample=ChannelsLast(nn.Conv2d(width // 2, width, 3, stride=2, padding=1)) if i else None,
-                    norm=None if last else nn.LayerNorm(width),
-                )
-            )
+            downsample = ChannelsLast(nn.Conv2d(width // 2, width, 3, stride=2, padding=1)) if i else None
+            stages.append(pyramid_stage(blocks, i, n, width, downsample))
         self.stages = nn.ModuleList(stages)
         self.build_head(num_classes, fc_norm=nn.LayerNorm(self.stages[-1].dim))
 

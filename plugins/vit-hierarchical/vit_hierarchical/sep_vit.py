@@ -10,21 +10,19 @@ with an overlapping convolutional patch embedding and a PEG (CPVT, arXiv 2102.10
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import Attention, FeedForward, TransformerBlock
-from vit_core.validation import check_positive_int, check_probability
-from vit_hierarchical.attention import split_heads
+from vit_core.layers import FeedForward, TransformerBlock
+from vit_core.validation import check_positive_int, check_positive_ints, check_probability
+from vit_hierarchical.attention import DenseMapAttention, split_heads
 from vit_hierarchical.conv import PositionEncodingGenerator
-from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
+from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, TokenMapBlock, pyramid_stage
 from vit_hierarchical.validation import conv_side, per_stage, stage_count
 from vit_hierarchical.windows import merge, partition
 
 
-class SeparableWindowAttention(Attention):
+class SeparableWindowAttention(DenseMapAttention):
     """DSSA over the ``grid=(h, w)`` token map: window attention with a window token (depth-wise),
     then attention between windows (point-wise) with queries and keys from the window tokens and
     the windows' maps as values.  With a single window the point-wise step is the identity (a
@@ -40,16 +38,7 @@ class SeparableWindowAttention(Attention):
         self.window_act = nn.GELU()
         self.window_qk = nn.Linear(inner, 2 * inner)
 
-    def forward(
-        self, x: Tensor, *, grid: tuple[int, int] | None = None, mask: Tensor | None = None, **kwargs: Any
-    ) -> Tensor:
-        """``x``: ``(b, h * w, dim)`` tokens of the ``grid=(h, w)`` map."""
-        if grid is None:
-            raise ValueError("SeparableWindowAttention needs grid=(height, width) of its token map")
-        if mask is not None or kwargs.get("packing") is not None:
-            raise ValueError(
-                "SeparableWindowAttention attends within windows of a dense map; it takes no mask or packing"
-            )
+    def attend_map(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         b, (h, w), d = x.shape[0], grid, self.dim_head
         window = (self.window, self.window)
         windows = partition(x.view(b, h, w, -1), window, "window")
@@ -94,8 +83,7 @@ class SepViT(HierarchicalModel):
         n = len(depths)
         stage_heads = per_stage("heads", heads, n, check=check_positive_int)
         self_windows = per_stage("window_size", window_size, n, check=check_positive_int)
-        for name, value in (("dim", dim), ("dim_head", dim_head), ("ff_mult", ff_mult), ("channels", channels)):
-            check_positive_int(name, value)
+        check_positive_ints(dim=dim, dim_head=dim_head, ff_mult=ff_mult, channels=channels)
         check_probability("dropout", dropout)
         super().__init__(channels=channels, rule=self._side_problem)
         self.windows, self.strides = self_windows, (4, *(2,) * (n - 1))
@@ -110,16 +98,7 @@ class SepViT(HierarchicalModel):
                 attn = SeparableWindowAttention(width, stage_heads[i], dim_head, self_windows[i], dropout)
                 mlp = FeedForward(width, width * ff_mult, dropout)
                 blocks.append(TokenMapBlock(TransformerBlock(attn, mlp, width)))
-            last = i == n - 1
-            stages.append(
-                Stage(
-                    blocks,
-                    dim=width,
-                    reduction=4 * 2**i,
-                    downsample=embed,
-                    norm=None if last else nn.LayerNorm(width),
-                )
-            )
+            stages.append(pyramid_stage(blocks, i, n, width, embed))
             dim_in = width
         self.stages = nn.ModuleList(stages)
         self.build_head(num_classes, fc_norm=nn.LayerNorm(self.stages[-1].dim))

@@ -47,6 +47,15 @@ class ChannelsLast(nn.Module):
         return to_nhwc(self.module(to_nchw(x)))
 
 
+class MapOutput(nn.Module):
+    """``(b, h, w, c)`` map -> ``(b, c, h, w)`` view: the un-pooled features ``forward_features`` returns,
+    as a module without parameters, so that a hook (:class:`vit_core.Extractor`, a trainer's
+    ``hidden_layer``) reads them by the module's name (CvT's ``layers``, vit-pytorch's name)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return to_nchw(x)
+
+
 class TokenMapBlock(nn.Module):
     """A token block ``(b, n, c) -> (b, n, c)`` (a core TransformerBlock) run on a ``(b, h, w, c)`` map;
     the block is told the map's grid (``grid=(h, w)``) for convolutional projections."""
@@ -87,6 +96,15 @@ class Stage(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+def pyramid_stage(
+    blocks: Sequence[nn.Module], index: int, count: int, width: int, downsample: nn.Module | None
+) -> Stage:
+    """Stage ``index`` of ``count`` of a pyramid whose maps start at reduction 4 and halve at every stage
+    (ScalableViT, SepViT): a LayerNorm ends every stage but the last."""
+    norm = nn.LayerNorm(width) if index < count - 1 else None
+    return Stage(blocks, dim=width, reduction=4 * 2**index, downsample=downsample, norm=norm)
 
 
 class HierarchicalModel(VisionModel):

@@ -15,7 +15,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from vit_core.layers import Attention, ChannelsLastPatchEmbedding, FeedForward, TransformerBlock
-from vit_core.validation import check_non_negative_int, check_odd_kernel, check_positive_int, check_probability
+from vit_core.validation import (
+    check_non_negative_int,
+    check_odd_kernel,
+    check_positive_int,
+    check_positive_ints,
+    check_probability,
+)
 from vit_hierarchical.attention import MapProjectionAttention
 from vit_hierarchical.conv import PositionEncodingGenerator
 from vit_hierarchical.stages import ChannelsLast, HierarchicalModel, Stage, TokenMapBlock
@@ -86,8 +92,7 @@ class TwinsSVT(HierarchicalModel):
             for key, value in config.items():
                 (check_non_negative_int if key == "depth" else check_positive_int)(f"s{i}_{key}", value)
         stage_heads = per_stage("heads", heads, len(configs), check=check_positive_int)
-        for name, value in (("channels", channels), ("dim_head", dim_head), ("mlp_mult", mlp_mult)):
-            check_positive_int(name, value)
+        check_positive_ints(channels=channels, dim_head=dim_head, mlp_mult=mlp_mult)
         check_odd_kernel("peg_kernel_size", peg_kernel_size)
         check_probability("dropout", dropout)
         super().__init__(channels=channels, rule=self._side_problem)

@@ -21,10 +21,20 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from vit_core.interop.reference import TRANSFORMER_RULES, StateDict, permute_patch_dim, rename
+from vit_core.interop.reference import (
+    PARAM,
+    PATCH_RULES,
+    TRANSFORMER_RULES,
+    StateDict,
+    block_pair_rules,
+    permute_patch_dim,
+    rename,
+)
 
+Rules = list[tuple[str, str]]
 BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
-PARAM = r"(weight|bias)"
+TO_OUT = (rf"to_out\.0\.{PARAM}", r"to_out.\1")
+"""vit-pytorch's ``to_out = Sequential(Linear, Dropout)`` -> our attention's ``to_out`` linear."""
 
 
 def subtree(state: StateDict, prefix: str) -> StateDict:
@@ -62,9 +72,7 @@ def block_prefixes(model: nn.Module) -> list[str]:
     return [f"stages.{i}.blocks.{j}." for i, stage in enumerate(model.stages) for j in range(len(stage.blocks))]
 
 
-def import_per_block(
-    state: StateDict, ref_prefix: str, prefixes: Iterable[str], rules: list[tuple[str, str]]
-) -> StateDict:
+def import_per_block(state: StateDict, ref_prefix: str, prefixes: Iterable[str], rules: Rules) -> StateDict:
     """Rename ``{ref_prefix}{n}.*`` by ``rules`` to the ``n``-th of ``prefixes``."""
     out: StateDict = {}
     for n, prefix in enumerate(prefixes):
@@ -72,39 +80,52 @@ def import_per_block(
     return out
 
 
-def finish(out: StateDict, state: StateDict, rules: list[tuple[str, str]], model: nn.Module) -> StateDict:
+def import_stage_blocks(state: StateDict, model: nn.Module, layers: str, rules: Rules, first: int = 0) -> StateDict:
+    """Rename each stage ``i``'s reference layers ``{layers.format(i)}{n}.*`` by ``rules`` to our
+    ``stages.{i}.blocks.{first + n}.block.*`` (the stage's blocks from ``first`` on)."""
+    out: StateDict = {}
+    for i, stage in enumerate(model.stages):
+        prefixes = [f"stages.{i}.blocks.{j}.block." for j in range(first, len(stage.blocks))]
+        out.update(import_per_block(state, layers.format(i), prefixes, rules))
+    return out
+
+
+def finish(out: StateDict, state: StateDict, rules: Rules, model: nn.Module) -> StateDict:
     """Rename what is left of ``state`` by ``rules`` into ``out``, then :func:`fit_shapes`."""
     out.update(rename(state, rules))
     return fit_shapes(out, model)
 
 
+def pooled_head_rules(module: str) -> Rules:
+    """The reference's ``module = Sequential(pooling, LayerNorm, Linear)`` -> our ``fc_norm`` and ``head``."""
+    return [(rf"{module}\.1\.{PARAM}", r"fc_norm.\1"), (rf"{module}\.2\.{PARAM}", r"head.\1")]
+
+
+def conv_norm_rules(*layers: tuple[str, str, str]) -> Rules:
+    """Each ``(conv, norm, ours)``: the patterns of a reference convolution's and its BatchNorm's key
+    prefixes -> our :class:`~vit_hierarchical.conv.ConvNormAct` (``conv``, ``norm``) under ``ours``."""
+    rules: Rules = []
+    for conv, norm, ours in layers:
+        rules += [(rf"{conv}\.{PARAM}", rf"{ours}conv.\1"), (rf"{norm}\.{BN}", rf"{ours}norm.\1")]
+    return rules
+
+
 # --- MaxViT ------------------------------------------------------------------------------------
 
-MBCONV_RULES = [
-    (rf"(?:fn\.)?0\.{PARAM}", r"expand.conv.\1"),
-    (rf"(?:fn\.)?1\.{BN}", r"expand.norm.\1"),
-    (rf"(?:fn\.)?3\.{PARAM}", r"depthwise.conv.\1"),
-    (rf"(?:fn\.)?4\.{BN}", r"depthwise.norm.\1"),
-    (r"(?:fn\.)?6\.gate\.1\.weight", r"se.reduce.weight"),
-    (r"(?:fn\.)?6\.gate\.3\.weight", r"se.expand.weight"),
-    (rf"(?:fn\.)?7\.{PARAM}", r"project.conv.\1"),
-    (rf"(?:fn\.)?8\.{BN}", r"project.norm.\1"),
-]
 
-
-def _maxvit_block_rules() -> list[tuple[str, str]]:
-    rules = [(rf"0\.{pattern}", rf"mbconv.module.{repl}") for pattern, repl in MBCONV_RULES]
+def _maxvit_block_rules() -> Rules:
+    mbconv = r"0\.(?:fn\.)?"  # the MBConv, inside a residual wrapper when its shape is kept
+    rules = conv_norm_rules(
+        (rf"{mbconv}0", rf"{mbconv}1", "mbconv.module.expand."),
+        (rf"{mbconv}3", rf"{mbconv}4", "mbconv.module.depthwise."),
+        (rf"{mbconv}7", rf"{mbconv}8", "mbconv.module.project."),
+    )
+    for index, name in ((1, "reduce"), (3, "expand")):
+        rules.append((rf"{mbconv}6\.gate\.{index}\.weight", f"mbconv.module.se.{name}.weight"))
+    attention = [(r"to_qkv\.weight", "to_qkv.weight"), (r"to_out\.0\.weight", "to_out.weight")]
+    attention.append((r"rel_pos_bias\.weight", "relative_bias.table"))
     for attn, ff, ours in (("2", "3", "block_attention"), ("6", "7", "grid_attention")):
-        block = f"{ours}.block"
-        rules += [
-            (rf"{attn}\.fn\.norm\.{PARAM}", rf"{block}.attn_norm.\1"),
-            (rf"{attn}\.fn\.to_qkv\.weight", rf"{block}.attn.to_qkv.weight"),
-            (rf"{attn}\.fn\.to_out\.0\.weight", rf"{block}.attn.to_out.weight"),
-            (rf"{attn}\.fn\.rel_pos_bias\.weight", rf"{block}.attn.relative_bias.table"),
-            (rf"{ff}\.fn\.net\.0\.{PARAM}", rf"{block}.ff_norm.\1"),
-            (rf"{ff}\.fn\.net\.1\.{PARAM}", rf"{block}.ff.fc1.\1"),
-            (rf"{ff}\.fn\.net\.4\.{PARAM}", rf"{block}.ff.fc2.\1"),
-        ]
+        rules += block_pair_rules(rf"{attn}\.fn\.", rf"{ff}\.fn\.net\.", attention, prefix=f"{ours}.block.")
     return rules
 
 
@@ -114,39 +135,32 @@ def import_max_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     out = import_per_block(state, "layers.", block_prefixes(model), _maxvit_block_rules())
     rules = [
         (rf"conv_stem\.(\d)\.{PARAM}", r"stem.\1.\2"),
-        (rf"mlp_head\.1\.{PARAM}", r"fc_norm.\1"),
-        (rf"mlp_head\.2\.{PARAM}", r"head.\1"),
+        *pooled_head_rules("mlp_head"),
     ]
     return finish(out, state, rules, model)
 
 
 # --- CvT -----------------------------------------------------------------------------------------
 
-CVT_BLOCK_RULES = [
-    (r"0\.norm\.g", "attn_norm.weight"),
-    (r"0\.norm\.b", "attn_norm.bias"),
-    (r"0\.(to_q|to_kv)\.net\.0\.weight", r"attn.\1.0.weight"),
-    (rf"0\.(to_q|to_kv)\.net\.1\.{BN}", r"attn.\1.1.\2"),
-    (r"0\.(to_q|to_kv)\.net\.2\.weight", r"attn.\1.2.weight"),
-    (rf"0\.to_out\.0\.{PARAM}", r"attn.to_out.\1"),
-    (r"1\.net\.0\.g", "ff_norm.weight"),
-    (r"1\.net\.0\.b", "ff_norm.bias"),
-    (rf"1\.net\.1\.{PARAM}", r"ff.fc1.\1"),
-    (rf"1\.net\.4\.{PARAM}", r"ff.fc2.\1"),
-]
+CVT_PROJECTION = r"(to_q|to_kv)\.net\."
+CVT_BLOCK_RULES = block_pair_rules(
+    r"0\.",
+    r"1\.net\.",
+    [
+        (rf"{CVT_PROJECTION}([02])\.weight", r"\1.\2.weight"),
+        (rf"{CVT_PROJECTION}1\.{BN}", r"\1.1.\2"),
+        TO_OUT,
+    ],
+)
 
 
 def import_cvt(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     """``vit_pytorch.cvt.CvT`` -> :class:`vit_hierarchical.CvT`."""
-    state = dict(state)
-    out: StateDict = {}
-    for i, stage in enumerate(model.stages):
-        prefixes = [f"stages.{i}.blocks.{j}.block." for j in range(len(stage.blocks))]
-        out.update(import_per_block(state, f"layers.{i}.2.layers.", prefixes, CVT_BLOCK_RULES))
+    state = channel_norm_names(state)
+    out = import_stage_blocks(state, model, "layers.{}.2.layers.", CVT_BLOCK_RULES)
     rules = [
         (rf"layers\.(\d)\.0\.{PARAM}", r"stages.\1.downsample.0.module.\2"),
-        (r"layers\.(\d)\.1\.g", r"stages.\1.downsample.1.weight"),
-        (r"layers\.(\d)\.1\.b", r"stages.\1.downsample.1.bias"),
+        (rf"layers\.(\d)\.1\.{PARAM}", r"stages.\1.downsample.1.\2"),
         (rf"to_logits\.2\.{PARAM}", r"head.\1"),
     ]
     return finish(out, state, rules, model)
@@ -186,30 +200,23 @@ def import_pit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
 
 # --- MobileViT -----------------------------------------------------------------------------------
 
-MV2_EXPANDED = [
-    (r"conv\.0\.weight", "expand.conv.weight"),
-    (rf"conv\.1\.{BN}", r"expand.norm.\1"),
-    (r"conv\.3\.weight", "depthwise.conv.weight"),
-    (rf"conv\.4\.{BN}", r"depthwise.norm.\1"),
-    (r"conv\.6\.weight", "project.conv.weight"),
-    (rf"conv\.7\.{BN}", r"project.norm.\1"),
-]
-MV2_UNEXPANDED = [
-    (r"conv\.0\.weight", "depthwise.conv.weight"),
-    (rf"conv\.1\.{BN}", r"depthwise.norm.\1"),
-    (r"conv\.3\.weight", "project.conv.weight"),
-    (rf"conv\.4\.{BN}", r"project.norm.\1"),
-]
-CONV_BN = [(r"0\.weight", "conv.weight"), (rf"1\.{BN}", r"norm.\1")]
+MV2_EXPANDED = conv_norm_rules(
+    (r"conv\.0", r"conv\.1", "expand."), (r"conv\.3", r"conv\.4", "depthwise."), (r"conv\.6", r"conv\.7", "project.")
+)
+MV2_UNEXPANDED = conv_norm_rules((r"conv\.0", r"conv\.1", "depthwise."), (r"conv\.3", r"conv\.4", "project."))
+CONV_BN = conv_norm_rules(("0", "1", ""))
 MOBILEVIT_BLOCK_RULES = [
-    (r"conv1\.0\.weight", "local.module.0.conv.weight"),
-    (rf"conv1\.1\.{BN}", r"local.module.0.norm.\1"),
-    (r"conv2\.0\.weight", "local.module.1.conv.weight"),
-    (rf"conv2\.1\.{BN}", r"local.module.1.norm.\1"),
-    (r"conv3\.0\.weight", "project.module.conv.weight"),
-    (rf"conv3\.1\.{BN}", r"project.module.norm.\1"),
-    (r"conv4\.0\.weight", "fuse.module.conv.weight"),
-    (rf"conv4\.1\.{BN}", r"fuse.module.norm.\1"),
+    *conv_norm_rules(
+        *(
+            (rf"{conv}\.0", rf"{conv}\.1", ours)
+            for conv, ours in (
+                ("conv1", "local.module.0."),
+                ("conv2", "local.module.1."),
+                ("conv3", "project.module."),
+                ("conv4", "fuse.module."),
+            )
+        )
+    ),
     *((r"transformer\." + pattern, "transformer." + repl) for pattern, repl in TRANSFORMER_RULES),
 ]
 
@@ -253,13 +260,7 @@ def import_nest(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     aggregate_rules = [(rf"0\.{PARAM}", r"conv.module.\1"), (rf"1\.{PARAM}", r"norm.\1")]
     for i in range(1, len(model.stages)):  # the reference aggregates at the end of a level, we at the start of the next
         graft(out, f"stages.{i}.downsample.", rename(subtree(state, f"layers.{i - 1}.1."), aggregate_rules))
-    rules = [
-        (rf"to_patch_embedding\.1\.{PARAM}", r"patch_embed.patch_norm.\1"),
-        (rf"to_patch_embedding\.2\.{PARAM}", r"patch_embed.proj.\1"),
-        (rf"to_patch_embedding\.3\.{PARAM}", r"patch_embed.norm.\1"),
-        (rf"mlp_head\.0\.{PARAM}", r"map_norm.\1"),
-        (rf"mlp_head\.2\.{PARAM}", r"head.\1"),
-    ]
+    rules = [*PATCH_RULES, (rf"mlp_head\.0\.{PARAM}", r"map_norm.\1"), (rf"mlp_head\.2\.{PARAM}", r"head.\1")]
     return finish(out, state, rules, model)
 
 
@@ -311,17 +312,10 @@ def import_levit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
 # --- Twins-SVT -----------------------------------------------------------------------------------
 
 
-def _twins_pair(attn: str, ff: str, fused: bool) -> list[tuple[str, str]]:
+def _twins_pair(attn: str, ff: str, fused: bool) -> Rules:
     """Rules for one vit-pytorch (attention, feed-forward) residual pair -> one TransformerBlock."""
-    q = [] if fused else [(rf"{attn}\.fn\.(to_q|to_kv)\.weight", r"attn.\1.weight")]
-    return [
-        (rf"{attn}\.fn\.norm\.{PARAM}", r"attn_norm.\1"),
-        *q,
-        (rf"{attn}\.fn\.to_out\.0\.{PARAM}", r"attn.to_out.\1"),
-        (rf"{ff}\.fn\.net\.0\.{PARAM}", r"ff_norm.\1"),
-        (rf"{ff}\.fn\.net\.1\.{PARAM}", r"ff.fc1.\1"),
-        (rf"{ff}\.fn\.net\.4\.{PARAM}", r"ff.fc2.\1"),
-    ]
+    q = [] if fused else [(r"(to_q|to_kv)\.weight", r"\1.weight")]
+    return block_pair_rules(rf"{attn}\.fn\.", rf"{ff}\.fn\.net\.", [*q, TO_OUT])
 
 
 def _twins_patch_embedding(state: StateDict, embed: nn.Module) -> StateDict:
@@ -374,16 +368,13 @@ def import_twins_svt(state: Mapping[str, Tensor], model: nn.Module) -> StateDict
 # --- CrossFormer ---------------------------------------------------------------------------------
 
 
-def _crossformer_pair(attn: str, ff: str) -> list[tuple[str, str]]:
-    return [
-        (rf"{attn}\.norm\.{PARAM}", r"attn_norm.\1"),
-        (rf"{attn}\.(to_qkv|to_out)\.{PARAM}", r"attn.\1.\2"),
-        (rf"{attn}\.dpb\.9\.bias", ""),  # shifts every score alike: no effect on the softmax
-        (rf"{attn}\.dpb\.(\d)\.{PARAM}", r"attn.position_bias.mlp.\1.\2"),
-        (rf"{ff}\.0\.{PARAM}", r"ff_norm.\1"),
-        (rf"{ff}\.1\.{PARAM}", r"ff.fc1.\1"),
-        (rf"{ff}\.4\.{PARAM}", r"ff.fc2.\1"),
+def _crossformer_pair(attn: str, ff: str) -> Rules:
+    attention = [
+        (rf"(to_qkv|to_out)\.{PARAM}", r"\1.\2"),
+        (r"dpb\.9\.bias", ""),  # shifts every score alike: no effect on the softmax
+        (rf"dpb\.(\d)\.{PARAM}", r"position_bias.mlp.\1.\2"),
     ]
+    return block_pair_rules(rf"{attn}\.", rf"{ff}\.", attention)
 
 
 def reference_bias_offsets(group: int) -> Tensor:
@@ -427,16 +418,13 @@ def import_crossformer(state: Mapping[str, Tensor], model: nn.Module) -> StateDi
 # --- ScalableViT ---------------------------------------------------------------------------------
 
 
-def _scalable_pair(attn: str, ff: str) -> list[tuple[str, str]]:
-    return [
-        (rf"{attn}\.norm\.{PARAM}", r"attn_norm.\1"),
-        (rf"{attn}\.(to_q|to_k|to_v)\.weight", r"attn.\1.weight"),
-        (rf"{attn}\.local_interactive_module\.{PARAM}", r"attn.local_interaction.\1"),
-        (rf"{attn}\.to_out\.0\.{PARAM}", r"attn.to_out.\1"),
-        (rf"{ff}\.net\.0\.{PARAM}", r"ff_norm.\1"),
-        (rf"{ff}\.net\.1\.{PARAM}", r"ff.fc1.\1"),
-        (rf"{ff}\.net\.4\.{PARAM}", r"ff.fc2.\1"),
+def _scalable_pair(attn: str, ff: str) -> Rules:
+    attention = [
+        (r"(to_q|to_k|to_v)\.weight", r"\1.weight"),
+        (rf"local_interactive_module\.{PARAM}", r"local_interaction.\1"),
+        TO_OUT,
     ]
+    return block_pair_rules(rf"{attn}\.", rf"{ff}\.net\.", attention)
 
 
 def import_scalable_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
@@ -465,32 +453,30 @@ def import_scalable_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateD
             iwsa = {k: v for k, v in part.items() if k[0] in "34"}
             graft(out, f"stages.{i}.blocks.{next(blocks)}.block.", rename(iwsa, _scalable_pair("4", "3")))
             n += 1
-    for i in range(
-        1, len(model.stages)
-    ):  # the reference downsamples at the end of a stage, we at the start of the next
+    # the reference downsamples at the end of a stage, we at the start of the next
+    for i in range(1, len(model.stages)):
         graft(out, f"stages.{i}.downsample.module.", subtree(state, f"layers.{i - 1}.1.conv."))
     rules = [
         (rf"to_patches\.{PARAM}", r"stem.\1"),
         (rf"layers\.(\d+)\.0\.norm\.{PARAM}", r"stages.\1.norm.\2"),
-        (rf"mlp_head\.1\.{PARAM}", r"fc_norm.\1"),
-        (rf"mlp_head\.2\.{PARAM}", r"head.\1"),
+        *pooled_head_rules("mlp_head"),
     ]
     return finish(out, state, rules, model)
 
 
 # --- SepViT --------------------------------------------------------------------------------------
 
-SEPVIT_BLOCK_RULES = [
-    (r"0\.window_tokens", "attn.window_token"),
-    (rf"0\.norm\.{PARAM}", r"attn_norm.\1"),
-    (r"0\.to_qkv\.weight", "attn.to_qkv.weight"),
-    (rf"0\.window_tokens_to_qk\.0\.{PARAM}", r"attn.window_norm.\1"),
-    (rf"0\.window_tokens_to_qk\.3\.{PARAM}", r"attn.window_qk.\1"),
-    (rf"0\.to_out\.0\.{PARAM}", r"attn.to_out.\1"),
-    (rf"1\.net\.0\.{PARAM}", r"ff_norm.\1"),
-    (rf"1\.net\.1\.{PARAM}", r"ff.fc1.\1"),
-    (rf"1\.net\.4\.{PARAM}", r"ff.fc2.\1"),
-]
+SEPVIT_BLOCK_RULES = block_pair_rules(
+    r"0\.",
+    r"1\.net\.",
+    [
+        (r"window_tokens", "window_token"),
+        (r"to_qkv\.weight", "to_qkv.weight"),
+        (rf"window_tokens_to_qk\.0\.{PARAM}", r"window_norm.\1"),
+        (rf"window_tokens_to_qk\.3\.{PARAM}", r"window_qk.\1"),
+        TO_OUT,
+    ],
+)
 
 
 REFERENCE_SEPVIT_WINDOW = 7
@@ -513,30 +499,19 @@ def import_sep_vit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
             stacklevel=2,
         )
     state = channel_norm_names(state)
-    out: StateDict = {}
-    for i, stage in enumerate(model.stages):
-        prefixes = [f"stages.{i}.blocks.{j}.block." for j in range(1, len(stage.blocks))]
-        out.update(import_per_block(state, f"layers.{i}.2.layers.", prefixes, SEPVIT_BLOCK_RULES))
+    out = import_stage_blocks(state, model, "layers.{}.2.layers.", SEPVIT_BLOCK_RULES, first=1)  # 0: the PEG
     rules = [
         (rf"layers\.(\d+)\.0\.conv\.{PARAM}", r"stages.\1.downsample.module.\2"),
         (rf"layers\.(\d+)\.1\.proj\.{PARAM}", r"stages.\1.blocks.0.module.proj.\2"),
         (rf"layers\.(\d+)\.2\.norm\.{PARAM}", r"stages.\1.norm.\2"),
-        (rf"mlp_head\.1\.{PARAM}", r"fc_norm.\1"),
-        (rf"mlp_head\.2\.{PARAM}", r"head.\1"),
+        *pooled_head_rules("mlp_head"),
     ]
     return finish(out, state, rules, model)
 
 
 # --- RegionViT -----------------------------------------------------------------------------------
 
-REGIONVIT_LAYER_RULES = [
-    (rf"0\.norm\.{PARAM}", r"block.attn_norm.\1"),
-    (r"0\.to_qkv\.weight", "block.attn.to_qkv.weight"),
-    (rf"0\.to_out\.0\.{PARAM}", r"block.attn.to_out.\1"),
-    (rf"1\.0\.{PARAM}", r"block.ff_norm.\1"),
-    (rf"1\.1\.{PARAM}", r"block.ff.fc1.\1"),
-    (rf"1\.4\.{PARAM}", r"block.ff.fc2.\1"),
-]
+REGIONVIT_LAYER_RULES = block_pair_rules(r"0\.", r"1\.", [(r"to_qkv\.weight", "to_qkv.weight"), TO_OUT], "block.")
 
 
 def import_regionvit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
@@ -580,7 +555,6 @@ def import_regionvit(state: Mapping[str, Tensor], model: nn.Module) -> StateDict
         *local,
         (rf"layers\.(\d+)\.0\.conv\.{PARAM}", r"stages.\1.downsample.module.\2"),
         (rf"layers\.(\d+)\.1\.proj\.{PARAM}", r"stages.\1.peg.module.proj.\2"),
-        (rf"to_logits\.1\.{PARAM}", r"fc_norm.\1"),
-        (rf"to_logits\.2\.{PARAM}", r"head.\1"),
+        *pooled_head_rules("to_logits"),
     ]
     return finish(out, state, rules, model)

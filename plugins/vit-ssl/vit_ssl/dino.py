@@ -39,6 +39,7 @@ from vit_ssl.distributed import all_reduce_sum_
 from vit_ssl.ema import EMATeacher, check_decay
 from vit_ssl.embedding import Embedding, HiddenLayer, probe
 from vit_ssl.heads import ProjectionHead
+from vit_ssl.protocol import drop_classifier
 
 Augment = Callable[[Tensor], Tensor]
 
@@ -203,6 +204,7 @@ class Dino(nn.Module):
             augment_local=augment_fn,
             channels=channels,
         )
+        drop_classifier(net)  # the embedding is read before the classifier
         reader = HiddenLayer(net, hidden_layer)
         sizes = [image_size] + ([self.multicrop.local_image_size] if num_local_crops else [])
         try:

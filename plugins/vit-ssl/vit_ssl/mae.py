@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
 from vit_core.validation import check_positive_int
-from vit_ssl.masking import check_ids, check_ratio, count_masked, ids_to_mask, shuffle_split
-from vit_ssl.protocol import MASKED_MODELLING, check_masked_encoder
+from vit_ssl.masking import check_ratio, ids_to_mask, sample_ids
+from vit_ssl.protocol import MASKED_MODELLING, check_masked_encoder, drop_classifier
 from vit_ssl.randomness import RankedGenerator
 
 
@@ -74,6 +74,7 @@ class MAE(nn.Module):
         self.masking_ratio = check_ratio("masking_ratio", masking_ratio)
         check_positive_int("decoder_dim", decoder_dim)
         check_positive_int("decoder_depth", decoder_depth)
+        drop_classifier(encoder)
         self.encoder = encoder
         self.normalize_targets = bool(normalize_targets)
         width = encoder.num_features
@@ -95,11 +96,7 @@ class MAE(nn.Module):
         tokens, _ = encoder.tokenize(img)
         tokens = encoder.add_positions(tokens, grid)
         batch, num_patches, width = tokens.shape
-        if keep_ids is None:
-            masked_count = count_masked(self.masking_ratio, num_patches)
-            _, keep_ids = shuffle_split(batch, num_patches, masked_count, self.generator, tokens.device)
-        else:
-            keep_ids = check_ids("keep_ids", keep_ids, batch, num_patches).to(tokens.device)
+        keep_ids = sample_ids("keep_ids", keep_ids, self.masking_ratio, tokens, self.generator)
         visible = tokens.gather(1, keep_ids.unsqueeze(-1).expand(-1, -1, width))
         encoded = encoder.encode(encoder.prepend_prefix(visible))[:, encoder.num_prefix_tokens :]
         decoded = self.enc_to_dec(encoded)

@@ -52,6 +52,17 @@ def check_ids(name: str, ids: Tensor, batch: int, num_patches: int) -> Tensor:
     return ids.long()
 
 
+def sample_ids(name: str, ids: Tensor | None, ratio: float, tokens: Tensor, generator: RankedGenerator) -> Tensor:
+    """The patch indices a trainer's ``name`` argument holds for ``tokens`` ``(batch, patches, dim)``:
+    ``ids`` checked and on the tokens' device when given, else a fresh random draw per image, the
+    ``ratio`` share of the patches for ``"masked_ids"`` or the rest for ``"keep_ids"``."""
+    batch, num_patches = tokens.shape[:2]
+    if ids is not None:
+        return check_ids(name, ids, batch, num_patches).to(tokens.device)
+    masked, kept = shuffle_split(batch, num_patches, count_masked(ratio, num_patches), generator, tokens.device)
+    return {"masked_ids": masked, "keep_ids": kept}[name]
+
+
 def ids_to_mask(ids: Tensor, num_patches: int) -> Tensor:
     """Boolean ``(batch, num_patches)``, ``True`` at ``ids``."""
     mask = torch.zeros(ids.shape[0], num_patches, dtype=torch.bool, device=ids.device)

@@ -9,8 +9,10 @@ layer); the encoder's class token, when it has one, stays visible.
 
 vit-pytorch's MP3 ships its own ViT, whose layers all attend to the *input* embeddings of the
 visible patches; ours uses any vit-core encoder, whose layers attend to the visible patches'
-current tokens, as a masked self-attention does.  Fine-tuning afterwards is ordinary: the
-encoder's positional embeddings, untouched by this task, are then learned.
+current tokens, as a masked self-attention does.  The task never reads the encoder's positional
+embeddings (``vit.pos_embed``) nor its classifier: MP3 freezes the first and removes the second, so
+no parameter goes without a gradient (which stops ``DistributedDataParallel``).  Before fine-tuning,
+``vit.pos_embed.requires_grad_(True)`` and ``vit.reset_classifier(num_classes)``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vit_ssl.masking import check_ids, check_ratio, count_masked, ids_to_mask, shuffle_split
-from vit_ssl.protocol import check_masked_encoder
+from vit_ssl.masking import check_ratio, ids_to_mask, sample_ids
+from vit_ssl.protocol import check_masked_encoder, drop_classifier
 from vit_ssl.randomness import RankedGenerator
 
 
@@ -39,6 +41,10 @@ class MP3(nn.Module):
         super().__init__()
         check_masked_encoder(vit, "MP3")
         self.masking_ratio = check_ratio("masking_ratio", masking_ratio)
+        drop_classifier(vit)
+        positions = getattr(vit, "pos_embed", None)
+        if isinstance(positions, nn.Module):  # never read here: frozen, not a parameter without gradient
+            positions.requires_grad_(False)
         self.vit = vit
         self.grid = tuple(vit.grid)
         self.mlp_head = nn.Sequential(nn.LayerNorm(vit.num_features), nn.Linear(vit.num_features, math.prod(self.grid)))
@@ -56,11 +62,7 @@ class MP3(nn.Module):
         vit = self.vit
         tokens, grid = vit.tokenize(img)
         batch, num_patches, _ = tokens.shape
-        if keep_ids is None:
-            masked_count = count_masked(self.masking_ratio, num_patches)
-            _, keep_ids = shuffle_split(batch, num_patches, masked_count, self.generator, tokens.device)
-        else:
-            keep_ids = check_ids("keep_ids", keep_ids, batch, num_patches).to(tokens.device)
+        keep_ids = sample_ids("keep_ids", keep_ids, self.masking_ratio, tokens, self.generator)
         prefix = vit.num_prefix_tokens
         visible = ids_to_mask(keep_ids, num_patches)
         key_mask = torch.cat((visible.new_ones(batch, prefix), visible), dim=1)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from vit_core.validation import as_tuple, check_positive_int, check_probability
 from vit_ssl.masking import check_ids, check_ratio
-from vit_ssl.protocol import check_masked_encoder
+from vit_ssl.protocol import check_masked_encoder, drop_classifier
 from vit_ssl.randomness import RankedGenerator
 
 
@@ -88,6 +88,7 @@ class MPP(nn.Module):
             "mean", None if mean is None else torch.tensor(mean, dtype=torch.float32), persistent=False
         )
         self.register_buffer("std", None if std is None else torch.tensor(std, dtype=torch.float32), persistent=False)
+        drop_classifier(transformer)
         self.transformer = transformer
         patch_dim = transformer.patch_embed.patch_dim
         self.mask_token = nn.Parameter(torch.randn(patch_dim) * 0.02)

@@ -5,6 +5,10 @@ The trainers compose the protocol's steps (``patches``, ``tokenize``, ``add_posi
 with: ``num_features`` (token width), ``grid`` (the patch grid of the size the encoder was built
 for) and ``patch_embed`` (``patch_dim``, ``patch_size``, ``embed_patches``).  An encoder missing one
 gets a TypeError naming what is missing.
+
+A trainer's loss never reads its encoder's classifier, so every trainer removes it
+(:func:`drop_classifier`): under ``DistributedDataParallel`` a parameter that gets no gradient stops
+training at the second step, and ``find_unused_parameters`` would cost a graph traversal every step.
 """
 
 from __future__ import annotations
@@ -31,3 +35,11 @@ def check_masked_encoder(encoder: object, user: str, needs: Sequence[str] = MASK
             f"{user} needs encoder.patch_embed to expose patch_dim, patch_size and embed_patches; "
             f"{type(patch_embed).__name__} lacks {', '.join(missing)}"
         )
+
+
+def drop_classifier(encoder: nn.Module) -> None:
+    """Remove ``encoder``'s classification head (``reset_classifier(0)``, vit-core's model interface): the
+    trainers' losses read features, never logits.  Give the pre-trained encoder a head for fine-tuning
+    with ``encoder.reset_classifier(num_classes)``.  An encoder without the interface is left as it is."""
+    if getattr(encoder, "head", None) is not None and callable(getattr(encoder, "reset_classifier", None)):
+        encoder.reset_classifier(0)

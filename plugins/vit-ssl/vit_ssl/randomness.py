@@ -1,9 +1,13 @@
-"""Random draws that differ across the processes of a distributed run, even when every process
-was seeded alike (``torch.manual_seed(0)`` in each, a common way to build identical models).
+"""Random draws of a distributed run that equal a single process's on the same global batch.
 
 Masks (MAE, SimMIM, MPP, MP3) and augmentation parameters come from one generator per device,
-seeded on first use from the process's global generator and its rank: runs stay reproducible
-under ``torch.manual_seed``, every step draws afresh, and two ranks never share a mask.
+seeded on first use from the process's global generator: runs stay reproducible under
+``torch.manual_seed`` and every step draws afresh.  Every draw is per image (the shape's first axis
+is the batch).  Under ``torch.distributed`` each of the ``world`` processes draws the rows of the
+whole global batch (``world`` times its own) and keeps its own: rows ``rank, rank + world, ...``,
+the images ``DistributedSampler`` gives it.  Processes seeded alike (``torch.manual_seed(0)`` in
+each, as ``vit train`` does) thus never share a mask, and two processes draw for each image what
+one process draws for it: their weights equal a single process's on the same global batches.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from vit_ssl.distributed import rank
-
-_RANK_STRIDE = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads ranks over seed space
+from vit_ssl.distributed import rank, world_size
 
 
 class RankedGenerator:
-    """One ``torch.Generator`` per device, seeded from the global RNG and the process rank."""
+    """One ``torch.Generator`` per device, seeded from the global RNG; draws this process's rows."""
 
     def __init__(self) -> None:
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -28,17 +30,24 @@ class RankedGenerator:
         device = torch.device(device)
         generator = self._generators.get(device)
         if generator is None:
-            base = int(torch.randint(0, 2**62, (1,)).item())
             generator = torch.Generator(device=device)
-            generator.manual_seed((base + rank() * _RANK_STRIDE) % 2**63)
+            generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))  # the CPU's global RNG: no device sync
             self._generators[device] = generator
         return generator
 
     def rand(self, shape: Sequence[int], device: torch.device | str) -> Tensor:
-        return torch.rand(tuple(shape), generator=self.get(device), device=device)
+        """Uniform ``[0, 1)`` numbers of ``shape`` (``shape[0]``: this process's images)."""
+        world = world_size()
+        shape = tuple(shape)
+        drawn = torch.rand((shape[0] * world, *shape[1:]), generator=self.get(device), device=device)
+        return drawn[rank() :: world] if world > 1 else drawn
 
     def randint(self, high: int, shape: Sequence[int], device: torch.device | str) -> Tensor:
-        return torch.randint(0, high, tuple(shape), generator=self.get(device), device=device)
+        """Integers in ``[0, high)`` of ``shape`` (``shape[0]``: this process's images)."""
+        world = world_size()
+        shape = tuple(shape)
+        drawn = torch.randint(0, high, (shape[0] * world, *shape[1:]), generator=self.get(device), device=device)
+        return drawn[rank() :: world] if world > 1 else drawn
 
     def __deepcopy__(self, memo: dict) -> RankedGenerator:
         return RankedGenerator()  # a copy (e.g. an EMA teacher) draws its own numbers

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vit_ssl.masking import check_ids, check_ratio, count_masked, ids_to_mask, shuffle_split
-from vit_ssl.protocol import check_masked_encoder
+from vit_ssl.masking import check_ratio, ids_to_mask, sample_ids
+from vit_ssl.protocol import check_masked_encoder, drop_classifier
 from vit_ssl.randomness import RankedGenerator
 
 
@@ -33,6 +33,7 @@ class SimMIM(nn.Module):
         super().__init__()
         check_masked_encoder(encoder, "SimMIM")
         self.masking_ratio = check_ratio("masking_ratio", masking_ratio)
+        drop_classifier(encoder)
         self.encoder = encoder
         self.mask_token = nn.Parameter(torch.randn(encoder.num_features) * 0.02)
         self.to_pixels = nn.Linear(encoder.num_features, encoder.patch_embed.patch_dim)
@@ -44,13 +45,8 @@ class SimMIM(nn.Module):
         encoder = self.encoder
         patches, grid = encoder.patches(img)
         tokens, _ = encoder.tokenize(img)
-        batch, num_patches, width = tokens.shape
-        if masked_ids is None:
-            masked_ids, _ = shuffle_split(
-                batch, num_patches, count_masked(self.masking_ratio, num_patches), self.generator, tokens.device
-            )
-        else:
-            masked_ids = check_ids("masked_ids", masked_ids, batch, num_patches).to(tokens.device)
+        _, num_patches, width = tokens.shape
+        masked_ids = sample_ids("masked_ids", masked_ids, self.masking_ratio, tokens, self.generator)
         masked = ids_to_mask(masked_ids, num_patches).unsqueeze(-1)
         tokens = torch.where(masked, self.mask_token.to(tokens.dtype), tokens)
         tokens = encoder.prepend_prefix(encoder.add_positions(tokens, grid))

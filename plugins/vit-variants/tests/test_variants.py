@@ -12,9 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from vit_core.testing.oracle import assert_bf16_close, perturb
 from vit_core import Extractor, Recorder, create_model, load_reference_weights
 from vit_core.registry import get_registry
+from vit_core.testing.oracle import (
+    FLOAT64_TOLERANCE,
+    assert_bf16_close,
+    assert_float32_close,
+    assert_float64_close,
+    perturb,
+    share_fixed_table,
+)
 
 vit_variants = pytest.importorskip("vit_variants")
 
@@ -112,14 +119,16 @@ def reference(key: str) -> nn.Module:
     return getattr(importlib.import_module(f"vit_pytorch.{module}"), name)(**kwargs)
 
 
-def image(batch: int = 2, channels: int = 3, size: int | tuple[int, int] = 16) -> torch.Tensor:
+def image(
+    batch: int = 2, channels: int = 3, size: int | tuple[int, int] = 16, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     height, width = (size, size) if isinstance(size, int) else size
-    return torch.randn(batch, channels, height, width)
+    return torch.randn(batch, channels, height, width, dtype=dtype)
 
 
-def input_for(key: str, batch: int = 2) -> torch.Tensor:
+def input_for(key: str, batch: int = 2, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     size = MODELS[key][2].get("img_size", MODELS[key][2].get("image_size"))
-    return image(batch, size=size)
+    return image(batch, size=size, dtype=dtype)
 
 
 # --- README examples -------------------------------------------------------------------------
@@ -355,10 +364,14 @@ def test_readme_learnable_memory_vit_and_adapters() -> None:
 
 
 # --- parity with vit-pytorch ------------------------------------------------------------------
+# In float64 (both models ``.double()`` before the weights convert, float64 inputs, FLOAT64_TOLERANCE), where
+# the order a processor's kernels sum in no longer matters; test_cait_in_float32 is the float32 check.
+
+F64 = torch.float64
 
 
-def imported(key: str) -> tuple[nn.Module, nn.Module]:
-    """Ours with the weights of a perturbed reference, both in eval mode.
+def imported(key: str, dtype: torch.dtype = F64) -> tuple[nn.Module, nn.Module]:
+    """Ours with the weights of a perturbed reference, both in ``dtype`` and eval mode.
 
     CCT's fixed sine table is a (frozen) parameter there, recomputed here: it is not perturbed.
     """
@@ -369,7 +382,9 @@ def imported(key: str) -> tuple[nn.Module, nn.Module]:
     with torch.no_grad():
         for name, value in sine.items():
             ref.get_parameter(name).copy_(value)
-    ours = load_reference_weights(build(key), ref.eval().state_dict())
+    ours = load_reference_weights(build(key).to(dtype), ref.to(dtype).eval().state_dict())
+    if constants:
+        share_fixed_table(ref, "classifier.positional_emb", ours.pos_embed.table)
     return ours.eval(), ref
 
 
@@ -377,9 +392,18 @@ def imported(key: str) -> tuple[nn.Module, nn.Module]:
 @pytest.mark.parametrize("key", list(MODELS))
 def test_parity_with_vit_pytorch(oracle, key: str) -> None:
     ours, ref = imported(key)
-    x = input_for(key)
+    x = input_for(key, dtype=F64)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+        assert_float64_close(ours(x), ref(x))
+
+
+@pytest.mark.oracle
+def test_cait_in_float32(oracle) -> None:
+    """The float32 check: within a tolerance relative to the output scale."""
+    ours, ref = imported("cait", dtype=torch.float32)
+    x = input_for("cait")
+    with torch.no_grad():
+        assert_float32_close(ours(x), ref(x))
 
 
 @pytest.mark.oracle
@@ -390,11 +414,12 @@ def test_cct_preset_functions_match_the_references(oracle, layers: int) -> None:
     from vit_pytorch import cct as reference
 
     kwargs = dict(img_size=32, n_conv_layers=1, kernel_size=3, num_classes=5, positional_embedding="learnable")
-    ref = perturb(getattr(reference, f"cct_{layers}")(**kwargs)).eval()
-    ours = load_reference_weights(getattr(vit_variants, f"cct_{layers}")(**kwargs), ref.state_dict()).eval()
-    x = torch.randn(2, 3, 32, 32)
+    ref = perturb(getattr(reference, f"cct_{layers}")(**kwargs)).double().eval()
+    ours = getattr(vit_variants, f"cct_{layers}")(**kwargs).double()
+    ours = load_reference_weights(ours, ref.state_dict()).eval()
+    x = torch.randn(2, 3, 32, 32, dtype=F64)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+        assert_float64_close(ours(x), ref(x))
 
 
 @pytest.mark.oracle
@@ -402,9 +427,10 @@ def test_parity_detects_a_changed_weight(oracle) -> None:
     """The parity comparison is sharp: one head-mixing matrix transposed after import breaks it."""
     ours, ref = imported("cait")
     mix = ours.cls_transformer.layers[1].attn.mix_weights
+    x = input_for("cait", dtype=F64)
     with torch.no_grad():
         mix.copy_(mix.t().clone())
-        assert not torch.allclose(ours(input_for("cait")), ref(input_for("cait")), atol=1e-5)
+        assert not torch.allclose(ours(x), ref(x), atol=FLOAT64_TOLERANCE, rtol=FLOAT64_TOLERANCE)
 
 
 @pytest.mark.oracle
@@ -416,11 +442,12 @@ def test_t2t_with_a_custom_trunk_parity(oracle) -> None:
         return nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 16), nn.GELU())
 
     kwargs = dict(image_size=16, num_classes=5, dim=16, t2t_layers=((3, 2), (3, 2)))
-    ref = perturb(Reference(**kwargs, transformer=trunk())).eval()
-    ours = load_reference_weights(vit_variants.T2TViT(**kwargs, transformer=trunk()), ref.state_dict()).eval()
-    x = image()
+    ref = perturb(Reference(**kwargs, transformer=trunk())).double().eval()
+    ours = vit_variants.T2TViT(**kwargs, transformer=trunk()).double()
+    ours = load_reference_weights(ours, ref.state_dict()).eval()
+    x = image(dtype=F64)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+        assert_float64_close(ours(x), ref(x))
 
 
 @pytest.mark.oracle
@@ -428,12 +455,12 @@ def test_spt_parity(oracle) -> None:
     from vit_pytorch.vit_for_small_dataset import SPT as Reference
     from vit_variants.weights import import_spt
 
-    ref = perturb(Reference(dim=16, patch_size=4, channels=2)).eval()
-    ours = vit_variants.SPT(dim=16, patch_size=4, channels=2)
+    ref = perturb(Reference(dim=16, patch_size=4, channels=2)).double().eval()
+    ours = vit_variants.SPT(dim=16, patch_size=4, channels=2).double()
     ours.load_state_dict(import_spt(ref.state_dict(), ours))
-    x = image(channels=2)
+    x = image(channels=2, dtype=F64)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+        assert_float64_close(ours(x), ref(x))
 
 
 @pytest.mark.oracle
@@ -443,13 +470,14 @@ def test_adapter_parity(oracle) -> None:
 
     ref_vit = reference("learnable-memory-vit")
     ref = Reference(vit=ref_vit, num_memories_per_layer=3, num_classes=4)
-    perturb(ref).eval()
-    ours = vit_variants.Adapter(vit=build("learnable-memory-vit"), num_memories_per_layer=3, num_classes=4)
+    perturb(ref).double().eval()
+    backbone = build("learnable-memory-vit").double()
+    ours = vit_variants.Adapter(vit=backbone, num_memories_per_layer=3, num_classes=4).double()
     ours.load_state_dict(import_adapter(ref.state_dict(), ours))
     ours.eval()
-    x = image()
+    x = image(dtype=F64)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+        assert_float64_close(ours(x), ref(x))
 
 
 # --- fixes over the reference -----------------------------------------------------------------
@@ -515,7 +543,7 @@ def test_channels_argument(key: str) -> None:
 @pytest.mark.parametrize("name", ["cct", "cct-2", "cct-7"])
 def test_vit_train_and_bench_follow_ccts_input_channels(name: str) -> None:
     """``vit train`` and ``vit bench`` shape their data from ``channels_arg``: CCT's ``n_input_channels``."""
-    from vit_core.training.loop import sample_shape
+    from vit_core.training.build import sample_shape
 
     info = get_registry().info(name)
     assert info.channels_arg == "n_input_channels"
@@ -624,12 +652,13 @@ def test_forward_intermediates_end_with_forward_features(key: str) -> None:
         final, hidden = model.forward_intermediates(x)
         only = model.forward_intermediates(x, indices=1, intermediates_only=True)
     assert len(hidden) == len(model.feature_info)
-    if isinstance(features, tuple):  # CrossViT: both branches, a pair per multi-scale block
+    assert all(isinstance(h, torch.Tensor) for h in hidden)  # timm's contract: a list of tensors
+    if isinstance(features, tuple):  # CrossViT: both branches; the intermediates are the small branch's
         assert all(torch.equal(a, b) for a, b in zip(final, features))
-        assert all(torch.equal(a, b) for a, b in zip(hidden[-1], only[0]))
+        assert torch.equal(hidden[-1], features[0])
     else:
         assert torch.equal(final, features)
-        assert torch.equal(hidden[-1], only[0])
+    assert torch.equal(hidden[-1], only[0])
     assert len(only) == 1
 
 
@@ -644,15 +673,24 @@ def test_forward_intermediates_as_maps(key: str) -> None:
     assert [tuple(h.shape) for h in hidden] == [(2, 16, 4, 4)] * 2  # width 16 on a 4x4 token grid
 
 
-def test_cross_vit_intermediates_cover_both_branches() -> None:
+def test_cross_vit_intermediates_are_the_small_branch_unless_asked_for_the_large() -> None:
     model = build("cross-vit").eval()
+    x = input_for("cross-vit")
     with torch.no_grad():
-        tokens = model.forward_intermediates(input_for("cross-vit"), intermediates_only=True)
-        maps = model.forward_intermediates(input_for("cross-vit"), output_fmt="NCHW", intermediates_only=True)
-    assert [tuple(t.shape) for pair in tokens for t in pair] == [(2, 17, 16), (2, 5, 24)] * 2
-    assert [tuple(m.shape) for pair in maps for m in pair] == [(2, 16, 4, 4), (2, 24, 2, 2)] * 2
+        sm, lg = model.forward_features(x)
+        tokens = model.forward_intermediates(x, intermediates_only=True)
+        maps = model.forward_intermediates(x, output_fmt="NCHW", intermediates_only=True)
+        final, large = model.forward_intermediates(x, branch="lg")
+        large_maps = model.forward_intermediates(x, [0], output_fmt="NCHW", intermediates_only=True, branch="lg")
+    assert [tuple(t.shape) for t in tokens] == [(2, 17, 16)] * 2 and torch.equal(tokens[-1], sm)
+    assert [tuple(m.shape) for m in maps] == [(2, 16, 4, 4)] * 2
+    assert [tuple(t.shape) for t in large] == [(2, 5, 24)] * 2 and torch.equal(large[-1], lg)
+    assert torch.equal(final[0], sm) and torch.equal(final[1], lg)
+    assert [tuple(m.shape) for m in large_maps] == [(2, 24, 2, 2)]
     info = model.feature_info
-    assert info[0] == {"module": "multi_scale_encoder.layers.0", "num_chs": (16, 24), "reduction": (4, 8)}
+    assert info[0] == {"module": "multi_scale_encoder.layers.0", "num_chs": 16, "reduction": 4}
+    with pytest.raises(ValueError, match="branch"):
+        model.forward_intermediates(x, branch="md")
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,7 @@ from typing import ClassVar
 from torch import nn
 
 from vit_core.layers import Attention, FeedForward, LearnedPositionalEmbedding, Transformer, TransformerBlock
-from vit_core.models.patch_model import PatchTransformer
-from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import as_tuple, check_grid, check_positive_ints
+from vit_core.models.patch_model import PatchTransformer, check_image_patches
 
 
 class ClassTokenViT(PatchTransformer):
@@ -44,9 +42,9 @@ class ClassTokenViT(PatchTransformer):
         emb_dropout: float = 0.0,
         dynamic_img_size: bool = False,
     ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
-        grid = check_grid("image_size", image_size, "patch_size", patch_size)
+        image_size, patch_size, grid = check_image_patches(
+            image_size, patch_size, dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels
+        )
 
         def block(_: int) -> nn.Module:
             return self.build_block(dim, heads, dim_head, mlp_dim, dropout)
@@ -63,7 +61,6 @@ class ClassTokenViT(PatchTransformer):
             emb_dropout=emb_dropout,
             fc_norm=True,
             class_token=True,
-            layout=IMAGE_LAYOUT,
             patch_embed=type(self).build_patch_embed(dim, patch_size, channels),
             dynamic_img_size=dynamic_img_size,
         )

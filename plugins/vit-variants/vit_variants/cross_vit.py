@@ -17,12 +17,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import LearnedPositionalEmbedding, Transformer, resolve_indices
+from vit_core.layers import LearnedPositionalEmbedding, Transformer, resolve_indices, tokens_to_map
 from vit_core.layers.positional import INTERPOLATIONS
 from vit_core.models.base import VisionModel, check_output_fmt
-from vit_core.models.patch_model import PatchTransformer
+from vit_core.models.patch_model import IMAGE_LAYOUT, PatchTransformer
 from vit_core.models.resizing import check_dynamic_img_size, record_input_size
-from vit_core.models.vit import IMAGE_LAYOUT
 from vit_core.validation import (
     as_tuple,
     check_choice,
@@ -34,6 +33,8 @@ from vit_core.validation import (
 from vit_variants.attention import ContextAttention
 
 Pair = tuple[Tensor, Tensor]
+BRANCHES = ("sm", "lg")
+"""The two branches, small-patch then large-patch, as their arguments' prefixes name them."""
 
 
 class CrossScaleAttention(ContextAttention):
@@ -128,7 +129,6 @@ def _branch(
         positional=LearnedPositionalEmbedding(check_grid("image_size", image_size, "patch_size", patch_size), dim),
         transformer=nn.Identity(),
         emb_dropout=dropout,
-        layout=IMAGE_LAYOUT,
         dynamic_img_size=dynamic,
     )
 
@@ -140,8 +140,9 @@ class CrossViT(VisionModel):
     dim)`` of its branch (``multi_scale_encoder``'s output, which ``Extractor(v,
     layer_name="multi_scale_encoder")`` reads).  ``forward_head(..., pre_logits=True)`` gives both
     LayerNorm-ed class tokens concatenated, ``(batch, sm_dim + lg_dim)``; one linear head on that
-    equals the sum of the two branches' heads.  ``forward_intermediates`` returns a
-    ``(sm_tokens, lg_tokens)`` pair per multi-scale block.
+    equals the sum of the two branches' heads.  ``forward_intermediates`` returns one branch's
+    tokens per multi-scale block: the small-patch branch's by default (the finer grid, which
+    ``feature_info`` describes), the large-patch branch's with ``branch="lg"``.
 
     :class:`~vit_core.Recorder` returns a list of maps in call order: per multi-scale block, the
     small branch's self-attention layers ``(batch, heads, 1 + sm_patches, 1 + sm_patches)``, the
@@ -253,10 +254,10 @@ class CrossViT(VisionModel):
 
     @property
     def feature_info(self) -> list[dict[str, object]]:
-        chs = (self.sm_norm.normalized_shape[0], self.lg_norm.normalized_shape[0])
-        reduction = tuple(max(p) for p in self.patch_sizes.values())
+        """One entry per multi-scale block, for the small-patch branch (``forward_intermediates``' default)."""
+        num_chs, reduction = self.sm_norm.normalized_shape[0], max(self.patch_sizes["sm_patch_size"])
         return [
-            {"module": f"multi_scale_encoder.layers.{i}", "num_chs": chs, "reduction": reduction}
+            {"module": f"multi_scale_encoder.layers.{i}", "num_chs": num_chs, "reduction": reduction}
             for i in range(len(self.multi_scale_encoder.layers))
         ]
 
@@ -268,21 +269,23 @@ class CrossViT(VisionModel):
         norm: bool = False,
         output_fmt: str = "NLC",
         intermediates_only: bool = False,
-    ) -> tuple[Pair, list[Pair]] | list[Pair]:
-        """The ``(sm_tokens, lg_tokens)`` pair after each chosen multi-scale block, and ``forward_features(x)``.
+        branch: str = "sm",
+    ) -> tuple[Pair, list[Tensor]] | list[Tensor]:
+        """One branch's tokens ``(batch, 1 + patches, dim)`` after each chosen multi-scale block, and
+        ``forward_features(x)`` (the pair of both branches' final tokens).
 
-        ``output_fmt="NCHW"`` reshapes each branch's patch tokens to its ``(batch, dim, h, w)`` map (class
-        tokens dropped).  ``norm`` changes nothing: each branch's encoder already ends with its LayerNorm.
+        ``branch``: ``"sm"`` (the default), the small-patch branch, or ``"lg"``, the large-patch one.
+        ``output_fmt="NCHW"`` reshapes the patch tokens to the branch's ``(batch, dim, h, w)`` map (class
+        token dropped).  ``norm`` changes nothing: each branch's encoder already ends with its LayerNorm.
         """
         check_output_fmt(output_fmt)
-        final, hidden = self.multi_scale_encoder.forward_intermediates(
+        side = BRANCHES.index(check_choice("branch", branch, BRANCHES))
+        final, pairs = self.multi_scale_encoder.forward_intermediates(
             *self.embed(x), indices, stop_early=intermediates_only
         )
+        hidden = [pair[side] for pair in pairs]
         if output_fmt == "NCHW":
-            size = x.shape[-2:]
-            grids = [tuple(s // p for s, p in zip(size, patch)) for patch in self.patch_sizes.values()]
-            hidden = [
-                tuple(t[:, 1:].transpose(1, 2).reshape(t.shape[0], t.shape[-1], *grid) for t, grid in zip(pair, grids))
-                for pair in hidden
-            ]
+            patch = self.patch_sizes[f"{branch}_patch_size"]
+            grid = tuple(s // p for s, p in zip(x.shape[-2:], patch))
+            hidden = [tokens_to_map(t[:, 1:], grid) for t in hidden]
         return hidden if intermediates_only else (final, hidden)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers.transformer import resolve_indices
+from vit_core.layers import resolve_indices, tokens_to_map
 from vit_core.models.base import VisionModel, block_feature_info, check_output_fmt
 from vit_core.validation import check_non_negative_int
 from vit_variants.attention import ContextAttention
@@ -115,5 +115,5 @@ class Adapter(VisionModel):
                 hidden.append(self.vit.transformer.norm(x) if norm else x)
         if output_fmt == "NCHW":
             skip, grid = 1 + self.vit.num_prefix_tokens, self.vit.token_grid(tuple(img.shape[-2:]))
-            hidden = [h[:, skip:].transpose(1, 2).reshape(h.shape[0], h.shape[-1], *grid) for h in hidden]
+            hidden = [tokens_to_map(h[:, skip:], grid) for h in hidden]
         return hidden if intermediates_only else (self.vit.transformer.norm(x), hidden)

@@ -239,7 +239,7 @@ def vit_register_models() -> list[ModelInfo]:
                 "          positional_embedding='learnable')\n"
                 "pred = cct(torch.randn(1, 3, 224, 448))  # (1, 1000)"
             ),
-            importer="vit_variants.weights:import_cct",
+            importer="vit_core.interop.reference:import_cct",
             reference="vit_pytorch.cct.CCT",
             presets=CCT_PRESETS,
             size_arg="img_size",

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vit_core.layers import Attention, PatchEmbedding, patchify
-from vit_core.models.vit import IMAGE_LAYOUT
+from vit_core.models.patch_model import IMAGE_LAYOUT
 from vit_core.validation import as_tuple, check_positive_ints, check_tensor
 from vit_variants.class_token_vit import ClassTokenViT
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer
 from vit_core.models.patch_model import PatchTransformer
-from vit_core.models.vit import IMAGE_LAYOUT
+from vit_core.models.vit import resolve_trunk
 from vit_core.validation import as_tuple, check_positive_ints
 
 DEFAULT_T2T_LAYERS = ((7, 4), (3, 2), (3, 2))
@@ -127,14 +127,16 @@ class T2TViT(PatchTransformer):
                 f"t2t_layers={list(layers)} shrink image_size {image_size} below one token (token grid {grid}); "
                 "use a larger image or fewer / smaller-stride layers"
             )
-        if transformer is None:
-            missing = [n for n, v in (("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim)) if v is None]
-            if missing:
-                raise TypeError(f"T2TViT needs {', '.join(missing)} unless transformer= is given")
-            check_positive_ints(heads=heads, mlp_dim=mlp_dim, dim_head=dim_head)
-            transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
-        elif not isinstance(transformer, nn.Module):
-            raise TypeError(f"transformer must be an nn.Module, got {type(transformer).__name__}")
+        transformer = resolve_trunk(
+            "T2TViT",
+            transformer,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_dim=mlp_dim,
+            dim_head=dim_head,
+            dropout=dropout,
+        )
         stride = math.prod(s for _, s in layers)
         super().__init__(
             input_size=image_size,
@@ -147,7 +149,6 @@ class T2TViT(PatchTransformer):
             transformer=transformer,
             emb_dropout=emb_dropout,
             class_token=True,
-            layout=IMAGE_LAYOUT,
             patch_embed=tokenizer,
             dynamic_img_size=dynamic_img_size,
         )

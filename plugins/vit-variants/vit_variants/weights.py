@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import Transformer
 from vit_core.interop.reference import HEAD_RULES, PATCH_RULES, TRANSFORMER_RULES, StateDict, concat_weights, rename
+from vit_core.layers import Transformer
 
 Rules = list[tuple[str, str]]
 
@@ -123,37 +123,6 @@ def import_t2t(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     if not isinstance(model.transformer, Transformer):
         keep.append((r"(transformer\..*)", r"\1"))
     out.update(rename(renamed, [*HEAD_RULES, *keep, *TRANSFORMER_RULES]))
-    return out
-
-
-CCT_RULES: Rules = [
-    (r"tokenizer\.conv_layers\.(\d+)\.0\.weight", r"tokenizer.stages.\1.conv.weight"),
-    (r"classifier\.blocks\.(\d+)\.pre_norm\.(weight|bias)", r"transformer.layers.\1.attn_norm.\2"),
-    (r"classifier\.blocks\.(\d+)\.self_attn\.qkv\.weight", r"transformer.layers.\1.attn.to_qkv.weight"),
-    (r"classifier\.blocks\.(\d+)\.self_attn\.proj\.(weight|bias)", r"transformer.layers.\1.attn.to_out.\2"),
-    (r"classifier\.blocks\.(\d+)\.norm1\.(weight|bias)", r"transformer.layers.\1.post_attn_norm.\2"),
-    (r"classifier\.blocks\.(\d+)\.linear1\.(weight|bias)", r"transformer.layers.\1.ff.fc1.\2"),
-    (r"classifier\.blocks\.(\d+)\.linear2\.(weight|bias)", r"transformer.layers.\1.ff.fc2.\2"),
-    (r"classifier\.norm\.(weight|bias)", r"transformer.norm.\1"),
-    (r"classifier\.attention_pool\.weight", r"seq_pool.score.weight"),
-    (r"classifier\.attention_pool\.bias", ""),  # shifts every score alike: no effect on the softmax
-    (r"classifier\.fc\.(weight|bias)", r"head.\1"),
-]
-
-
-def import_cct(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
-    """``vit_pytorch.cct.CCT`` (or a ``cct_N`` preset) -> :class:`vit_variants.CCT`.
-
-    The fixed sine table (saved there, recomputed here) is dropped; a learned table is reshaped to
-    ``(tokens, dim)``.
-    """
-    state = dict(state)
-    pos = state.pop("classifier.positional_emb", None)
-    out = rename(state, CCT_RULES)
-    if model.positional_embedding == "learnable":
-        if pos is None:
-            raise KeyError("the model has learned positions but the reference state dict has none")
-        out["pos_embed.weight"] = pos.reshape(model.pos_embed.weight.shape)
     return out
 
 

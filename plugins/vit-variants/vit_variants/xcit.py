@@ -15,9 +15,7 @@ What the paper changes in ViT:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,24 +26,12 @@ from vit_core.layers import (
     DepthwiseConv2d,
     FeedForward,
     LayerScale,
-    LearnedPositionalEmbedding,
-    Transformer,
     TransformerBlock,
     map_to_tokens,
     tokens_to_map,
 )
-from vit_core.models.patch_model import PatchTransformer
-from vit_core.models.vit import IMAGE_LAYOUT
-from vit_core.validation import (
-    as_tuple,
-    check_grid,
-    check_non_negative_int,
-    check_odd_kernel,
-    check_positive_ints,
-    check_probability,
-)
-from vit_variants.attention import ContextAttention
-from vit_variants.cait import class_attention_feature_info, class_attention_intermediates, layer_scale_init
+from vit_core.validation import check_odd_kernel
+from vit_variants.class_attention import ClassAttentionViT
 
 
 class CrossCovarianceAttention(Attention):
@@ -125,22 +111,24 @@ class XCiTBlock(TransformerBlock):
         return self.feed_forward(x)
 
 
-class XCiT(PatchTransformer):
+class XCiT(ClassAttentionViT):
     """Cross-covariance image transformer.  Arguments as vit-pytorch's ``xcit.XCiT``, plus ``channels``.
 
     ``depth`` XCA layers over the patch tokens (then a LayerNorm), ``cls_depth`` class-attention
-    layers.  ``layer_dropout`` skips layers in training only.  ``layer_scale`` sets the initial
-    LayerScale gain (default: CaiT's value for ``depth``).  ``forward_features`` returns
-    ``(batch, 1 + patches, dim)``: the class token's final state, then the normalised patch tokens.
-    ``dynamic_img_size`` and ``set_input_size`` run it at other sizes (positions resampled, as ViT;
-    the local patch interaction works on any grid).
+    layers (:class:`~vit_variants.class_attention.ClassAttentionViT`).  ``layer_dropout`` skips
+    layers in training only.  ``layer_scale`` sets the initial LayerScale gain (default: CaiT's
+    value for ``depth``).  ``forward_features`` returns ``(batch, 1 + patches, dim)``: the class
+    token's final state, then the normalised patch tokens.  ``dynamic_img_size`` and
+    ``set_input_size`` run it at other sizes (positions resampled, as ViT; the local patch
+    interaction works on any grid).  In :meth:`forward_intermediates`, ``norm`` is the LayerNorm
+    that ends the XCA layers.
     :class:`~vit_core.Recorder` on the model records the XCA channel maps ``(batch, depth, heads,
     dim_head, dim_head)``; ``Recorder(model, layer=model.cls_transformer)`` the class token's maps
     over ``[itself, patches]``.
     """
 
     trunk_needs_grid = True
-    class_attention_trunk = "cls_transformer"
+    patch_final_norm = True
     token_attention = False
     """``vit attention`` draws the class token's attention of the class-attention layers, not the XCA
     channel maps (see :mod:`vit_core.tools.attention_map`)."""
@@ -165,62 +153,27 @@ class XCiT(PatchTransformer):
         layer_scale: float | None = None,
         dynamic_img_size: bool = False,
     ) -> None:
-        image_size, patch_size = as_tuple("image_size", image_size), as_tuple("patch_size", patch_size)
-        check_positive_ints(dim=dim, heads=heads, mlp_dim=mlp_dim, dim_head=dim_head, channels=channels)
-        check_non_negative_int("depth", depth)
-        check_non_negative_int("cls_depth", cls_depth)
-        check_probability("layer_dropout", layer_dropout)
-        grid = check_grid("image_size", image_size, "patch_size", patch_size)
-        gain = layer_scale_init(depth) if layer_scale is None else layer_scale
-        xca_block = functools.partial(XCiTBlock, dim, heads, dim_head, mlp_dim, dropout, local_patch_kernel_size, gain)
-
-        def class_block(_: int) -> nn.Module:
-            mixer = ContextAttention(dim, heads, dim_head, dropout)
-            return TransformerBlock(mixer, FeedForward(dim, mlp_dim, dropout), dim, layer_scale=gain)
-
+        self.local_patch_kernel_size = local_patch_kernel_size
         super().__init__(
-            input_size=image_size,
+            image_size=image_size,
             patch_size=patch_size,
-            channels=channels,
-            dim=dim,
             num_classes=num_classes,
-            pool="cls",
-            positional=LearnedPositionalEmbedding(grid, dim),
-            transformer=Transformer(dim, depth, block=lambda _: xca_block(), layer_drop=layer_dropout),
+            dim=dim,
+            depth=depth,
+            cls_depth=cls_depth,
+            heads=heads,
+            mlp_dim=mlp_dim,
+            dim_head=dim_head,
+            dropout=dropout,
             emb_dropout=emb_dropout,
-            fc_norm=True,
-            class_token=False,
-            layout=IMAGE_LAYOUT,
+            layer_dropout=layer_dropout,
+            channels=channels,
+            layer_scale=layer_scale,
             dynamic_img_size=dynamic_img_size,
         )
-        self.class_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.cls_transformer = Transformer(
-            dim, cls_depth, final_norm=False, block=class_block, layer_drop=layer_dropout
-        )
 
-    def encode(self, tokens: Tensor, **trunk_kwargs: Any) -> Tensor:
-        """Dropout, the XCA layers (``grid=`` needed) and their norm, then the class-attention layers:
-        ``(batch, 1 + patches, dim)``."""
-        return self.attend_class(super().encode(tokens, **trunk_kwargs))
-
-    def attend_class(self, patches: Tensor) -> Tensor:
-        """The class token through the class-attention layers over ``patches``, put in front of them."""
-        cls = self.cls_transformer(self.class_token.expand(patches.shape[0], -1, -1), context=patches)
-        return torch.cat((cls, patches), dim=1)
-
-    @property
-    def feature_info(self) -> list[dict[str, Any]]:
-        return class_attention_feature_info(self)
-
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: int | Sequence[int] | None = None,
-        *,
-        norm: bool = False,
-        output_fmt: str = "NLC",
-        intermediates_only: bool = False,
-    ) -> tuple[Tensor, list[Tensor]] | list[Tensor]:
-        """See :func:`vit_variants.cait.class_attention_intermediates` (``norm``: the LayerNorm that ends
-        the XCA layers)."""
-        return class_attention_intermediates(self, x, indices, norm, output_fmt, intermediates_only)
+    def patch_block(
+        self, dim: int, heads: int, dim_head: int, mlp_dim: int, dropout: float, layer_scale: float
+    ) -> nn.Module:
+        """An XCA layer with local patch interaction."""
+        return XCiTBlock(dim, heads, dim_head, mlp_dim, dropout, self.local_patch_kernel_size, layer_scale)

@@ -5,9 +5,9 @@ Metadata only: this module does not import torch.
 
 from __future__ import annotations
 
-from vit_core.hookspecs import HOOK_API_VERSION, hookimpl
-from vit_core.registry.core_models import SIMPLE_VIT_CITATION, SIMPLE_VIT_PAPER, VIT_CITATION, VIT_PAPER
+from vit_core.hookspecs import hookimpl
 from vit_core.registry import ModelInfo
+from vit_core.registry.core_models import SIMPLE_VIT_CITATION, SIMPLE_VIT_PAPER, VIT_CITATION, VIT_PAPER
 
 VIDEO = dict(image_size=16, image_patch_size=8, frames=4, frame_patch_size=2, num_classes=10)
 SMALL = dict(VIDEO, dim=64, heads=4, mlp_dim=128, dim_head=16)
@@ -16,22 +16,31 @@ INPUT_SHAPE = (3, 4, 16, 16)
 
 @hookimpl
 def vit_api_version() -> int:
-    return HOOK_API_VERSION
+    return 2  # the hook API version this plugin was written for
+
+
+def _video_model(name: str, arxiv: str, **fields: object) -> ModelInfo:
+    """A video model's entry: ``(3, 4, 16, 16)`` example inputs, its paper at ``arxiv.org/abs/{arxiv}``."""
+    return ModelInfo(
+        name=name,
+        family="video",
+        input_kind="video",
+        input_shape=INPUT_SHAPE,
+        paper_url=f"https://arxiv.org/abs/{arxiv}",
+        **fields,
+    )
 
 
 @hookimpl
 def vit_register_models() -> list[ModelInfo]:
     return [
-        ModelInfo(
+        _video_model(
             name="vit-3d",
             target="vit_video.vit_3d:ViT3D",
-            family="video",
             paper_title=VIT_PAPER,
-            paper_url="https://arxiv.org/abs/2010.11929",
+            arxiv="2010.11929",
             summary="ViT on spatio-temporal tubes of a video: class token, learned 3-D positions.",
-            input_kind="video",
             default_config={**SMALL, "depth": 2},
-            input_shape=INPUT_SHAPE,
             citation=VIT_CITATION,
             example=(
                 "from vit_video import ViT3D\n"
@@ -40,19 +49,16 @@ def vit_register_models() -> list[ModelInfo]:
                 "          emb_dropout=0.1)\n"
                 "preds = v(torch.randn(4, 3, 16, 128, 128))  # (4, 1000)"
             ),
-            importer="vit_video.weights:import_vit3d",
+            importer="vit_core.interop.reference:import_vit",
             reference="vit_pytorch.vit_3d.ViT",
         ),
-        ModelInfo(
+        _video_model(
             name="simple-vit-3d",
             target="vit_video.simple_vit_3d:SimpleViT3D",
-            family="video",
             paper_title=SIMPLE_VIT_PAPER,
-            paper_url="https://arxiv.org/abs/2205.01580",
+            arxiv="2205.01580",
             summary="SimpleViT on video tubes: fixed 3-D sin-cos positions, mean pooling, no dropout.",
-            input_kind="video",
             default_config={**SMALL, "depth": 2},
-            input_shape=INPUT_SHAPE,
             citation=SIMPLE_VIT_CITATION,
             example=(
                 "from vit_video import SimpleViT3D\n"
@@ -60,17 +66,15 @@ def vit_register_models() -> list[ModelInfo]:
                 "                num_classes=1000, dim=1024, depth=6, heads=8, mlp_dim=2048)\n"
                 "preds = v(torch.randn(4, 3, 16, 128, 128))  # (4, 1000)"
             ),
-            importer="vit_video.weights:import_simple_vit3d",
+            importer="vit_core.interop.reference:import_simple_vit",
             reference="vit_pytorch.simple_vit_3d.SimpleViT",
         ),
-        ModelInfo(
+        _video_model(
             name="cct-3d",
             target="vit_video.cct_3d:CCT3D",
-            family="video",
             paper_title="Escaping the Big Data Paradigm with Compact Transformers",
-            paper_url="https://arxiv.org/abs/2104.05704",
+            arxiv="2104.05704",
             summary="Compact Convolutional Transformer for video: 3-D conv tokenizer and sequence pooling.",
-            input_kind="video",
             default_config=dict(
                 img_size=16,
                 num_frames=4,
@@ -88,7 +92,6 @@ def vit_register_models() -> list[ModelInfo]:
                 num_classes=10,
                 positional_embedding="learnable",
             ),
-            input_shape=INPUT_SHAPE,
             size_arg="img_size",
             channels_arg="n_input_channels",
             frames_arg="num_frames",
@@ -107,24 +110,21 @@ def vit_register_models() -> list[ModelInfo]:
                 "            positional_embedding='learnable')\n"
                 "pred = cct(torch.randn(1, 3, 8, 224, 224))  # (1, 1000)"
             ),
-            importer="vit_video.weights:import_cct3d",
+            importer="vit_core.interop.reference:import_cct",
             reference="vit_pytorch.cct_3d.CCT",
         ),
-        ModelInfo(
+        _video_model(
             name="vivit",
             target="vit_video.vivit:ViViT",
-            family="video",
             paper_title="ViViT: A Video Vision Transformer",
-            paper_url="https://arxiv.org/abs/2103.15691",
+            arxiv="2103.15691",
             summary="Video transformer factorized over space and time: factorized encoder or self-attention.",
-            input_kind="video",
             default_config={
                 **SMALL,
                 "spatial_depth": 1,
                 "temporal_depth": 1,
                 "variant": "factorized_encoder",
             },
-            input_shape=INPUT_SHAPE,
             citation=(
                 "@inproceedings{arnab2021vivit,\n  title={ViViT: A Video Vision Transformer},\n  "
                 "author={Anurag Arnab and Mostafa Dehghani and Georg Heigold and Chen Sun and "

@@ -33,9 +33,8 @@ class SimpleViT3D(VideoPatchTransformer):
         channels: int = 3,
         dim_head: int = 64,
     ) -> None:
-        input_size, patch_size = check_video_config(image_size, image_patch_size, frames, frame_patch_size)
+        input_size, patch_size, grid = check_video_config(image_size, image_patch_size, frames, frame_patch_size)
         check_positive_ints(channels=channels, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim)
-        grid = tuple(s // p for s, p in zip(input_size, patch_size, strict=True))
         super().__init__(
             input_size=input_size,
             patch_size=patch_size,

@@ -15,8 +15,9 @@ def check_video_config(
     image_patch_size: int | Sequence[int],
     frames: int,
     frame_patch_size: int,
-) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """Check the size arguments of a patch-based video model; return ``(input_size, patch_size)`` 3-tuples."""
+) -> tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]:
+    """Check the size arguments of a patch-based video model; return ``(input_size, patch_size, grid)``
+    3-tuples (``(frames, height, width)``, the tube's, and the tube grid)."""
     image_size = as_tuple("image_size", image_size)
     image_patch_size = as_tuple("image_patch_size", image_patch_size)
     check_positive_int("frames", frames)
@@ -28,7 +29,8 @@ def check_video_config(
                 f"image_size {image_size} must be divisible by image_patch_size {image_patch_size} "
                 f"({axis}: {side} % {patch} != 0)"
             )
-    return (frames, *image_size), (frame_patch_size, *image_patch_size)
+    grid = (frames // frame_patch_size, *(side // patch for side, patch in zip(image_size, image_patch_size)))
+    return (frames, *image_size), (frame_patch_size, *image_patch_size), grid
 
 
 def check_video(

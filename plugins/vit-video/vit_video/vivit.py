@@ -62,7 +62,9 @@ class ViViT(VisionModel):
         variant: str = "factorized_encoder",
     ) -> None:
         super().__init__()
-        self.input_size, self.patch_size = check_video_config(image_size, image_patch_size, frames, frame_patch_size)
+        self.input_size, self.patch_size, grid = check_video_config(
+            image_size, image_patch_size, frames, frame_patch_size
+        )
         self.variant = check_choice("variant", variant, VARIANTS)
         self.pool = check_choice("pool", pool, ("cls", "mean"))
         check_positive_ints(dim=dim, channels=channels, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim)
@@ -70,7 +72,6 @@ class ViViT(VisionModel):
         check_non_negative_int("temporal_depth", temporal_depth)
         check_probability("dropout", dropout)
         self.channels, self.num_features = channels, dim
-        grid = tuple(s // p for s, p in zip(self.input_size, self.patch_size, strict=True))
         self.patch_embed = PatchEmbedding(channels, self.patch_size, dim)
         self.pos_embed = LearnedPositionalEmbedding(grid, dim)
         self.spatial_cls = nn.Parameter(torch.randn(1, dim) * 0.02) if pool == "cls" else None

@@ -1,8 +1,10 @@
-"""Importers of vit-pytorch video-model state dicts (see :mod:`vit_core.interop.reference`).
+"""The importer of vit-pytorch's ViViT state dicts (see :mod:`vit_core.interop.reference`).
 
-Use them through ``vit_core.load_reference_weights(model, reference.state_dict())``.  vit-pytorch
+Use it through ``vit_core.load_reference_weights(model, reference.state_dict())``.  vit-pytorch
 flattens video patches as ``(pf p1 p2 c)``, which is already our ``(frame, height, width, channel)``
-layout (:func:`vit_core.layers.patchify`), so patch weights load unpermuted.
+layout (:func:`vit_core.layers.patchify`), so patch weights load unpermuted, and the 3D ViT, 3D
+SimpleViT and 3D CCT load through the core's importers of their 2-D forms (``import_vit``,
+``import_simple_vit``, ``import_cct``).
 """
 
 from __future__ import annotations
@@ -11,66 +13,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from vit_core.interop.reference import (
-    HEAD_RULES,
-    PATCH_RULES,
-    TRANSFORMER_RULES,
-    StateDict,
-    rename,
-    rename_transformer,
-)
-
-_KEEP_TRANSFORMER = (r"(transformer\..*)", r"\1")
-
-
-def import_vit3d(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
-    """``vit_pytorch.vit_3d.ViT`` -> :class:`vit_video.ViT3D`."""
-    state = dict(state)
-    dim = model.num_features
-    pos = state.pop("pos_embedding").reshape(-1, dim)
-    cls = state.pop("cls_token").reshape(-1, dim)
-    out = rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, _KEEP_TRANSFORMER]))
-    out["cls_token"], out["cls_pos"] = cls, pos[:1]
-    out["pos_embed.weight"] = pos[1:].reshape(model.pos_embed.weight.shape)
-    return out
-
-
-def import_simple_vit3d(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
-    """``vit_pytorch.simple_vit_3d.SimpleViT`` -> :class:`vit_video.SimpleViT3D`."""
-    state = dict(state)
-    return rename_transformer(rename(state, [*PATCH_RULES, *HEAD_RULES, _KEEP_TRANSFORMER]))
-
-
-CCT_RULES: list[tuple[str, str]] = [
-    (r"tokenizer\.conv_layers\.(\d+)\.0\.weight", r"tokenizer.stages.\1.conv.weight"),
-    (r"classifier\.blocks\.(\d+)\.pre_norm\.(weight|bias)", r"transformer.layers.\1.attn_norm.\2"),
-    (r"classifier\.blocks\.(\d+)\.self_attn\.qkv\.weight", r"transformer.layers.\1.attn.to_qkv.weight"),
-    (r"classifier\.blocks\.(\d+)\.self_attn\.proj\.(weight|bias)", r"transformer.layers.\1.attn.to_out.\2"),
-    (r"classifier\.blocks\.(\d+)\.norm1\.(weight|bias)", r"transformer.layers.\1.post_attn_norm.\2"),
-    (r"classifier\.blocks\.(\d+)\.linear1\.(weight|bias)", r"transformer.layers.\1.ff.fc1.\2"),
-    (r"classifier\.blocks\.(\d+)\.linear2\.(weight|bias)", r"transformer.layers.\1.ff.fc2.\2"),
-    (r"classifier\.norm\.(weight|bias)", r"transformer.norm.\1"),
-    (r"classifier\.attention_pool\.weight", r"seq_pool.score.weight"),
-    (r"classifier\.attention_pool\.bias", ""),  # shifts every score alike: no effect on the softmax
-    (r"classifier\.fc\.(weight|bias)", r"head.\1"),
-]
-
-
-def import_cct3d(state: Mapping[str, Tensor], model: nn.Module) -> StateDict:
-    """``vit_pytorch.cct_3d.CCT`` -> :class:`vit_video.CCT3D`.
-
-    The fixed sine table (a saved buffer there, recomputed here) is dropped; a learned table is
-    reshaped to ``(tokens, dim)``.
-    """
-    state = dict(state)
-    pos = state.pop("classifier.positional_emb", None)
-    out = rename(state, CCT_RULES)
-    if model.positional_embedding == "learnable":
-        if pos is None:
-            raise KeyError("the model has learned positions but the reference state dict has none")
-        out["pos_embed.weight"] = pos.reshape(model.pos_embed.weight.shape)
-    return out
-
+from vit_core.interop.reference import HEAD_RULES, PATCH_RULES, TRANSFORMER_RULES, StateDict, rename
 
 FACTORIZED_RULES: list[tuple[str, str]] = [
     (r"layers\.(\d+)\.0\.norm\.(weight|bias)", r"layers.\1.spatial_norm.\2"),

@@ -1,0 +1,114 @@
+"""A run's checkpoint: the model through :func:`vit_core.save_model` (``config.json`` + ``model.safetensors``),
+the optimizer's tensors (``optimizer.safetensors``) and the loop's state (``state.json``) beside it; no
+pickle anywhere.  ``--resume`` reads it back, with the model settings and data it was trained with."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vit_core.registry import ModelInfo, get_registry
+from vit_core.training.build import Built, trained_component
+from vit_core.training.config import TrainConfig, TrainError
+
+CHECKPOINT = "checkpoint"
+"""The checkpoint's folder inside a run's ``--out`` folder."""
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
+def save_checkpoint(folder: Path, built: Built, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+    """Model (``save_model``), optimizer tensors (safetensors) and the loop's state (JSON) in ``folder``."""
+    from safetensors.torch import save_file
+
+    from vit_core.interop.saving import save_model
+
+    save_model(built.module, folder, name=built.info.name, config=built.save_config)
+    opt = optimizer.state_dict()
+    tensors = {
+        f"{index}.{key}": value.detach().contiguous().cpu()
+        for index, entries in opt["state"].items()
+        for key, value in entries.items()
+        if isinstance(value, torch.Tensor)
+    }
+    save_file(tensors, str(folder / OPTIMIZER_FILE))
+    groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
+    (folder / STATE_FILE).write_text(json.dumps({**state, "param_groups": groups}, indent=2) + "\n")
+    return folder
+
+
+def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The loop state and optimizer state dict saved in ``folder``, after checking they belong to ``name``."""
+    from safetensors.torch import load_file
+
+    from vit_core.interop.saving import CONFIG_FILE
+
+    if not (folder / STATE_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        raise TrainError(f"--resume {folder.parent}: no checkpoint in it (expected {folder}/{STATE_FILE})")
+    saved = json.loads((folder / CONFIG_FILE).read_text()).get("model")
+    registry = get_registry()
+    if not registry.saved_as(saved, name):
+        raise TrainError(f"--resume {folder.parent}: the checkpoint is of model {saved!r}, not {name!r}")
+    state = json.loads((folder / STATE_FILE).read_text())
+    tensors = load_file(str(folder / OPTIMIZER_FILE))
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, _, entry = key.partition(".")
+        per_param.setdefault(int(index), {})[entry] = value
+    return state, {"state": per_param, "param_groups": state.pop("param_groups")}
+
+
+def load_checkpoint_weights(folder: Path, module: torch.nn.Module) -> None:
+    """Load the model weights saved in ``folder`` into ``module``, after checking every tensor's name and shape."""
+    from safetensors.torch import load_file
+
+    from vit_core.interop.saving import WEIGHTS_FILE, check_state
+
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    check_state(folder / WEIGHTS_FILE, module, weights)
+    module.load_state_dict(weights)
+
+
+def checkpoint_settings(folder: Path, info: ModelInfo) -> tuple[str | None, dict[str, Any]]:
+    """The ``--encoder`` and ``--set`` pairs that rebuild the model saved in ``folder`` (its ``config.json``):
+    a model's constructor arguments; a trainer's own, and ``component.key`` for the models inside it."""
+    from vit_core.interop.saving import CONFIG_FILE, MODEL_KEY, decode_value
+
+    registry = get_registry()
+    config = json.loads((folder / CONFIG_FILE).read_text())["config"]
+    encoder, overrides = None, {}
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {MODEL_KEY}:
+            record = value[MODEL_KEY]
+            if info.kind == "trainer" and key == trained_component(info):
+                encoder = record["model"]
+            overrides.update(
+                {f"{key}.{k}": decode_value(v, f"{key}.{k}", registry) for k, v in record["config"].items()}
+            )
+        else:
+            overrides[key] = decode_value(value, key, registry)
+    return encoder, overrides
+
+
+def resumed_config(cfg: TrainConfig, info: ModelInfo, state: Mapping[str, Any]) -> TrainConfig:
+    """``cfg`` with the checkpoint's model settings and data: a resumed run continues the same model on the
+    same data; a ``--set``, ``--encoder`` or ``--data`` that contradicts the checkpoint is refused."""
+    folder = cfg.resume / CHECKPOINT
+    encoder, saved = checkpoint_settings(folder, info)
+    for key, value in cfg.overrides.items():
+        if key in saved and saved[key] != value:
+            raise TrainError(
+                f"--set {key}={value!r}: the checkpoint in {cfg.resume} was trained with {key}={saved[key]!r}; "
+                "--resume continues that model (drop the --set, or start a new run with --out)"
+            )
+    if cfg.encoder is not None and encoder is not None and cfg.encoder != encoder:
+        raise TrainError(f"--encoder {cfg.encoder}: the checkpoint in {cfg.resume} trained --encoder {encoder}")
+    data = state.get("data")
+    if cfg.data is not None and data is not None and cfg.data != data:
+        raise TrainError(f"--data {cfg.data}: the checkpoint in {cfg.resume} was trained on --data {data}")
+    return replace(cfg, encoder=encoder or cfg.encoder, overrides={**saved, **cfg.overrides}, data=data or cfg.data)
