@@ -48,6 +48,10 @@ def tests(session: nox.Session) -> None:
     )
     session.install(*CONSTRAINTS, "matplotlib")  # the benchmark report's plot, which the benchmark tests draw
     session.install(*CONSTRAINTS, "onnx", "onnxscript", "onnxruntime")  # the export tests (vit-core[export])
+    # load_pretrained's oracles (tests/test_pretrained.py): timm without its deps (torchvision is the kit's
+    # stand-in) plus its small ones, and transformers (pulls no torch; checked with pip install --dry-run)
+    session.install(*CONSTRAINTS, "--no-deps", "timm")
+    session.install(*CONSTRAINTS, "huggingface_hub", "pyyaml", "safetensors", "transformers")
     env = install_oracles(session)
     session.run("pytest", "-ra", *session.posargs, env=env)
 

@@ -188,7 +188,8 @@ def test_list_json_schema(runs: dict[str, Any]) -> None:
         assert all(isinstance(n, int) for n in item["input_shape"]) and all(isinstance(p, str) for p in item["presets"])
     assert '"distribution": "vit-test-alpha"' in result.stdout  # what noxfile's plugin_install greps for
     by_name = {i["qualified_name"]: i for i in items}
-    assert by_name["vit-core:vit"]["presets"] == ["vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"]
+    assert by_name["vit-core:vit"]["presets"][:4] == ["vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"]
+    assert "dinov2-s-14-reg4" in by_name["vit-core:vit"]["presets"]  # the pretrained presets (docs/pretrained.md)
     assert by_name["vit-core:vit-b-16"]["preset_of"] == "vit" and by_name["vit-core:vit-b-16"]["name"] == "vit-b-16"
     assert by_name["alpha:alpha-vit"]["name"] == "alpha-vit" and not by_name["alpha:alpha-vit"]["ambiguous"]
     assert (
@@ -226,7 +227,7 @@ def test_plugins_json_schema_and_hook_diagnostics(runs: dict[str, Any]) -> None:
     assert set(records) == {"vit-core", *PLUGINS}
     core = records["vit-core"]
     assert core["ok"] and core["api_version"] == 2 and core["models"] == ["vit", "simple-vit", "navit"]
-    assert len(core["presets"]) == 6
+    assert len(core["presets"]) == 14
     assert records["beta"]["distribution"] == "vit-test-beta" and records["beta"]["version"] == "1.2.3"
     assert records["beta"]["ok"] and records["beta"]["warnings"] == [
         "name 'shared-vit' is also claimed by plugin 'alpha' (vit-test-alpha 1.2.3): no plugin gets the bare "
@@ -351,7 +352,7 @@ def test_plugins_is_one_line_per_plugin_at_80_columns(invoke: Callable[..., Any]
         assert version.startswith("vit-core ") and header.split()[0] == "plugin" and "registers" in header
         assert [row.split()[0] for row in rows] == [r["name"] for r in records]
         assert all(len(row) <= 80 for row in [header, *rows]), env
-        assert "vit, simple-vit, navit (+6 presets)" in rows[0]
+        assert "vit, simple-vit, navit (+14 presets)" in rows[0]
         broken = next(row for row in rows if row.startswith("broken "))
         assert broken.endswith("1 error(s)")
 

@@ -195,7 +195,8 @@ def test_conforming_trainers_pass() -> None:
     assert isinstance(registry.create("toy-ema"), MovingAverageTrainer)
     assert not isinstance(registry.create("toy-mae"), MovingAverageTrainer)
     assert (
-        list(TRAINER_CHECKS) == ["metadata", "listing", "loss", "gradients"] and PROFILES["trainer"] is TRAINER_CHECKS
+        list(TRAINER_CHECKS) == ["metadata", "listing", "loss", "gradients", "devices"]
+        and PROFILES["trainer"] is TRAINER_CHECKS
     )
 
 
@@ -292,7 +293,7 @@ class DeadWeights(Trunk):
 def test_a_conforming_backend_passes() -> None:
     registry = registry_with(backend("toy-trunk", "Trunk"))
     assert check_plugin("kinds", registry=registry) == ["toy-trunk"]
-    assert list(BACKEND_CHECKS) == ["metadata", "listing", "shape", "gradients", "bad-input", "plugs-into"]
+    assert list(BACKEND_CHECKS) == ["metadata", "listing", "shape", "gradients", "bad-input", "plugs-into", "devices"]
 
 
 @pytest.mark.parametrize(

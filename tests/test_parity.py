@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from vit_core import NaViT, SimpleViT, ViT, load_reference_weights
-from vit_core.layers import HeadNorm
 from vit_core.testing.oracle import (
     FLOAT64_TOLERANCE,
     assert_float32_close,
     assert_float64_close,
     perturb,
     share_fixed_table,
+    without_qk_norm_eps,
 )
 
 pytestmark = pytest.mark.oracle
@@ -111,18 +111,6 @@ def test_simple_vit(oracle):
 
 
 NAVIT = dict(image_size=64, patch_size=8, token_dropout_prob=0.1) | SMALL
-
-
-def without_qk_norm_eps(model: NaViT) -> NaViT:
-    """``model`` with the eps of its query and key RMSNorms set to 0.
-
-    vit-pytorch's NaViT normalises queries and keys with ``F.normalize`` (no eps under the root); ours adds
-    :class:`~vit_core.layers.HeadNorm`'s ``eps=1e-6``, which moves outputs by ~1e-6
-    (``test_navit_qk_norm_eps_is_the_only_difference``).  Parity compares the rest."""
-    for module in model.modules():
-        if isinstance(module, HeadNorm):
-            module.eps = 0.0
-    return model
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ _EXPORTS = {
     "Recorder": "vit_core.tools.recorder",
     "Extractor": "vit_core.tools.extractor",
     "load_reference_weights": "vit_core.interop.reference",
+    "load_pretrained": "vit_core.interop.pretrained",
     "save_model": "vit_core.interop.saving",
     "load_model": "vit_core.interop.saving",
     "create_model": "vit_core.registry",
@@ -49,6 +50,7 @@ __all__ = [
     "hookspec",
     "list_models",
     "load_model",
+    "load_pretrained",
     "load_reference_weights",
     "save_model",
 ]
@@ -78,6 +80,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from vit_core.hookspecs import HOOK_API_VERSION, hookimpl, hookspec
+    from vit_core.interop.pretrained import load_pretrained
+    from vit_core.interop.reference import load_reference_weights
     from vit_core.interop.saving import load_model, save_model
     from vit_core.models.base import VisionModel
     from vit_core.models.navit import NaViT
@@ -87,4 +91,3 @@ if TYPE_CHECKING:
     from vit_core.registry import ModelInfo, UnknownModelError, create_model, get_registry, list_models
     from vit_core.tools.extractor import Extractor
     from vit_core.tools.recorder import Recorder
-    from vit_core.interop.reference import load_reference_weights

@@ -150,6 +150,9 @@ def _print_description(
     else:
         flop_text = f"{human(flops)}FLOPs per sample" if flops is not None else "FLOPs not measured"
         line("size", f"{human(params)} parameters ({params:,}); {flop_text}")
+    preset = registry.info(f"{info.plugin}:{info.preset_of}").presets.get(info.name) if info.preset_of else None
+    if preset is not None and preset.weights:
+        line("weights", f"{preset.weights}: create_model({info.name!r}, pretrained=PATH), docs/pretrained.md")
     if info.importer:
         line("weights", f"vit_core.load_reference_weights(model, state_dict)  via {info.importer}")
         if info.reference_config:

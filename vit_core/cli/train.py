@@ -25,9 +25,52 @@ def train(
     data: Annotated[
         str | None,
         typer.Option(
-            help="digits (bundled, no download; default), synthetic, or folder:PATH; --resume: the run's.",
-            metavar="DATA",
+            help="digits (bundled, no download; default), synthetic, folder:PATH (one sub-folder per class, or "
+            "train/ + val/ inside) or wds:PATTERN (WebDataset shards, e.g. wds:shards/train-{000000..000009}.tar); "
+            "--resume: the run's.",
+            metavar="SOURCE",
         ),
+    ] = None,
+    val_data: Annotated[
+        str | None,
+        typer.Option(help="The held-out set: folder:PATH or wds:PATTERN, classes matched by name.", metavar="SOURCE"),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Held-out share of each class when there is no val/ or --val-data (0.1).", metavar="X"),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="DataLoader worker processes decoding images (default: CPUs less one).", metavar="N"),
+    ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="none, basic (random resized crop + flip; folders' default) or deit (+ RandAugment m9, Mixup 0.8, "
+            "CutMix 1.0, erasing 0.25, label smoothing 0.1).",
+            metavar="PRESET",
+        ),
+    ] = None,
+    hflip: Annotated[float | None, typer.Option(help="Horizontal flip probability.", metavar="P")] = None,
+    rand_augment: Annotated[
+        float | None, typer.Option(help="RandAugment magnitude 0-10 (2 ops, noise 0.5).", metavar="M")
+    ] = None,
+    mixup: Annotated[float | None, typer.Option(help="Mixup alpha (0: off).", metavar="ALPHA")] = None,
+    cutmix: Annotated[float | None, typer.Option(help="CutMix alpha (0: off).", metavar="ALPHA")] = None,
+    reprob: Annotated[float | None, typer.Option(help="Random erasing probability.", metavar="P")] = None,
+    skip_bad_images: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-bad-images/--no-skip-bad-images",
+            help="Skip files that cannot be decoded (listed in OUT/bad-images.txt) instead of stopping.",
+            show_default=False,
+        ),
+    ] = None,
+    interpolation: Annotated[
+        str | None, typer.Option(help="Resize filter: bicubic (default) or bilinear.", metavar="NAME")
+    ] = None,
+    crop_pct: Annotated[
+        float | None, typer.Option(help="Evaluation centre crop share (0.875 for photos).", metavar="X")
     ] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.", metavar="N")] = 10,
     batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun's processes).", metavar="N")] = 64,
@@ -37,8 +80,8 @@ def train(
         float, typer.Option(help="Linear warm-up, a fraction of the steps; cosine decay after.", metavar="FRACTION")
     ] = 0.1,
     label_smoothing: Annotated[
-        float, typer.Option(help="Cross-entropy label smoothing (classifiers).", metavar="X")
-    ] = 0.0,
+        float | None, typer.Option(help="Cross-entropy label smoothing (default: the preset's).", metavar="X")
+    ] = None,
     clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0: off).", metavar="NORM")] = 1.0,
     seed: Annotated[
         int, typer.Option(help="Seed of the initial weights, the batch order and dropout.", metavar="N")
@@ -60,14 +103,16 @@ def train(
 ) -> None:
     """Train a registered model (classifiers: accuracy on a held-out split) or a trainer around an encoder.
 
-    AdamW with linear warm-up and cosine decay, gradient clipping, metrics as JSON lines in
-    OUT/metrics.jsonl and a checkpoint in OUT/checkpoint (vit_core.load_model reads it). Under
-    `torchrun --nproc-per-node N` the same command trains with DistributedDataParallel.
+    Images are decoded in DataLoader workers and augmented (--augment); AdamW with linear warm-up and
+    cosine decay, gradient clipping, metrics as JSON lines in OUT/metrics.jsonl, the last checkpoint in
+    OUT/checkpoint and the best held-out one in OUT/best (vit predict / vit eval / vit_core.load_model
+    read OUT). Under `torchrun --nproc-per-node N` the same command trains with DistributedDataParallel.
     """
     from pathlib import Path
 
     from vit_core.training import loop
     from vit_core.training.config import TrainConfig, TrainError
+    from vit_core.training.data.decode import BadImageError
     from vit_core.training.report import print_summary
 
     if retain_freed_memory:
@@ -78,6 +123,18 @@ def train(
             encoder=encoder,
             overrides=parse_sets(sets or []),
             data=data,
+            val_data=val_data,
+            val_fraction=val_fraction,
+            workers=workers,
+            augment=augment,
+            hflip=hflip,
+            rand_augment=rand_augment,
+            mixup=mixup,
+            cutmix=cutmix,
+            reprob=reprob,
+            skip_bad_images=skip_bad_images,
+            interpolation=interpolation,
+            crop_pct=crop_pct,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
@@ -98,6 +155,8 @@ def train(
     except ModelLookupError as exc:
         fail(str(exc))
     except (TrainError, OptionError) as exc:
+        fail(str(exc))
+    except BadImageError as exc:
         fail(str(exc))
     except (ValueError, TypeError, ImportError) as exc:
         fail(f"{type(exc).__name__}: {exc}")

@@ -22,9 +22,12 @@ instance such as ``transformer=Nystromformer(...)``, a class) cannot be rebuilt 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,23 +187,66 @@ def save_model(
     config: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
 ) -> Path:
-    """Write ``model`` to the folder ``path`` (created): ``config.json`` and ``model.safetensors``.
+    """Write ``model`` to the folder ``path``: ``config.json`` and ``model.safetensors``.
 
     ``name`` (registered name) defaults to the entry whose class ``model`` is; ``config`` (constructor
     arguments) to what the model recorded at construction (``model.init_config``); ``registry`` to the
-    process-wide one.  Returns the folder.
+    process-wide one.  The model's ``pretrained_cfg`` (its preprocessing and class names, timm's vocabulary),
+    when it has one, is saved too.  The folder is written beside its final name and swapped into place, so a
+    reader never sees a half-written model, even if the process is killed meanwhile.  Returns the folder.
     """
     from safetensors.torch import save_file
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     record = model_config(model, name, config, registry=registry)
+    pretrained_cfg = getattr(model, "pretrained_cfg", None)
+    if pretrained_cfg:
+        record["pretrained_cfg"] = json.loads(json.dumps(dict(pretrained_cfg)))
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"path {str(folder)!r} is a file; save_model writes a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(_tensors(model), str(folder / WEIGHTS_FILE), metadata={"format": "pt", "model": record["model"]})
-    (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    with replaced_folder(folder) as partial:
+        save_file(_tensors(model), str(partial / WEIGHTS_FILE), metadata={"format": "pt", "model": record["model"]})
+        (partial / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+@contextlib.contextmanager
+def replaced_folder(folder: Path) -> Iterator[Path]:
+    """Yield a fresh folder beside ``folder``; when the block ends without error it takes ``folder``'s place
+    (the old one, if any, is renamed away first and removed last).  Killed at any moment, ``folder`` is either
+    the old complete folder, the new complete one, or absent with the old one kept as ``NAME.old``."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        yield partial
+        old = folder.with_name(folder.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            folder.rename(old)
+        partial.rename(folder)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+RUN_CHECKPOINTS = ("best", "checkpoint")
+"""The model folders of a ``vit train`` run folder, in the order a run folder resolves to them."""
+
+
+def model_folder(path: str | Path) -> Path:
+    """The saved-model folder ``path`` names: itself, or for a ``vit train`` run folder its best checkpoint
+    (``best/``) when it has one, else its last (``checkpoint/``)."""
+    folder = Path(path).expanduser()
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    for name in RUN_CHECKPOINTS:
+        if (folder / name / CONFIG_FILE).is_file():
+            return folder / name
     return folder
 
 
@@ -279,14 +325,16 @@ def check_state(file: Path | str, model: nn.Module, tensors: Mapping[str, torch.
 def load_model(
     path: str | Path, *, map_location: str | torch.device = "cpu", registry: Registry | None = None
 ) -> nn.Module:
-    """Rebuild the model saved by :func:`save_model` in the folder ``path`` (in eval mode).
+    """Rebuild the model saved by :func:`save_model` in the folder ``path`` (in eval mode); a ``vit train`` run
+    folder stands for its best checkpoint (:func:`model_folder`).  ``model.pretrained_cfg`` holds the saved
+    preprocessing and class names (``{}`` when none was saved).
 
     Raises :class:`ModelFileError` (a ``ValueError``) naming the file when it is missing, truncated or
     corrupted, when the model it names is not installed (with the plugin distribution to install), or
     when its tensors do not match the configuration (missing, unexpected or mis-shaped tensors):
     the model is checked whole before any weight is loaded, so nothing is returned half-loaded.
     """
-    folder = Path(path)
+    folder = model_folder(path)
     if not folder.is_dir():
         raise ModelFileError(f"{folder}: not a folder written by vit_core.save_model")
     record = _read_config(folder)
@@ -299,6 +347,7 @@ def load_model(
     if len(dtypes) == 1:
         model = model.to(dtypes.pop())
     model.load_state_dict(tensors, strict=True)
+    model.pretrained_cfg = dict(record.get("pretrained_cfg") or {})
     return model.to(map_location).eval()
 
 
@@ -343,8 +392,8 @@ def convert_reference(
     reference hard-codes (``ModelInfo.reference_config``), and must be the one the reference model
     was built with (the importer checks every tensor against it).  Returns the folder.
     """
-    from vit_core.registry import get_registry
     from vit_core.interop.reference import load_reference_weights
+    from vit_core.registry import get_registry
 
     registry = registry if registry is not None else get_registry()
     info = registry.info(name)

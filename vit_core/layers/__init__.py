@@ -2,9 +2,9 @@
 
 from vit_core.layers.attention import Attention, Bucket, CrossAttention, HeadNorm, SequencePacking
 from vit_core.layers.cct import CCTBlock, ConvTokenizer, cct_init_weights, check_conv_geometry, conv_output_size
-from vit_core.layers.feedforward import FeedForward
+from vit_core.layers.feedforward import ACTIVATIONS, FeedForward, QuickGELU, activation_by_name
 from vit_core.layers.patch import ChannelsLastPatchEmbedding, PatchEmbedding, patchify
-from vit_core.layers.pooling import POOLS, AttentionPool, SequencePool, pool_tokens
+from vit_core.layers.pooling import POOLS, AttentionPool, LatentAttentionPool, SequencePool, pool_tokens
 from vit_core.layers.positional import (
     FactorizedPositionalEmbedding,
     FixedPositionalEmbedding,
@@ -28,6 +28,7 @@ from vit_core.layers.spatial import (
 from vit_core.layers.transformer import Transformer, TransformerBlock, is_observed, layer_norm, resolve_indices
 
 __all__ = [
+    "ACTIVATIONS",
     "POOLS",
     "Attention",
     "AttentionPool",
@@ -43,14 +44,17 @@ __all__ = [
     "FeedForward",
     "FixedPositionalEmbedding",
     "HeadNorm",
+    "LatentAttentionPool",
     "LayerScale",
     "LearnedPositionalEmbedding",
     "PatchEmbedding",
+    "QuickGELU",
     "RelativePositionBias",
     "SequencePacking",
     "SequencePool",
     "Transformer",
     "TransformerBlock",
+    "activation_by_name",
     "cct_init_weights",
     "check_conv_geometry",
     "conv_output_size",

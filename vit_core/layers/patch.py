@@ -50,7 +50,8 @@ class PatchEmbedding(nn.Module):
         dim: embedding width.
         norm_bias: bias in the two LayerNorms.
         patch_norm, out_norm: keep the LayerNorm on the flattened patch / on the embedding (without
-            both, this is ViT's plain linear patch embedding).
+            both, this is ViT's plain linear patch embedding, timm's convolution as a matrix product).
+        bias: bias of the linear projection (CLIP's has none).
         recompute: when gradients are being recorded, keep only the input for backward and
             recompute the embedding there (same values and gradients, less memory).
     """
@@ -64,6 +65,7 @@ class PatchEmbedding(nn.Module):
         norm_bias: bool = True,
         patch_norm: bool = True,
         out_norm: bool = True,
+        bias: bool = True,
         recompute: bool = True,
     ) -> None:
         super().__init__()
@@ -72,7 +74,7 @@ class PatchEmbedding(nn.Module):
         self.dim = check_positive_int("dim", dim)
         self.patch_dim = patch_dim = channels * math.prod(self.patch_size)
         self.patch_norm = nn.LayerNorm(patch_dim, bias=norm_bias) if patch_norm else nn.Identity()
-        self.proj = nn.Linear(patch_dim, dim)
+        self.proj = nn.Linear(patch_dim, dim, bias=bias)
         self.norm = nn.LayerNorm(dim, bias=norm_bias) if out_norm else nn.Identity()
         self.recompute = recompute
 

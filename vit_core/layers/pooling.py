@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers.attention import CrossAttention, SequencePacking
+from vit_core.layers.feedforward import Activation, FeedForward
 from vit_core.validation import check_choice
 
 POOLS = ("cls", "mean")
@@ -67,3 +68,34 @@ class AttentionPool(nn.Module):
         if self.residual:
             out = out + queries
         return out.reshape(count, -1)
+
+
+class LatentAttentionPool(nn.Module):
+    """Multihead attention pooling with a learned latent query (SigLIP's ``map`` head, Zhai et al.,
+    arXiv 2303.15343; timm's ``AttentionPoolLatent``): ``(batch, tokens, dim) -> (batch, dim)``.
+
+    The latent attends over every token (queries and keys/values projected with biases), the output
+    is projected, then a pre-norm MLP is added: ``y = proj(attn(latent, x)); y + mlp(norm(y))``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dim_head: int,
+        mlp_dim: int,
+        *,
+        norm_eps: float = 1e-5,
+        activation: Activation = nn.GELU,
+        gated: bool = False,
+    ) -> None:
+        super().__init__()
+        self.latent = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.attn = CrossAttention(dim, heads, dim_head, qkv_bias=True, project_out=True)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = FeedForward(dim, mlp_dim, activation=activation, gated=gated)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        out = self.attn(self.latent.expand(tokens.shape[0], -1, -1), tokens)
+        out = out + self.mlp(self.norm(out))
+        return out[:, 0]

@@ -50,11 +50,12 @@ class LearnedPositionalEmbedding(nn.Module):
 INTERPOLATIONS = ("bicubic", "bilinear")
 
 
-def resample_grid(table: Tensor, grid: Sequence[int], mode: str = "bicubic") -> Tensor:
+def resample_grid(table: Tensor, grid: Sequence[int], mode: str = "bicubic", *, antialias: bool = False) -> Tensor:
     """A ``(*old_grid, dim)`` 2-D table resampled to ``(*grid, dim)``, computed in float32, in ``table``'s dtype.
 
     Each axis is scaled on its own (``align_corners=False``), so non-square grids keep rows as rows
-    and columns as columns; the same grid gives the table back unchanged.
+    and columns as columns; the same grid gives the table back unchanged.  ``antialias=True`` uses
+    the antialiased (PIL-style) kernel, as timm does when it loads a checkpoint at another size.
     """
     grid = tuple(grid)
     if mode not in INTERPOLATIONS:
@@ -64,7 +65,7 @@ def resample_grid(table: Tensor, grid: Sequence[int], mode: str = "bicubic") -> 
     if grid == tuple(table.shape[:-1]):
         return table
     maps = table.permute(2, 0, 1).unsqueeze(0).float()
-    resampled = nn.functional.interpolate(maps, size=grid, mode=mode, align_corners=False)
+    resampled = nn.functional.interpolate(maps, size=grid, mode=mode, align_corners=False, antialias=antialias)
     return resampled.squeeze(0).permute(1, 2, 0).to(table.dtype)
 
 

@@ -26,8 +26,9 @@ NormFactory = Callable[[int], nn.Module]
 BlockFactory = Callable[[int], nn.Module]
 
 
-def layer_norm(dim: int, bias: bool = True) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, bias=bias)
+def layer_norm(dim: int, bias: bool = True, eps: float = 1e-5) -> nn.LayerNorm:
+    """The default norm of the blocks: a LayerNorm over ``dim`` (timm's checkpoints use ``eps=1e-6``)."""
+    return nn.LayerNorm(dim, eps=eps, bias=bias)
 
 
 def _branch_scale(dim: int, layer_scale: float | None) -> nn.Module:
@@ -161,6 +162,7 @@ class Transformer(nn.Module):
         norm_bias: bias in every LayerNorm (NaViT drops it).
         qk_norm, attn_scale, qkv_bias, out_bias, project_out: forwarded to :class:`Attention`.
         activation: the MLP's non-linearity (default GELU).
+        gated_mlp: the MLP is a gated linear unit (SwiGLU with ``activation=nn.SiLU``; see :class:`FeedForward`).
         attention: the default block's attention class (an :class:`Attention` subclass, called like
             it: ``attention(dim, heads, dim_head, dropout, qk_norm=..., scale=..., ...)``).
         final_norm: end with a LayerNorm.
@@ -189,6 +191,7 @@ class Transformer(nn.Module):
         out_bias: bool = True,
         project_out: bool | None = None,
         activation: Activation | None = None,
+        gated_mlp: bool = False,
         attention: Callable[..., nn.Module] | None = None,
         final_norm: bool = True,
         drop_path_rate: float = 0.0,
@@ -215,7 +218,11 @@ class Transformer(nn.Module):
         )
         if block is not None:
             ignored = [name for name in _ATTENTION_ARGS if given[name] is not None]
-            ignored += [name for name, on in (("qkv_bias", qkv_bias), ("out_bias", not out_bias)) if on]
+            ignored += [
+                name
+                for name, on in (("qkv_bias", qkv_bias), ("out_bias", not out_bias), ("gated_mlp", gated_mlp))
+                if on
+            ]
             ignored += [name for name, on in (("drop_path_rate", drop_path_rate), ("layer_scale", layer_scale)) if on]
             if ignored:
                 raise TypeError(
@@ -241,7 +248,7 @@ class Transformer(nn.Module):
                 out_bias=out_bias,
                 project_out=project_out,
             )
-            mlp = FeedForward(dim, mlp_dim, dropout, activation=activation or nn.GELU)
+            mlp = FeedForward(dim, mlp_dim, dropout, activation=activation or nn.GELU, gated=gated_mlp)
             return TransformerBlock(mixer, mlp, dim, norm=make_norm, drop_path=rates[i], layer_scale=layer_scale)
 
         self.layers = nn.ModuleList((block or default_block)(i) for i in range(depth))

@@ -136,8 +136,17 @@ class VisionModel(nn.Module):
         return self.head(self.pool_features(features))
 
     def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` (``0`` removes it), on the old head's device and dtype (else
+        the first parameter's), so a model on a GPU or in bf16 keeps running."""
         self.num_classes = check_non_negative_int("num_classes", num_classes)
-        self.head = self.make_head(num_classes)
+        like = next((p for p in (self.head.parameters() if self.head is not None else ())), None)
+        like = like if like is not None else next(self.parameters(), None)
+        if like is None:
+            self.head = self.make_head(num_classes)
+            return
+        with like.device:  # built there: no CPU copy to move
+            head = self.make_head(num_classes)
+        self.head = None if head is None else head.to(dtype=like.dtype)
 
     def forward(self, x: Any) -> Tensor:
         return self.forward_head(self.forward_features(x))

@@ -278,7 +278,10 @@ class NaViT(VisionModel):
         inverse = [0] * len(features.order)
         for packed_index, image_index in enumerate(features.order):
             inverse[image_index] = packed_index
-        return pooled[torch.tensor(inverse, device=pooled.device)]
+        if inverse == list(range(len(inverse))):
+            return pooled
+        rows = pooled.unbind(0)  # reordered by host-side indices: no index tensor copied to the device
+        return torch.stack([rows[i] for i in inverse])
 
     def forward(self, batched_images: object, group_images: bool = False, group_max_seq_len: int = 2048) -> Tensor:
         """Images -> ``(num_images, num_classes)`` logits, in input order (groups flattened)."""

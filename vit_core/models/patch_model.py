@@ -35,6 +35,9 @@ from vit_core.validation import (
 IMAGE_LAYOUT = "(batch, channels, height, width)"
 """The input layout of the image models (the default ``layout`` of :class:`PatchTransformer`)."""
 
+PATCH_POOLS = ("cls", "mean", "avg", "map")
+"""The ``pool`` values of :class:`PatchTransformer`."""
+
 ENCODER_PROTOCOL = ("num_prefix_tokens", "patches", "tokenize", "add_positions", "prepend_prefix", "encode", "embed")
 """What an encoder exposes for trainers; :class:`PatchTransformer` implements every step."""
 
@@ -75,10 +78,19 @@ class PatchTransformer(VisionModel):
 
     Args:
         input_size, patch_size: one int per spatial axis; sides must divide.
-        channels, dim, num_classes, pool, emb_dropout: as in ViT.
+        channels, dim, num_classes, emb_dropout: as in ViT.
+        pool: ``"cls"`` (the class token), ``"mean"`` (every token), ``"avg"`` (the patch tokens only,
+            prefix tokens left out: timm's ``global_pool="avg"``) or ``"map"`` (``attention_pool``).
         positional: ``positional(grid) -> (prod(grid), dim)``, positions of the patch grid seen.
         transformer: any module mapping ``(batch, tokens, dim)`` to the same shape.
         fc_norm: LayerNorm the pooled vector before the head (for trunks without a final norm).
+        norm_eps: ``eps`` of ``fc_norm`` and ``norm_pre``.
+        norm_pre: LayerNorm the tokens before the trunk (CLIP's ``ln_pre``).
+        registers: learned register tokens after the class token, without positions (Darcet et al.,
+            "Vision Transformers Need Registers", arXiv 2309.16588).
+        distill_token: a distillation token after the class token, with its own position and head
+            (DeiT, arXiv 2012.12877); the logits average the two heads (timm's eval output).
+        attention_pool: the module ``pool="map"`` pools with, ``(batch, tokens, dim) -> (batch, dim)``.
         class_token: prepend a class token; ``None`` means only with ``pool="cls"`` (``True`` with
             ``pool="mean"`` averages it with the patch tokens).
         layout: the expected input shape, for error messages (default: images, :data:`IMAGE_LAYOUT`).
@@ -128,13 +140,23 @@ class PatchTransformer(VisionModel):
         size_name: str = "image_size",
         patch_embed: nn.Module | None = None,
         dynamic_img_size: bool = False,
+        norm_eps: float = 1e-5,
+        norm_pre: bool = False,
+        registers: int = 0,
+        distill_token: bool = False,
+        attention_pool: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.input_size, self.patch_size = tuple(input_size), tuple(patch_size)
         self.size_name = size_name
         self.patch_embed = PatchEmbedding(channels, self.patch_size, dim) if patch_embed is None else patch_embed
         self.grid = self.token_grid(self.input_size)
-        self.pool = check_choice("pool", pool, ("cls", "mean"))
+        self.pool = check_choice("pool", pool, PATCH_POOLS)
+        if (pool == "map") != (attention_pool is not None):
+            raise ValueError(
+                f"pool={pool!r} with attention_pool={type(attention_pool).__name__}: pool='map' pools with the "
+                "attention_pool module, and only it does"
+            )
         self.num_classes = check_non_negative_int("num_classes", num_classes)
         self.channels, self.layout, self.num_features = channels, layout, dim
         self.pos_embed = positional
@@ -142,11 +164,22 @@ class PatchTransformer(VisionModel):
         class_token = pool == "cls" if class_token is None else class_token
         self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02) if class_token else None
         self.cls_pos = nn.Parameter(torch.randn(1, dim) * 0.02) if class_token else None
+        if distill_token and not (class_token and pool == "cls"):
+            raise ValueError(f"distill_token=True needs the class token and pool='cls', got pool={pool!r}")
+        self.dist_token = nn.Parameter(torch.randn(1, dim) * 0.02) if distill_token else None
+        self.dist_pos = nn.Parameter(torch.randn(1, dim) * 0.02) if distill_token else None
+        registers = check_non_negative_int("registers", registers)
+        self.reg_tokens = nn.Parameter(torch.randn(registers, dim) * 0.02) if registers else None
+        if not isinstance(norm_pre, bool):
+            raise TypeError(f"norm_pre must be a bool, got {norm_pre!r}")
+        self.norm_pre = nn.LayerNorm(dim, eps=norm_eps) if norm_pre else nn.Identity()
+        self.attn_pool = attention_pool
         self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
         self.transformer = transformer
-        self.fc_norm = nn.LayerNorm(dim) if fc_norm else nn.Identity()
+        self.fc_norm = nn.LayerNorm(dim, eps=norm_eps) if fc_norm else nn.Identity()
         self.to_latent = nn.Identity()
         self.head = self.make_head(num_classes)
+        self.head_dist = self.make_head(num_classes) if distill_token else None
 
     def _stem_grid(self) -> Any:
         return getattr(self.patch_embed, "output_grid", None)
@@ -174,8 +207,9 @@ class PatchTransformer(VisionModel):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens :meth:`prepend_prefix` puts in front of the patch tokens (the class token)."""
-        return int(self.cls_token is not None)
+        """Tokens :meth:`prepend_prefix` puts in front of the patch tokens (class, distillation, registers)."""
+        registers = 0 if self.reg_tokens is None else self.reg_tokens.shape[0]
+        return int(self.cls_token is not None) + int(self.dist_token is not None) + registers
 
     def patch_grid(self, x: Tensor) -> tuple[int, ...]:
         """Validate ``x`` and return its patch grid."""
@@ -213,15 +247,23 @@ class PatchTransformer(VisionModel):
         return tokens + self.pos_embed(tuple(grid))
 
     def prepend_prefix(self, tokens: Tensor) -> Tensor:
-        """Put the class token (with its position) in front of ``tokens`` ``(batch, n, dim)``."""
-        if self.cls_token is None:
+        """Put the prefix tokens in front of ``tokens`` ``(batch, n, dim)``: the class token and the
+        distillation token (each with its position), then the register tokens (without)."""
+        prefix = [
+            token + position
+            for token, position in ((self.cls_token, self.cls_pos), (self.dist_token, self.dist_pos))
+            if token is not None
+        ]
+        if self.reg_tokens is not None:
+            prefix.append(self.reg_tokens)
+        if not prefix:
             return tokens
-        cls = (self.cls_token + self.cls_pos).expand(tokens.shape[0], 1, -1)
-        return torch.cat((cls, tokens), dim=1)
+        prefix = torch.cat(prefix) if len(prefix) > 1 else prefix[0]
+        return torch.cat((prefix.expand(tokens.shape[0], -1, -1), tokens), dim=1)
 
     def encode(self, tokens: Tensor, **trunk_kwargs: Any) -> Tensor:
-        """Embedding dropout, then the trunk, on any tokens (a subset, masked, without positions)."""
-        return self.transformer(self.dropout(tokens), **trunk_kwargs)
+        """Embedding dropout, ``norm_pre``, then the trunk, on any tokens (a subset, masked, without positions)."""
+        return self.transformer(self.norm_pre(self.dropout(tokens)), **trunk_kwargs)
 
     def embed(self, x: Tensor) -> Tensor:
         """Input -> ``(batch, tokens, dim)`` tokens with positions (prefix tokens first), before dropout."""
@@ -241,7 +283,26 @@ class PatchTransformer(VisionModel):
         return self.encode_input(x)
 
     def pool_features(self, features: Tensor) -> Tensor:
-        return self.to_latent(self.fc_norm(pool_tokens(features, self.pool)))
+        if self.attn_pool is not None:
+            pooled = self.attn_pool(features)
+        elif self.pool == "avg":
+            pooled = features[:, self.num_prefix_tokens :].mean(dim=1)
+        elif self.dist_token is not None:
+            pooled = (features[:, 0] + features[:, 1]) / 2
+        else:
+            pooled = pool_tokens(features, self.pool)
+        return self.to_latent(self.fc_norm(pooled))
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        if self.head_dist is None or pre_logits:
+            return super().forward_head(features, pre_logits)
+        cls, dist = (self.to_latent(self.fc_norm(features[:, i])) for i in (0, 1))
+        return (self.head(cls) + self.head_dist(dist)) / 2
+
+    def reset_classifier(self, num_classes: int) -> None:
+        super().reset_classifier(num_classes)
+        if self.dist_token is not None:
+            self.head_dist = self.make_head(num_classes)
 
     def _as_map(self, tokens: Tensor, grid: Sequence[int], position: int) -> Tensor:
         """Patch tokens of one intermediate as a ``(batch, dim, height, width)`` map."""
@@ -279,7 +340,7 @@ class PatchTransformer(VisionModel):
         """
         check_output_fmt(output_fmt, spatial_dims=len(self.patch_size))
         tokens, grid = self.tokenize(x)
-        tokens = self.dropout(self.prepend_prefix(self.add_positions(tokens, grid)))
+        tokens = self.norm_pre(self.dropout(self.prepend_prefix(self.add_positions(tokens, grid))))
         out = trunk_intermediates(
             self.transformer,
             tokens,

@@ -179,10 +179,21 @@ def reset_registry() -> None:
     set_registry(None)
 
 
-def create_model(name: str, **overrides: Any) -> Any:
+def create_model(name: str, pretrained: str | os.PathLike[str] | None = None, **overrides: Any) -> Any:
     """Build the registered entry ``name`` (a model, trainer, backend or preset; bare or ``"plugin:name"``)
-    from its default configuration updated with ``overrides``."""
-    return get_registry().create(name, **overrides)
+    from its default configuration updated with ``overrides``.
+
+    ``pretrained``: a local weights file or folder (timm, Hugging Face, vit-core) loaded with
+    :func:`vit_core.load_pretrained` as the architecture ``name`` (a bare timm weights file takes its shape
+    from ``name``; a checkpoint that describes itself must agree with it); ``overrides`` are then those
+    ``load_pretrained`` accepts (``num_classes``, ``image_size``, ...).  Nothing is downloaded."""
+    if pretrained is None:
+        return get_registry().create(name, **overrides)
+    if not isinstance(pretrained, (str, os.PathLike)):
+        raise TypeError(f"pretrained must be a path to a local weights file or folder, got {pretrained!r}")
+    from vit_core.interop.pretrained import load_pretrained
+
+    return load_pretrained(pretrained, arch=name, **overrides)
 
 
 def list_models(

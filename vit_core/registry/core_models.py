@@ -46,6 +46,119 @@ def size_presets(prefix: str, label: str, sizes: tuple[str, ...]) -> dict[str, P
     }
 
 
+TIMM_VIT = dict(patch_norm=False, qkv_bias=True, norm_eps=1e-6)
+"""The options that make ``ViT`` hold timm's ``VisionTransformer`` weights (plain patch projection, qkv bias)."""
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+INCEPTION = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+OPENAI_CLIP = dict(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
+
+
+def pretrained_preset(
+    size: str, patch: int, image: int, summary: str, weights: str, norm: dict, crop_pct: float, num_classes: int = 1000,
+    **options: Any,
+) -> Preset:  # fmt: skip
+    """A preset of ``vit`` that timm / Hugging Face checkpoints load into (``create_model(name, pretrained=PATH)``)."""
+    config = dict(image_size=image, patch_size=patch, num_classes=num_classes, **SIZES[size], dim_head=64)
+    return Preset(
+        {**config, **TIMM_VIT, **options},
+        input_shape=(3, image, image),
+        summary=summary,
+        weights=weights,
+        pretrained_cfg=dict(input_size=(3, image, image), interpolation="bicubic", crop_pct=crop_pct, **norm),
+    )
+
+
+PRETRAINED_PRESETS = {
+    "vit-b-16-augreg": pretrained_preset(
+        "b",
+        16,
+        224,
+        "ViT-B/16 as timm's augreg checkpoints (How to train your ViT, arXiv 2106.10270).",
+        "timm vit_base_patch16_224.augreg2_in21k_ft_in1k; Hugging Face google/vit-base-patch16-224",
+        INCEPTION,
+        0.9,
+    ),
+    "vit-s-16-augreg": pretrained_preset(
+        "s",
+        16,
+        224,
+        "ViT-S/16 as timm's augreg checkpoints.",
+        "timm vit_small_patch16_224.augreg_in21k_ft_in1k",
+        INCEPTION,
+        0.9,
+    ),
+    "deit-s-16": pretrained_preset(
+        "s",
+        16,
+        224,
+        "DeiT-S/16 (arXiv 2012.12877).",
+        "timm deit_small_patch16_224.fb_in1k; facebook/deit-small-patch16-224",
+        IMAGENET,
+        0.875,
+    ),
+    "deit-s-16-distilled": pretrained_preset(
+        "s",
+        16,
+        224,
+        "DeiT-S/16 with its distillation token; logits average both heads.",
+        "timm deit_small_distilled_patch16_224.fb_in1k",
+        IMAGENET,
+        0.875,
+        distill_token=True,
+    ),
+    "dinov2-s-14": pretrained_preset(
+        "s",
+        14,
+        518,
+        "DINOv2 ViT-S/14 backbone (arXiv 2304.07193): LayerScale, 518 px positions.",
+        "timm vit_small_patch14_dinov2.lvd142m; Hugging Face facebook/dinov2-small",
+        IMAGENET,
+        1.0,
+        num_classes=0,
+        layer_scale=1e-5,
+    ),
+    "dinov2-s-14-reg4": pretrained_preset(
+        "s",
+        14,
+        518,
+        "DINOv2 ViT-S/14 with 4 register tokens (arXiv 2309.16588).",
+        "timm vit_small_patch14_reg4_dinov2.lvd142m; Hugging Face facebook/dinov2-with-registers-small",
+        IMAGENET,
+        1.0,
+        num_classes=0,
+        layer_scale=1e-5,
+        registers=4,
+    ),
+    "clip-b-16": pretrained_preset(
+        "b",
+        16,
+        224,
+        "CLIP ViT-B/16 image tower (arXiv 2103.00020): norm_pre, no patch bias, QuickGELU.",
+        "timm vit_base_patch16_clip_quickgelu_224.openai (LAION towers: vit_base_patch16_clip_224, activation='gelu')",
+        OPENAI_CLIP,
+        1.0,
+        num_classes=512,
+        norm_pre=True,
+        patch_bias=False,
+        norm_eps=1e-5,
+        activation="quick_gelu",
+    ),
+    "siglip-b-16": pretrained_preset(
+        "b",
+        16,
+        224,
+        "SigLIP ViT-B/16 image tower (arXiv 2303.15343): no class token, attention-pooling head.",
+        "timm vit_base_patch16_siglip_224.webli",
+        INCEPTION,
+        0.9,
+        num_classes=0,
+        class_token=False,
+        pool="map",
+    ),
+}
+"""Presets whose weights come from timm or Hugging Face (docs/pretrained.md)."""
+
+
 @hookimpl
 def vit_api_version() -> int:
     return HOOK_API_VERSION
@@ -78,7 +191,7 @@ def vit_register_models() -> list[ModelInfo]:
             paper_title=VIT_PAPER,
             paper_url="https://arxiv.org/abs/2010.11929",
             summary="The original vision transformer: patch tokens, class token, learned positions.",
-            presets=size_presets("vit", "ViT", ("ti", "s", "b", "l")),
+            presets={**size_presets("vit", "ViT", ("ti", "s", "b", "l")), **PRETRAINED_PRESETS},
             citation=VIT_CITATION,
             example=(
                 "from vit_core import ViT\n"

@@ -86,12 +86,17 @@ class Preset:
 
     ``config`` is not merged with the small ``default_config``: constructor defaults fill what it
     leaves out.  ``input_shape`` is one sample for the preset (default: the entry's
-    ``input_shape``); ``summary`` replaces the entry's summary in ``vit describe``.
+    ``input_shape``); ``summary`` replaces the entry's summary in ``vit describe``.  ``weights`` says
+    where pretrained weights for the preset come from (shown by ``vit describe``; loaded with
+    ``create_model(name, pretrained=PATH)``), and ``pretrained_cfg`` is their preprocessing (timm's
+    vocabulary), given to a model loaded from a bare weights file that does not describe it.
     """
 
     config: Mapping[str, Any]
     input_shape: tuple[int, ...] | None = None
     summary: str = ""
+    weights: str = ""
+    pretrained_cfg: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
@@ -101,6 +106,10 @@ class Preset:
             problems.append(f"input_shape must be None or a tuple of positive ints, got {self.input_shape!r}")
         if not isinstance(self.summary, str):
             problems.append("summary must be a string")
+        if not isinstance(self.weights, str):
+            problems.append("weights must be a string")
+        if not isinstance(self.pretrained_cfg, Mapping):
+            problems.append("pretrained_cfg must be a mapping (timm's vocabulary)")
         if problems:
             raise MetadataError("Preset: " + "; ".join(problems))
 

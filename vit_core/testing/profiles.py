@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from vit_core.testing.backends import check_backend_input, check_plugs_into, check_shape
 from vit_core.testing.declarations import check_declarations
+from vit_core.testing.devices import check_devices
 from vit_core.testing.features import check_encoder_protocol, check_intermediates
 from vit_core.testing.metadata import check_listing, check_metadata
 from vit_core.testing.models import (
@@ -36,6 +37,7 @@ CHECKS: dict[str, Check] = {
     "bad-input": check_bad_input,
     "overrides": check_overrides,
     "save-load": check_save_load,
+    "devices": check_devices,
 }
 """Every check of a model by name, in the order :func:`~vit_core.testing.check_model` runs them."""
 
@@ -44,6 +46,7 @@ TRAINER_CHECKS: dict[str, Check] = {
     "listing": check_listing,
     "loss": check_loss,
     "gradients": check_trainer_gradients,
+    "devices": check_devices,
 }
 """The checks of a trainer (``kind="trainer"``)."""
 
@@ -54,6 +57,7 @@ BACKEND_CHECKS: dict[str, Check] = {
     "gradients": check_gradients,
     "bad-input": check_backend_input,
     "plugs-into": check_plugs_into,
+    "devices": check_devices,
 }
 """The checks of a backend (``kind="backend"``)."""
 

@@ -14,6 +14,7 @@ What a model declares on :class:`~vit_core.models.base.VisionModel` changes what
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def _patch_rollout(model: nn.Module, x: Tensor, grid: tuple[int, int], prefix: i
         )
     if method == "last":
         return layers[-1]
-    eye = torch.eye(tokens)
+    eye = torch.eye(tokens, device=layers.device, dtype=layers.dtype)
     joint = eye
     for layer in layers:
         mixed = branches * layer + eye  # the branches' sum, and the residual
@@ -138,24 +139,36 @@ def _class_attention(model: nn.Module, x: Tensor, trunk: nn.Module, patches: int
     rows = layers[:, 0]  # (layers, 1 + patches)
     if method == "last":
         return rows[-1, 1:]
-    weights = torch.zeros(patches)
+    weights = rows.new_zeros(patches)
     for row in rows:  # the class token: half its own path (residual + attention to itself), half the patches
         weights = (1 + row[0]) / 2 * weights + row[1:] / 2
     return weights
 
 
-def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> tuple[Any, Tensor]:
-    """The Pillow image (RGB) and the model's input ``(1, channels, *size)`` normalised as ``vit train`` does."""
-    import numpy as np
+def read_image(path: str | Path, pretrained_cfg: Mapping[str, Any]) -> tuple[Any, Tensor]:
+    """The Pillow image (RGB, as the model sees it: resized and cropped) and the model's input ``(1, ...)``,
+    preprocessed as ``pretrained_cfg`` describes (:func:`vit_core.training.data.create_transform`)."""
+    from vit_core.training.data.decode import decode
+    from vit_core.training.data.preprocess import create_transform
+
+    preprocess = create_transform(pretrained_cfg)
+    image = decode(path, "RGB")
+    seen = preprocess.transform(image)  # uint8 (3, h, w): the crop the model sees, for the overlay
     from PIL import Image
 
-    from vit_core.training.data import fit_images
+    shown = Image.fromarray(seen.permute(1, 2, 0).numpy(), mode="RGB")
+    return shown, preprocess(image).unsqueeze(0)
 
-    with Image.open(path) as opened:
-        image = opened.convert("RGB")
-    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array.copy()).reshape(array.shape[0], array.shape[1], -1).permute(2, 0, 1)
-    return image, fit_images(tensor.unsqueeze(0), channels, size)
+
+def default_pretrained_cfg(channels: int, size: tuple[int, int]) -> dict[str, Any]:
+    """The preprocessing of a model that records none: the whole image resized (bilinear), [0, 1] -> [-1, 1]."""
+    return {
+        "input_size": [channels, *size],
+        "mean": [0.5] * channels,
+        "std": [0.5] * channels,
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+    }
 
 
 def overlay(image: Any, heat: Tensor, alpha: float = 0.5) -> Any:
@@ -202,7 +215,8 @@ def draw(model: nn.Module, image_path: str | Path, out: str | Path, method: str 
     (the input's size); returns the map."""
     _tokenizer(model)  # before the size: a model without a token grid is refused for that reason
     channels, size = model_size(model)
-    image, x = read_image(image_path, channels, size)
+    cfg = getattr(model, "pretrained_cfg", None) or default_pretrained_cfg(channels, size)
+    image, x = read_image(image_path, {**cfg, "input_size": [channels, *size]})
     model.eval()
     heat = attention_map(model, x, method)
     overlay(image, heat).save(out, format="PNG")

@@ -17,28 +17,32 @@ from vit_core.training.build import Built, trained_component
 from vit_core.training.config import TrainConfig, TrainError
 
 CHECKPOINT = "checkpoint"
-"""The checkpoint's folder inside a run's ``--out`` folder."""
+"""The last checkpoint's folder inside a run's ``--out`` folder (``--resume`` continues from it)."""
+BEST = "best"
+"""The checkpoint of the best held-out accuracy (loss for trainers), beside the last."""
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 
 
 def save_checkpoint(folder: Path, built: Built, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-    """Model (``save_model``), optimizer tensors (safetensors) and the loop's state (JSON) in ``folder``."""
+    """Model (``save_model``), optimizer tensors (safetensors) and the loop's state (JSON) in ``folder``, written
+    beside it and swapped into place whole (:func:`~vit_core.interop.saving.replaced_folder`)."""
     from safetensors.torch import save_file
 
-    from vit_core.interop.saving import save_model
+    from vit_core.interop.saving import replaced_folder, save_model
 
-    save_model(built.module, folder, name=built.info.name, config=built.save_config)
-    opt = optimizer.state_dict()
-    tensors = {
-        f"{index}.{key}": value.detach().contiguous().cpu()
-        for index, entries in opt["state"].items()
-        for key, value in entries.items()
-        if isinstance(value, torch.Tensor)
-    }
-    save_file(tensors, str(folder / OPTIMIZER_FILE))
-    groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
-    (folder / STATE_FILE).write_text(json.dumps({**state, "param_groups": groups}, indent=2) + "\n")
+    with replaced_folder(folder) as partial:
+        save_model(built.module, partial, name=built.info.name, config=built.save_config)
+        opt = optimizer.state_dict()
+        tensors = {
+            f"{index}.{key}": value.detach().contiguous().cpu()
+            for index, entries in opt["state"].items()
+            for key, value in entries.items()
+            if isinstance(value, torch.Tensor)
+        }
+        save_file(tensors, str(partial / OPTIMIZER_FILE))
+        groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
+        (partial / STATE_FILE).write_text(json.dumps({**state, "param_groups": groups}, indent=2) + "\n")
     return folder
 
 
@@ -111,4 +115,5 @@ def resumed_config(cfg: TrainConfig, info: ModelInfo, state: Mapping[str, Any]) 
     data = state.get("data")
     if cfg.data is not None and data is not None and cfg.data != data:
         raise TrainError(f"--data {cfg.data}: the checkpoint in {cfg.resume} was trained on --data {data}")
-    return replace(cfg, encoder=encoder or cfg.encoder, overrides={**saved, **cfg.overrides}, data=data or cfg.data)
+    restored = {key: state[key] for key in TrainConfig.DATA_FIELDS if getattr(cfg, key) is None and key in state}
+    return replace(cfg, encoder=encoder or cfg.encoder, overrides={**saved, **cfg.overrides}, **restored)

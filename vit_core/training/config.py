@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from vit_core.training.data.pipeline import DataSettings
 
 
 class TrainError(ValueError):
@@ -19,12 +22,24 @@ class TrainConfig:
     encoder: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     data: str | None = None  # None: digits, or on --resume the checkpoint's
+    val_data: str | None = None
+    val_fraction: float | None = None  # None: 0.1
+    workers: int | None = None  # None: one per CPU less one (files), 0 (bundled data)
+    augment: str | None = None  # None: basic for folders and shards, none for the bundled data
+    hflip: float | None = None
+    rand_augment: float | None = None
+    mixup: float | None = None
+    cutmix: float | None = None
+    reprob: float | None = None
+    skip_bad_images: bool | None = None
+    interpolation: str | None = None  # None: bicubic
+    crop_pct: float | None = None  # None: 0.875 for photos, 1.0 for the bundled data
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.05
     warmup: float = 0.1
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None  # None: the --augment preset's
     clip: float = 1.0
     seed: int = 0
     max_steps: int | None = None
@@ -34,3 +49,43 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     log_every: int = 10
+
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = (
+        "data", "val_data", "val_fraction", "augment", "hflip", "rand_augment", "mixup", "cutmix", "reprob",
+        "label_smoothing", "skip_bad_images", "interpolation", "crop_pct",
+    )  # fmt: skip
+    """The settings that make up a run's data: recorded in its checkpoint and restored by ``--resume``."""
+
+    def data_settings(self) -> DataSettings:
+        """The data side of this configuration (``augment`` and its per-flag overrides applied)."""
+        from vit_core.training.data.augment import Augmentation
+        from vit_core.training.data.pipeline import DataSettings
+        from vit_core.training.data.transforms import INTERPOLATIONS
+
+        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
+            raise TrainError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
+            raise TrainError(f"--crop-pct must be in (0, 1] (the centre crop's share), got {self.crop_pct}")
+        source = self.data or "digits"
+        photos = source.startswith(("folder:", "wds:"))
+        try:
+            augment = Augmentation.preset(self.augment or ("basic" if photos else "none")).override(
+                hflip=self.hflip,
+                rand_augment=self.rand_augment,
+                mixup=self.mixup,
+                cutmix=self.cutmix,
+                erase=self.reprob,
+                label_smoothing=self.label_smoothing,
+            )
+        except ValueError as exc:
+            raise TrainError(str(exc)) from None
+        return DataSettings(
+            source=source,
+            val_source=self.val_data,
+            val_fraction=0.1 if self.val_fraction is None else self.val_fraction,
+            workers=self.workers,
+            augment=augment,
+            skip_bad_images=bool(self.skip_bad_images),
+            interpolation=self.interpolation or "bicubic",
+            crop_pct=self.crop_pct,
+        )

@@ -70,8 +70,11 @@ def process_group(world: int, device: torch.device) -> Iterator[None]:
     unless one is already initialised (it is then left as it is); nothing for a single process.  A block that
     raises leaves the group up: the other processes may not reach a teardown barrier."""
     owns = world > 1 and not torch.distributed.is_initialized()
-    if owns:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if owns and device.type == "cuda":
+        torch.cuda.set_device(device)  # before NCCL starts: each process on its own GPU, not all on GPU 0
+        torch.distributed.init_process_group("nccl", device_id=device)
+    elif owns:
+        torch.distributed.init_process_group("gloo")
     yield
     if owns:
         torch.distributed.barrier()  # rank 0 may still be writing: tearing gloo down under it aborts the process
@@ -84,3 +87,11 @@ def parallel(module: nn.Module, world: int, device: torch.device) -> nn.Module:
         return module
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def fast_float32_matmul(device: torch.device, enabled: bool = True) -> None:
+    """TF32 tensor cores for float32 matrix products on CUDA (``torch.set_float32_matmul_precision("high")``,
+    about 10 bits of mantissa in the products, float32 accumulation), unless ``enabled`` is false (the
+    user's opt-out keeps full float32).  Nothing on other devices."""
+    if device.type == "cuda" and enabled:
+        torch.set_float32_matmul_precision("high")

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vit_core.training.checkpoint import CHECKPOINT
+from vit_core.training.checkpoint import BEST, CHECKPOINT
 
 METRICS = "metrics.jsonl"
 """The metrics file inside a run's ``--out`` folder."""
+BAD_IMAGES = "bad-images.txt"
+"""The files ``--skip-bad-images`` skipped, one per line, inside a run's ``--out`` folder."""
 
 
 class Metrics:
@@ -44,6 +46,42 @@ class Result:
     world: int
     loop_overhead: float = float("nan")
     history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_images: int = 0
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class EpochLines:
+    """Progress where nobody watches (stdout not a terminal): one plain line every ``log_every`` steps and one per
+    epoch with the held-out figures, images/s and the time left.  ``say=None`` prints nothing."""
+
+    def __init__(self, say: Any, total: int, log_every: int) -> None:
+        self.say, self.total, self.log_every = say, total, log_every
+        self.last_accuracy: float | None = None
+        self.rate = 0.0
+
+    def step(self, step: int, epoch: int, loss: float, images_per_s: float, elapsed: float) -> None:
+        self.rate = step / max(1e-9, elapsed)
+        if self.say is not None:
+            held_out = f" held-out accuracy {self.last_accuracy:.4f}" if self.last_accuracy is not None else ""
+            eta = _clock((self.total - step) / max(1e-9, self.rate))
+            self.say(
+                f"epoch {epoch} step {step}/{self.total} loss {loss:.4f}{held_out} {images_per_s:.0f} img/s ETA {eta}"
+            )
+
+    def epoch(self, record: dict[str, Any], total: int) -> None:
+        self.last_accuracy = record.get("accuracy", self.last_accuracy)
+        if self.say is not None:
+            held_out = f"accuracy {record['accuracy']:.4f} " if "accuracy" in record else ""
+            eta = _clock((total - record["step"]) / max(1e-9, self.rate)) if self.rate else "?"
+            self.say(
+                f"epoch {record['epoch']} done: held-out {held_out}loss {record['loss']:.4f}, "
+                f"{record['images_per_s']:.0f} img/s, {_clock(record['seconds'])} elapsed, ETA {eta}"
+            )
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -80,9 +118,12 @@ def print_summary(console: Any, result: Result) -> None:
     ]
     if result.accuracy is not None:
         rows.append(("test accuracy", f"{result.accuracy:.4f}"))
+    if result.skipped_images:
+        rows.append(("skipped images", f"{result.skipped_images} (listed in {result.out / BAD_IMAGES})"))
     if result.out is not None:
         rows.append(("metrics", str(result.out / METRICS)))
-        rows.append(("checkpoint", f"{result.out / CHECKPOINT}  (vit_core.load_model reads it)"))
+        rows.append(("checkpoint", f"{result.out / CHECKPOINT} (last), {result.out / BEST} (best held-out)"))
+        rows.append(("use it", f"vit predict {result.out} IMAGE ..., vit eval {result.out} --data SOURCE"))
     for label, value in rows:
         table.add_row(label, value)
     console.print(table)

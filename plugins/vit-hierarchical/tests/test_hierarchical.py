@@ -338,19 +338,6 @@ def test_cvt_layers_is_the_unpooled_map() -> None:
     assert not any(key.startswith("layers.") for key in model.state_dict())
 
 
-def test_esvit_reads_cvt_layers() -> None:
-    """The README's EsViT example on a small CvT: ``hidden_layer='layers'`` gives the trainer the map's regions."""
-    vit_ssl = pytest.importorskip("vit_ssl")
-    model = build("cvt")
-    learner = vit_ssl.EsViTTrainer(
-        model, image_size=32, hidden_layer="layers", projection_hidden_size=16, projection_layers=2, num_classes_K=32
-    )
-    loss = learner(torch.randn(2, 3, 32, 32))
-    loss.backward()
-    assert torch.isfinite(loss) and model.stages[0].downsample[0].module.weight.grad.abs().sum() > 0
-    assert learner.student.region_head is not None
-
-
 def test_nest_norm_applies_the_final_layer_norm() -> None:
     model = build("nest").eval()
     img = example("nest")

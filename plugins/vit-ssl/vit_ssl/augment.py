@@ -67,8 +67,8 @@ def grey(x: Tensor) -> Tensor:
     """Luma ``(batch, 1, h, w)`` of RGB images (the channel mean otherwise)."""
     if x.shape[1] != 3:
         return x.mean(dim=1, keepdim=True)
-    weights = x.new_tensor(_LUMA).view(1, 3, 1, 1)
-    return (x * weights).sum(dim=1, keepdim=True)
+    r, g, b = x.split(1, dim=1)
+    return r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]  # Python scalars: no constant tensor per call
 
 
 def random_resized_crop(
@@ -243,6 +243,9 @@ class Photometric(nn.Module):
             raise ValueError(f"std must be positive, got {std!r}")
         self.mean = None if mean is None else tuple(float(m) for m in mean)
         self.std = None if std is None else tuple(float(s) for s in std)
+        # the normalisation as buffers (they follow the module to its device), not per-call constants
+        self.register_buffer("mean_values", _channels(self.mean), persistent=False)
+        self.register_buffer("std_values", _channels(self.std), persistent=False)
         self.generator = RankedGenerator()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -257,8 +260,13 @@ class Photometric(nn.Module):
         if self.mean is not None:
             if len(self.mean) != x.shape[1]:
                 raise ValueError(f"mean/std have {len(self.mean)} channels, the images {x.shape[1]}")
-            x = (x - x.new_tensor(self.mean).view(1, -1, 1, 1)) / x.new_tensor(self.std).view(1, -1, 1, 1)
+            x = (x - self.mean_values.to(x.dtype)) / self.std_values.to(x.dtype)
         return x
+
+
+def _channels(values: tuple[float, ...] | None) -> Tensor | None:
+    """Per-channel ``values`` as a ``(1, channels, 1, 1)`` tensor, or ``None``."""
+    return None if values is None else torch.tensor(values).view(1, -1, 1, 1)
 
 
 def dino_photometric(view: str, channels: int = 3) -> Photometric:
@@ -328,6 +336,8 @@ class MultiCrop(nn.Module):
 
         Runs outside autocast: augmentation is preprocessing, done in the images' own precision."""
         check_images("x", x)
+        if not torch.amp.is_autocast_available(x.device.type):  # e.g. meta: nothing to switch off
+            return self._views(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self._views(x)
 

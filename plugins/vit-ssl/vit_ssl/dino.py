@@ -84,7 +84,7 @@ class Centering(nn.Module):
     def update(self) -> None:
         if self._sum is None:
             return
-        count = torch.tensor([float(self._count)], device=self._sum.device)
+        count = self._sum.new_full((1,), float(self._count))  # filled on the device: no host tensor
         total, count = all_reduce_sum_([self._sum, count])
         mean = (total / count).to(self.center.dtype)
         self.center.mul_(self.momentum).add_(mean.view_as(self.center), alpha=1 - self.momentum)
@@ -139,7 +139,8 @@ class Dino(nn.Module):
         net: the backbone (any vit-core model; any module with ``hidden_layer``).
         image_size: side (or ``(height, width)``) of the global crops.
         hidden_layer: where the embedding is read (see :mod:`vit_ssl.embedding`): ``None`` for the
-            model's pooled features, a dotted module name, or a block index of
+            model's pooled features (its classifier, never run, is then removed:
+            :func:`vit_ssl.protocol.drop_classifier`), a dotted module name, or a block index of
             ``net.transformer.layers``.
         projection_hidden_size, projection_layers, num_classes_K: the head (:class:`ProjectionHead`).
         student_temp, teacher_temp: softmax temperatures (teacher: the paper warms it from 0.04 to
@@ -204,7 +205,8 @@ class Dino(nn.Module):
             augment_local=augment_fn,
             channels=channels,
         )
-        drop_classifier(net)  # the embedding is read before the classifier
+        if hidden_layer is None:  # the pooled features: the classifier never runs
+            drop_classifier(net)
         reader = HiddenLayer(net, hidden_layer)
         sizes = [image_size] + ([self.multicrop.local_image_size] if num_local_crops else [])
         try:

@@ -54,6 +54,8 @@ class EMATeacher(nn.Module):
         self.total_steps = total_steps
         self.module = copy.deepcopy(student).requires_grad_(False).eval()
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.num_updates = 0  # ``steps`` on the host: the schedule reads it without a device sync
+        self.register_load_state_dict_post_hook(_read_steps)
 
     def train(self, mode: bool = True) -> EMATeacher:
         """The teacher stays in eval mode whatever the trainer's mode."""
@@ -64,7 +66,7 @@ class EMATeacher(nn.Module):
         """The momentum the next :meth:`update` uses."""
         if self.total_steps is None:
             return self.decay
-        return cosine_momentum(int(self.steps), self.total_steps, self.decay, self.final_decay)
+        return cosine_momentum(self.num_updates, self.total_steps, self.decay, self.final_decay)
 
     def forward(self, *args: object, **kwargs: object) -> Tensor:
         with torch.no_grad():
@@ -86,6 +88,12 @@ class EMATeacher(nn.Module):
             if not a.is_floating_point():
                 a.copy_(b)
         self.steps += 1
+        self.num_updates += 1
+
+
+def _read_steps(module: EMATeacher, _incompatible: object) -> None:
+    """After ``load_state_dict``: the host copy of the loaded ``steps`` (read once, not per update)."""
+    module.num_updates = int(module.steps)
 
 
 def _check_alike(ours: list[Tensor], theirs: list[Tensor], what: str) -> None:

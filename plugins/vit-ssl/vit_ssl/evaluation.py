@@ -92,13 +92,15 @@ def _check_pair(name: str, features: Any, labels: Any) -> None:
 def _num_classes(num_classes: int | None, *labels: Tensor) -> int:
     if num_classes is not None:
         return check_positive_int("num_classes", num_classes)
-    top = torch.stack([lab.max() if lab.numel() else lab.new_tensor(-1) for lab in labels]).max().view(1)
+    device = labels[-1].device  # the test labels': every tensor of the vote meets there
+    top = torch.stack([(lab.max() if lab.numel() else lab.new_full((), -1)).to(device) for lab in labels]).max().view(1)
     all_reduce_max = all_gather_rows(top).max()
     return int(all_reduce_max) + 1
 
 
 def _accuracy(correct: Tensor, total: int, device: torch.device) -> float:
-    counts = torch.stack([correct.sum().to(torch.float64), torch.tensor(float(total), dtype=torch.float64)]).to(device)
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    counts[0], counts[1] = correct.sum(), total  # a Python scalar fills on the device: no host tensor
     all_reduce_sum_([counts])
     if counts[1] == 0:
         raise ValueError("no test samples on any process")
@@ -124,8 +126,10 @@ def knn_accuracy(
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
         raise ValueError(f"temperature must be a positive float, got {temperature!r}")
     classes = _num_classes(num_classes, train_labels, test_labels)
-    bank = F.normalize(all_gather_rows(train_features.float()), dim=1)
-    bank_labels = all_gather_rows(train_labels.long())
+    device = test_features.device  # the bank joins the queries there
+    bank = F.normalize(all_gather_rows(train_features.float()), dim=1).to(device)
+    bank_labels = all_gather_rows(train_labels.long()).to(device)
+    test_labels = test_labels.to(device)
     if bank.shape[1] != test_features.shape[1]:
         raise ValueError(f"train and test features differ in width: {bank.shape[1]} and {test_features.shape[1]}")
     k = min(k, bank.shape[0])
@@ -165,7 +169,7 @@ def linear_probe_accuracy(
     y = all_gather_rows(train_labels.long())
     mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False).clamp_min(1e-6)
     x = (x - mean) / std
-    probe = nn.Linear(x.shape[1], classes).to(x.device)
+    probe = nn.Linear(x.shape[1], classes, device=x.device)
     nn.init.zeros_(probe.weight)
     nn.init.zeros_(probe.bias)
     optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
@@ -179,8 +183,8 @@ def linear_probe_accuracy(
     with torch.enable_grad():
         optimizer.step(closure)
     with torch.no_grad():
-        predictions = probe((test_features.float() - mean) / std).argmax(dim=1)
-    return _accuracy(predictions == test_labels, test_features.shape[0], test_features.device)
+        predictions = probe((test_features.to(x.device).float() - mean) / std).argmax(dim=1)
+    return _accuracy(predictions == test_labels.to(x.device), test_features.shape[0], x.device)
 
 
 def evaluate_features(

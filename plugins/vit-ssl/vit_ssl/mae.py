@@ -51,7 +51,8 @@ class MAE(nn.Module):
 
     Args:
         encoder: a vit-core encoder (``ViT``, ``SimpleViT`` or any implementation of the protocol,
-            with ``num_features``, ``grid`` and ``patch_embed.patch_dim``).
+            with ``num_features``, ``grid`` and ``patch_embed.patch_dim``); its classifier, which the
+            loss never reads, is removed (:func:`vit_ssl.protocol.drop_classifier`).
         decoder_dim, decoder_depth, decoder_heads, decoder_dim_head: the decoder transformer
             (its MLP is ``4 * decoder_dim`` wide).
         masking_ratio: share of patches hidden from the encoder, in ``(0, 1)``.

@@ -32,7 +32,8 @@ class MPP(nn.Module):
     """Masked-patch-prediction pre-training of ``transformer`` (a vit-core encoder).
 
     Args:
-        transformer: the encoder (vit-pytorch's name for the argument).
+        transformer: the encoder (vit-pytorch's name for the argument); its classifier, which the loss
+            never reads, is removed (:func:`vit_ssl.protocol.drop_classifier`).
         patch_size, dim: must match the encoder's (checked).
         output_channel_bits: bits per channel of the quantised mean colour.
         channels: image channels (must match the encoder's when it has ``channels``).

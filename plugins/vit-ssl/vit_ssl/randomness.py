@@ -26,8 +26,11 @@ class RankedGenerator:
     def __init__(self) -> None:
         self._generators: dict[torch.device, torch.Generator] = {}
 
-    def get(self, device: torch.device | str) -> torch.Generator:
+    def get(self, device: torch.device | str) -> torch.Generator | None:
+        """This device's generator (``None`` on ``meta``, which draws nothing and holds no generator)."""
         device = torch.device(device)
+        if device.type == "meta":
+            return None
         generator = self._generators.get(device)
         if generator is None:
             generator = torch.Generator(device=device)

@@ -25,7 +25,8 @@ class SimMIM(nn.Module):
     """SimMIM pre-training of ``encoder``; ``forward(images)`` returns the loss.
 
     Args:
-        encoder: a vit-core encoder (``ViT``, ``SimpleViT`` or any implementation of the protocol).
+        encoder: a vit-core encoder (``ViT``, ``SimpleViT`` or any implementation of the protocol); its
+            classifier, which the loss never reads, is removed (:func:`vit_ssl.protocol.drop_classifier`).
         masking_ratio: share of patches replaced by the mask token, in ``(0, 1)``.
     """
 

@@ -34,10 +34,11 @@ class LearnableMemoryViT(ClassTokenViT):
     attention_class = ContextAttention
 
 
-def memory_mask(tokens: int, memories: int) -> Tensor:
+def memory_mask(tokens: int, memories: int, device: torch.device | None = None) -> Tensor:
     """``(1 + tokens, 1 + tokens + memories)``, ``True`` = may attend: the task's class token (row 0)
-    sees everything; the backbone's tokens see only each other (not the task token, not the memories)."""
-    mask = torch.zeros(1 + tokens, 1 + tokens + memories, dtype=torch.bool)
+    sees everything; the backbone's tokens see only each other (not the task token, not the memories).
+    Built on ``device`` (no host-to-device copy in a forward pass)."""
+    mask = torch.zeros(1 + tokens, 1 + tokens + memories, dtype=torch.bool, device=device)
     mask[0] = True
     mask[1:, 1 : 1 + tokens] = True
     return mask
@@ -104,7 +105,7 @@ class Adapter(VisionModel):
         layers = self.vit.transformer.layers
         chosen = resolve_indices(indices, len(layers))
         tokens = self.vit.embed(img)
-        mask = memory_mask(tokens.shape[1], self.memories.shape[1]).to(tokens.device)[None]
+        mask = memory_mask(tokens.shape[1], self.memories.shape[1], tokens.device)[None]
         x = torch.cat((self.memory_cls_token.expand(tokens.shape[0], -1, -1), self.vit.dropout(tokens)), dim=1)
         hidden = []
         for i, (layer, memories) in enumerate(zip(layers, self.memories)):
