@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-STUBS = Path(__file__).resolve().parent.parent / "tests" / "stubs"
+STUBS = Path(__file__).resolve().parent.parent / "vit_core" / "testing" / "stubs"  # the tests' torchvision stand-in
 if importlib.util.find_spec("torchvision") is None:
     sys.path.insert(0, str(STUBS))
 

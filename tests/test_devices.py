@@ -14,7 +14,7 @@ from vit_core.testing.subject import Subject
 from vit_core.tools.attention_map import attention_map
 
 META = torch.device("meta")
-NAMES = [get_registry().key(info) for info in get_registry().list(presets=False) if info.name != "ats-vit"]
+NAMES = [get_registry().key(info) for info in get_registry().list(presets=False)]
 
 
 class CpuArange(nn.Module):

@@ -182,7 +182,7 @@ def test_image_folder(invoke: Callable[..., Any], tmp_path: Path, monkeypatch: p
     folder = "folder:~/images"  # the shell does not expand ~ after "folder:"; the loader does
     result = invoke("train", "vit", *sets(TINY), "--data", folder, "--max-steps", "2", *FAST, "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output + result.stderr
-    assert "8 train / 2 test, 2 classes, sample (3, 16, 16)" in result.stdout
+    assert "8 train / 2 held out, 2 classes, sample (3, 16, 16)" in result.stdout
 
 
 def test_bad_input(invoke: Callable[..., Any], tmp_path: Path) -> None:
@@ -236,23 +236,7 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
     for key in single:
         torch.testing.assert_close(double[key], single[key], atol=1e-5, rtol=0, msg=key)
     assert len(metrics(tmp_path / "two")) == len(metrics(tmp_path / "one")) == 7  # 6 train lines + 1 test
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint", "metrics.jsonl"]
-
-
-def test_batches_match_a_data_loader_over_the_same_sampler() -> None:
-    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-
-    from vit_core.training.loop import Batches
-
-    x, y = torch.randn(21, 3, 4, 4), torch.arange(21)
-    for world, rank in ((1, 0), (2, 1)):
-        sampler = DistributedSampler(y, num_replicas=world, rank=rank, shuffle=True, seed=3)
-        sampler.set_epoch(2)
-        ours = list(Batches(x, y, sampler, 4))
-        theirs = list(DataLoader(TensorDataset(x, y), batch_size=4, sampler=sampler))
-        assert len(ours) == len(theirs) == len(Batches(x, y, sampler, 4))
-        for (a, b), (c, d) in zip(ours, theirs):
-            assert torch.equal(a, c) and torch.equal(b, d)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best", "checkpoint", "metrics.jsonl"]
 
 
 def test_sample_shape_reads_each_models_own_input_arguments() -> None:

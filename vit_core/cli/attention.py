@@ -17,7 +17,12 @@ def attention(
         str, typer.Argument(help="A registered ViT-like model (patches and a class token).", metavar="NAME")
     ],
     image: Annotated[str, typer.Option(help="The input image (any format Pillow reads).", metavar="FILE")],
-    out: Annotated[str, typer.Option(help="The PNG to write (the input's size).", metavar="FILE")],
+    out: Annotated[
+        str,
+        typer.Option(
+            help="The PNG to write (the part of the image the model sees, at its resolution).", metavar="FILE"
+        ),
+    ],
     checkpoint: Annotated[
         str | None, typer.Option(help="Weights: a save_model folder or a `vit train` run folder.", metavar="DIR")
     ] = None,
@@ -27,9 +32,8 @@ def attention(
     ] = None,
 ) -> None:
     """Draw where the model's class token attends (attention rollout or the last layer) over the image."""
-    from pathlib import Path
 
-    from vit_core.interop.saving import CONFIG_FILE, load_model
+    from vit_core.interop.saving import CONFIG_FILE, load_model, model_folder
     from vit_core.tools.attention_map import draw
 
     registry = get_registry()
@@ -41,8 +45,7 @@ def attention(
             errors.print("[yellow]no --checkpoint: drawing the attention of untrained (random) weights[/yellow]")
             model = registry.create(name, **parse_sets(sets or []))
         else:
-            folder = Path(checkpoint)
-            folder = folder / "checkpoint" if (folder / "checkpoint" / CONFIG_FILE).is_file() else folder
+            folder = model_folder(checkpoint)
             if not (folder / CONFIG_FILE).is_file():
                 fail(f"--checkpoint {checkpoint}: no {CONFIG_FILE} (expected a vit_core.save_model folder)")
             saved = json.loads((folder / CONFIG_FILE).read_text()).get("model")

@@ -10,7 +10,9 @@ import typer
 from vit_core.cli.output import console, fail
 
 data_app = typer.Typer(
-    help="Prepare image data: WebDataset shards from a folder.", no_args_is_help=True, rich_markup_mode=None
+    help="Prepare and inspect image data: WebDataset shards from a folder, augmentation previews.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -52,3 +54,27 @@ def shards(
             markup=False,
             highlight=False,
         )
+
+
+@data_app.command("preview")
+def preview(
+    source: Annotated[str, typer.Argument(help="folder:PATH or wds:PATTERN.", metavar="SOURCE")],
+    out: Annotated[str, typer.Argument(help="The PNG to write.", metavar="FILE.png")],
+    size: Annotated[int, typer.Option(help="Image side in pixels.", metavar="N")] = 96,
+    count: Annotated[int, typer.Option(help="Images per preset.", metavar="N")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.", metavar="N")] = 0,
+) -> None:
+    """Draw one training batch of SOURCE through each --augment preset (none, basic, deit), one row each."""
+    from pathlib import Path
+
+    from vit_core.training.data.folders import DataSourceError
+    from vit_core.training.data.preview import draw_presets
+
+    for name, value in (("--size", size), ("--count", count)):
+        if value < 1:
+            fail(f"{name} must be at least 1, got {value}")
+    try:
+        written = draw_presets(source, Path(out), size, count, seed)
+    except (DataSourceError, ValueError, ImportError) as exc:
+        fail(str(exc))
+    console.print(f"wrote {written}", markup=False, highlight=False)

@@ -24,7 +24,9 @@ default every model gets (see its docstring); what a trainer may declare is the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
@@ -64,6 +66,59 @@ def block_feature_info(trunk: nn.Module, num_chs: int, reduction: int, prefix: s
     return [{"module": f"{prefix}.layers.{i}", "num_chs": num_chs, "reduction": reduction} for i in range(len(layers))]
 
 
+def names_match(name: str, pattern: str) -> bool:
+    """Whether the parameter ``name`` is named by ``pattern``: the parameter itself, a submodule holding it
+    (``"transformer.layers.0"``), or an ``fnmatch`` pattern with ``*`` (``"*.relative_bias.table"``)."""
+    if "*" in pattern or "?" in pattern:
+        return fnmatchcase(name, pattern)
+    return name == pattern or name.startswith(pattern + ".")
+
+
+def parameter_names(module: nn.Module, *patterns: str) -> set[str]:
+    """The names of ``module``'s parameters that any of ``patterns`` names (see :func:`names_match`); a
+    pattern naming nothing (an absent class token) adds nothing."""
+    return {name for name, _ in module.named_parameters() if any(names_match(name, p) for p in patterns)}
+
+
+def present(module: nn.Module, names: Iterable[str]) -> tuple[str, ...]:
+    """The ``names`` (parameters or submodules, dotted) that hold at least one parameter of ``module``."""
+    return tuple(name for name in names if parameter_names(module, name))
+
+
+def layer_blocks(trunk: nn.Module, prefix: str) -> tuple[tuple[str, ...], ...]:
+    """One block per layer of ``trunk.layers`` (a core :class:`~vit_core.layers.Transformer`), named under
+    ``prefix``; a trunk without a ``layers`` list (a registered backend) is one block."""
+    layers = getattr(trunk, "layers", None)
+    if isinstance(layers, nn.ModuleList):
+        return tuple((f"{prefix}.layers.{i}",) for i in range(len(layers)))
+    return ((prefix,),)
+
+
+@dataclass(frozen=True)
+class BlockOrder:
+    """A model's parameters in depth order, for layer-wise learning-rate decay (BEiT, MAE fine-tuning).
+
+    Each entry is a name as :func:`names_match` reads it (a parameter, a submodule, or an ``fnmatch`` pattern).
+    ``stem``: what comes before the first block (patch embedding, positions, class and register tokens);
+    ``blocks``: each block's names, from the input to the output.  Parameters named nowhere (the final norm,
+    the head) come after the last block and keep the full learning rate.
+    """
+
+    stem: tuple[str, ...]
+    blocks: tuple[tuple[str, ...], ...]
+
+    def depth_of(self, name: str) -> int:
+        """The depth of the parameter ``name``: 0 for the stem, ``i + 1`` for block ``i``, ``len(blocks) + 1``
+        for parameters named nowhere.  The longest name that names it decides (a stage's name can gather
+        its layers outside the blocks, each block's own name being longer)."""
+        depth, longest = len(self.blocks) + 1, -1
+        for i, group in enumerate((self.stem, *self.blocks)):
+            for pattern in group:
+                if len(pattern) > longest and names_match(name, pattern):
+                    depth, longest = i, len(pattern)
+        return depth
+
+
 class VisionModel(nn.Module):
     """Base class implementing ``forward`` and ``reset_classifier`` on top of ``pool`` and ``head``.
 
@@ -77,7 +132,10 @@ class VisionModel(nn.Module):
     * :attr:`token_attention`: whether ``Recorder(model)``'s maps are distributions over tokens;
     * :attr:`attention_branches`: how many recorded maps make one layer;
     * :meth:`head_reads_leading_tokens`: how many leading tokens ``forward_head`` reads, when that is
-      all it reads (the last block then runs for those tokens only).
+      all it reads (the last block then runs for those tokens only);
+    * :meth:`no_weight_decay`: the parameters of two or more dimensions trained without weight decay
+      (positions, class/register/memory/distillation tokens, relative-bias tables);
+    * :meth:`block_order`: the parameters in depth order, for ``vit train --layer-decay``.
     """
 
     num_features: int
@@ -116,6 +174,20 @@ class VisionModel(nn.Module):
         (:class:`vit_core.ViT` does), so the declaration must be exact; the conformance kit checks
         that the head's output does not change when any later token does.
         """
+        return None
+
+    def no_weight_decay(self) -> set[str]:
+        """The names of parameters trained without weight decay beyond the 1-D ones (biases, norm gains,
+        which the optimizer never decays): positional embeddings, class, register, memory and distillation
+        tokens, relative-bias tables (timm's name and meaning).  Default: none.
+
+        Each name must be a parameter of the model (the conformance kit's ``parameter-groups`` check);
+        :func:`parameter_names` turns submodule names and patterns into them."""
+        return set()
+
+    def block_order(self) -> BlockOrder | None:
+        """The model's parameters in depth order (:class:`BlockOrder`), which ``vit train --layer-decay``
+        reads; ``None`` (the default): the model declares no order and layer decay refuses it."""
         return None
 
     def forward_features(self, x: Any) -> Tensor:

@@ -29,7 +29,16 @@ from vit_core.layers import (
     sinusoidal_1d,
     tokens_to_map,
 )
-from vit_core.models.base import OUTPUT_FORMATS, VisionModel, block_feature_info, trunk_intermediates
+from vit_core.models.base import (
+    OUTPUT_FORMATS,
+    BlockOrder,
+    VisionModel,
+    block_feature_info,
+    layer_blocks,
+    parameter_names,
+    present,
+    trunk_intermediates,
+)
 from vit_core.validation import (
     check_choice,
     check_divisible,
@@ -126,6 +135,14 @@ class CompactTransformer(VisionModel):
         for module in (self.transformer, self.seq_pool, self.head):
             if module is not None:
                 module.apply(cct_init_weights)
+
+    def no_weight_decay(self) -> set[str]:
+        """The learned positions (none with sinusoidal ones)."""
+        return parameter_names(self, "pos_embed")
+
+    def block_order(self) -> BlockOrder | None:
+        """Stem: the convolutional tokenizer and the positions; blocks: the transformer's layers."""
+        return BlockOrder(present(self, ("tokenizer", "pos_embed")), layer_blocks(self.transformer, "transformer"))
 
     def check_input(self, x: Tensor) -> tuple[int, ...]:
         """Validate an input; return its spatial size."""

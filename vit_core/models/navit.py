@@ -31,7 +31,14 @@ from vit_core.layers import (
     grid_coordinates,
     patchify,
 )
-from vit_core.models.base import VisionModel, block_feature_info, trunk_intermediates
+from vit_core.models.base import (
+    BlockOrder,
+    VisionModel,
+    block_feature_info,
+    layer_blocks,
+    parameter_names,
+    trunk_intermediates,
+)
 from vit_core.validation import (
     as_tuple,
     check_choice,
@@ -141,6 +148,14 @@ class NaViT(VisionModel):
         with :func:`vit_core.load_reference_weights`."""
         flavour = dict(qk_norm="layer" if qk_rmsnorm else None, patch_norm_bias=True, pool_residual=False)
         return cls(**(flavour | kwargs))
+
+    def no_weight_decay(self) -> set[str]:
+        """The factorized position tables and the per-head q/k norm gains (2-D: heads x dim_head)."""
+        return parameter_names(self, "pos_embed", "*q_norm.weight", "*k_norm.weight")
+
+    def block_order(self) -> BlockOrder | None:
+        """Stem: the patch embedding and the position tables; blocks: the transformer's layers."""
+        return BlockOrder(("patch_embed", "pos_embed"), layer_blocks(self.transformer, "transformer"))
 
     def make_head(self, num_classes: int) -> nn.Module | None:
         if not num_classes:

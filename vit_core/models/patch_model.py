@@ -20,7 +20,15 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import PatchEmbedding, patchify, pool_tokens
-from vit_core.models.base import VisionModel, check_output_fmt, trunk_intermediates
+from vit_core.models.base import (
+    BlockOrder,
+    VisionModel,
+    check_output_fmt,
+    layer_blocks,
+    parameter_names,
+    present,
+    trunk_intermediates,
+)
 from vit_core.models.resizing import enable_dynamic, resizable_positions, resize_positions
 from vit_core.validation import (
     as_tuple,
@@ -193,6 +201,19 @@ class PatchTransformer(VisionModel):
         if min(grid) <= 0:
             raise ValueError(f"{self.size_name} {tuple(size)} is too small for the tokenizer (token grid {grid})")
         return grid
+
+    PREFIX_PARAMETERS: ClassVar[tuple[str, ...]] = ("cls_token", "cls_pos", "dist_token", "dist_pos", "reg_tokens")
+    """The prefix tokens and their positions (those the configuration has)."""
+
+    def no_weight_decay(self) -> set[str]:
+        """The prefix tokens, their positions, the learned patch positions and the attention pool's query
+        and q/k norm gains (timm's ``pos_embed``, ``cls_token``, ``dist_token``, ``reg_token``)."""
+        return parameter_names(self, *self.PREFIX_PARAMETERS, "pos_embed", "*q_norm.weight", "*k_norm.weight")
+
+    def block_order(self) -> BlockOrder | None:
+        """Stem: the tokens, the patch embedding, the positions and ``norm_pre``; blocks: the trunk's layers."""
+        stem = present(self, (*self.PREFIX_PARAMETERS, "patch_embed", "pos_embed", "norm_pre"))
+        return BlockOrder(stem, layer_blocks(self.transformer, "transformer"))
 
     def set_input_size(self, image_size: int | Sequence[int], interpolation: str = "bicubic") -> None:
         """Run at ``image_size`` from now on: the learned positions are resampled (in float32) from their 2-D

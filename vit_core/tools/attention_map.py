@@ -146,18 +146,17 @@ def _class_attention(model: nn.Module, x: Tensor, trunk: nn.Module, patches: int
 
 
 def read_image(path: str | Path, pretrained_cfg: Mapping[str, Any]) -> tuple[Any, Tensor]:
-    """The Pillow image (RGB, as the model sees it: resized and cropped) and the model's input ``(1, ...)``,
-    preprocessed as ``pretrained_cfg`` describes (:func:`vit_core.training.data.create_transform`)."""
+    """The part of the image (RGB, at its own resolution) the model sees after resizing and cropping, and the
+    model's input ``(1, ...)``, preprocessed as ``pretrained_cfg`` describes
+    (:func:`vit_core.training.data.create_transform`)."""
     from vit_core.training.data.decode import decode
     from vit_core.training.data.preprocess import create_transform
 
     preprocess = create_transform(pretrained_cfg)
     image = decode(path, "RGB")
-    seen = preprocess.transform(image)  # uint8 (3, h, w): the crop the model sees, for the overlay
-    from PIL import Image
-
-    shown = Image.fromarray(seen.permute(1, 2, 0).numpy(), mode="RGB")
-    return shown, preprocess(image).unsqueeze(0)
+    box = preprocess.transform.source_box(*image.size)
+    seen = image.crop(tuple(round(v) for v in box))
+    return seen, preprocess(image).unsqueeze(0)
 
 
 def default_pretrained_cfg(channels: int, size: tuple[int, int]) -> dict[str, Any]:
@@ -212,7 +211,7 @@ def model_size(model: nn.Module) -> tuple[int, tuple[int, int]]:
 
 def draw(model: nn.Module, image_path: str | Path, out: str | Path, method: str = "rollout") -> Tensor:
     """Write the attention ``method`` of ``model`` on ``image_path`` over the image to the PNG ``out``
-    (the input's size); returns the map."""
+    (the part of the image the model sees, at the image's resolution); returns the map."""
     _tokenizer(model)  # before the size: a model without a token grid is refused for that reason
     channels, size = model_size(model)
     cfg = getattr(model, "pretrained_cfg", None) or default_pretrained_cfg(channels, size)

@@ -18,7 +18,7 @@ from vit_core.testing.oracle import assert_bf16_close, assert_float32_close, ass
 
 vit_efficient = pytest.importorskip("vit_efficient")
 from vit_efficient import ATSViT, CheckedTrunk, MissingBackendError, PatchMerger, PatchMergerViT  # noqa: E402
-from vit_efficient.ats import draw, unique_positions  # noqa: E402
+from vit_efficient.ats import draw, drawn_positions, keep_positions  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 SMALL = dict(image_size=32, patch_size=4, num_classes=10, dim=32, heads=4, mlp_dim=64, dim_head=8)
@@ -252,28 +252,43 @@ def test_ats_vit_matches_reference_when_no_layer_samples(oracle) -> None:
     assert torch.equal(ids, ref_ids)
 
 
+def index_noise(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Uniform-looking numbers in (0, 1) that depend only on each element's index ``(row, draw, token)``:
+    the same for a token whatever the width its layer is padded to."""
+    grid = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij")
+    phase = sum(g * w for g, w in zip(grid, (12.9898, 78.233, 37.719)))
+    return (torch.sin(phase) * 43758.5453).frac().abs().clamp(1e-4, 1 - 1e-4).to(dtype)
+
+
 @pytest.mark.oracle
 @torch.no_grad()
-def test_ats_vit_training_draws_match_reference_with_the_same_seed(oracle) -> None:
-    """Random sampling (training) draws from the same distribution as vit-pytorch, with the same
-    random numbers: seeded alike, both keep the same tokens and give the same logits.
+def test_ats_vit_training_draws_match_reference_with_the_same_noise(oracle, monkeypatch) -> None:
+    """Random sampling (training) draws as vit-pytorch does: given the same random numbers for the same
+    (image, draw, token), both keep the same tokens and give the same logits.
 
-    In float32: ours scores tokens in float32 whatever the model's dtype (so bfloat16 runs sample from float32
-    scores) and draws its uniforms in that dtype, while a float64 reference draws float64 uniforms, another
-    stream of random numbers.  The same seed lines the two draws up only in float32."""
-    from vit_pytorch.ats_vit import ViT as Reference
+    The numbers come from the element's index, not from a seeded stream: ours pads every layer to its
+    budget (a width known from shapes) where vit-pytorch trims to the batch's largest count, so a seeded
+    stream lays its numbers out differently after the first sampling layer.  In float32: ours scores
+    tokens in float32 whatever the model's dtype."""
+    import vit_pytorch.ats_vit as reference_module
 
-    reference = Reference(**ATS).train()
+    eps = 1e-6
+    monkeypatch.setattr(
+        reference_module,
+        "sample_gumbel",
+        lambda shape, device, dtype: -torch.log(-torch.log(index_noise(tuple(shape), dtype) + eps) + eps),
+    )
+    reference = reference_module.ViT(**ATS).train()
     ours = imported(ATSViT(**ATS), reference, dtype=torch.float32).train()
     x = images()
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        ref_logits, ref_ids = reference(x, return_sampled_token_ids=True)
-        torch.manual_seed(seed)
+    ref_logits, ref_ids = reference(x, return_sampled_token_ids=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "rand", lambda *shape, device=None, dtype=None: index_noise(shape, dtype))
         logits, ids = ours(x, return_sampled_token_ids=True)
-        assert_float32_close(logits, ref_logits)
-        assert torch.equal(ids, ref_ids)
-        assert (ids == -1).any(), "the test should exercise padding"
+    assert_float32_close(logits, ref_logits)
+    assert ids.shape[1] == ATS["max_tokens_per_depth"][-1], "the last layer's width is its budget"
+    assert torch.equal(ids[:, : ref_ids.shape[1]], ref_ids) and (ids[:, ref_ids.shape[1] :] == -1).all()
+    assert (ids == -1).any(), "the test should exercise padding"
 
 
 @pytest.mark.oracle
@@ -350,7 +365,7 @@ def test_sampled_token_ids_are_distinct_in_range_and_within_every_budget(mode: s
     for budget, handoff in zip(ATS["max_tokens_per_depth"], model.handoffs):
         assert handoff.positions is not None
         assert (handoff.valid.sum(dim=1) <= budget).all()
-        assert handoff.valid.sum(dim=1).max() == handoff.positions.shape[1]
+        assert handoff.positions.shape[1] == budget, "a layer's width is its budget, known from shapes"
 
 
 def test_layers_within_their_budget_keep_every_token() -> None:
@@ -409,14 +424,30 @@ def test_random_draws_follow_the_scores_and_skip_padding() -> None:
     assert frequency[4] == 0 and frequency[3] < 1e-3
 
 
-def test_unique_positions_is_a_vectorised_per_row_unique() -> None:
+def test_keep_positions_is_a_vectorised_per_row_unique_padded_to_the_budget() -> None:
     drawn = torch.randint(0, 30, (7, 12))
     drawn[3] = 5  # one row with a single distinct position
-    positions, valid = unique_positions(drawn, 30)
-    assert positions.shape == (7, max(len(torch.unique(r)) for r in drawn))
+    positions, valid = keep_positions(drawn_positions(drawn, 30), 12)
+    assert positions.shape == (7, 12)
     for row, pos, ok in zip(drawn, positions, valid):
         assert torch.equal(pos[ok], torch.unique(row))
+        assert not ok[len(torch.unique(row)) :].any(), "padding comes last"
         assert len(set(pos.tolist())) == len(pos), "padding slots must hold distinct positions too"
+
+
+def test_a_batch_within_the_budget_keeps_every_token() -> None:
+    """As vit-pytorch: a layer samples only when some image holds more tokens than its budget, even
+    when its padded width (the previous layer's budget) is larger."""
+    from vit_efficient.ats import SampledTokens, TokenSamplingAttention
+
+    handoff = SampledTokens()
+    attention = TokenSamplingAttention(16, 2, 8, max_tokens=3, handoff=handoff).eval()
+    key_mask = torch.tensor([[True] * 4 + [False] * 3, [True] * 3 + [False] * 4])  # 3 and 2 patch tokens of 6
+    with torch.no_grad():
+        attention(torch.randn(2, 7, 16) * 5, mask=key_mask)
+    assert handoff.positions.shape == (2, 3)
+    assert handoff.valid.sum(dim=1).tolist() == [3, 2], "every token kept"
+    assert handoff.positions[0].tolist() == [0, 1, 2] and handoff.positions[1, :2].tolist() == [0, 1]
 
 
 def test_ats_vit_gradients_reach_every_parameter() -> None:

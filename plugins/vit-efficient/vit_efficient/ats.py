@@ -23,8 +23,11 @@ trunk's ``insert_after(i, ...)`` seam then gathers them (:class:`KeepSampledToke
 outputs and the MLP are computed row by row, so computing block ``i`` in full and keeping the
 sampled rows gives exactly the rows the paper computes; only block ``i``'s work on the dropped
 tokens is spent in vain.  Kept counts differ per image: every layer pads its tokens at the end to
-the largest count of the batch and hands the trunk a key mask that hides the padding from the
-later layers (and from their sampling).  All of it is batched tensor code: no per-image loop.
+its budget ``K`` (a width known from shapes, so no count is read back from the device and the model
+exports with static shapes) and hands the trunk a key mask that hides the padding from the later
+layers' attention and sampling; the class token is the only one pooled, so padding is neutral.  As
+in vit-pytorch, a layer whose batch holds no more than ``K`` tokens keeps them all.  All of it is
+batched tensor code: no per-image loop.
 """
 
 from __future__ import annotations
@@ -94,26 +97,32 @@ def draw(scores: Tensor, valid: Tensor, count: int, *, random: bool) -> Tensor:
         return (logits.unsqueeze(1) + gumbel).argmax(dim=-1)
     cdf = scores.masked_fill(~valid, 0.0).cumsum(dim=-1)
     points = (torch.arange(count, device=scores.device, dtype=cdf.dtype) + 0.5) / count * cdf[:, -1:]
-    return torch.searchsorted(cdf, points).clamp_(max=scores.shape[1] - 1)
+    # searchsorted (left) as a count of the cumulative scores below each point: the same index, and
+    # an op ONNX has (it has no searchsorted)
+    return (cdf.unsqueeze(1) < points.unsqueeze(-1)).sum(dim=-1).clamp_(max=scores.shape[1] - 1)
 
 
-def unique_positions(drawn: Tensor, tokens: int) -> tuple[Tensor, Tensor]:
-    """The distinct positions of each row of ``drawn`` ``(batch, draws)``, ascending and padded at the end.
+def drawn_positions(drawn: Tensor, tokens: int) -> Tensor:
+    """Which of ``tokens`` positions each row of ``drawn`` ``(batch, draws)`` drew at least once, ``(batch, tokens)``."""
+    return torch.zeros(drawn.shape[0], tokens, dtype=torch.bool, device=drawn.device).scatter_(1, drawn, True)
 
-    Returns ``positions`` ``(batch, kept)``, ``kept`` the largest distinct count of the batch, and
-    ``valid`` (``False`` on padding).  Padding slots hold positions that were not drawn, so each
-    row is a set of distinct positions.  A stable partition of ``0..tokens-1`` (drawn first) built
-    with one cumulative sum and one scatter: no loop over the batch, no sort.
+
+def keep_positions(chosen: Tensor, kept: int) -> tuple[Tensor, Tensor]:
+    """The chosen positions of each row of ``chosen`` ``(batch, tokens)``, ascending, padded at the end to ``kept``.
+
+    Returns ``positions`` ``(batch, kept)`` and ``valid`` (``False`` on padding); ``kept`` (a count
+    known from shapes: the layer's budget) must be at least every row's chosen count.  Padding slots
+    hold positions that were not chosen, so each row is a set of distinct positions.  A stable
+    partition of ``0..tokens-1`` (chosen first) built with one cumulative sum and one scatter: no
+    loop over the batch, no sort, and no count read back to the host.
     """
-    batch = drawn.shape[0]
-    chosen = torch.zeros(batch, tokens, dtype=torch.bool, device=drawn.device).scatter_(1, drawn, True)
+    batch, tokens = chosen.shape
     counts = chosen.sum(dim=1, keepdim=True)
-    kept = int(counts.max())
     rank = chosen.cumsum(dim=1)
-    order = torch.arange(tokens, device=drawn.device).expand(batch, tokens)
+    order = torch.arange(tokens, device=chosen.device).expand(batch, tokens)
     slot = torch.where(chosen, rank - 1, counts + order - rank)
     positions = torch.empty_like(order).scatter_(1, slot, order)[:, :kept]
-    valid = torch.arange(kept, device=drawn.device) < counts
+    valid = torch.arange(kept, device=chosen.device) < counts
     return positions, valid
 
 
@@ -171,8 +180,12 @@ class TokenSamplingAttention(Attention):
         scores = significance(q[:, :, :1], k, v, scale=scale, mask=mask, bias=bias)
         valid = torch.ones_like(scores, dtype=torch.bool) if key_mask is None else key_mask[:, 1:]
         random = self.training and self.sampling == "random"
-        drawn = draw(scores, valid, self.max_tokens, random=random)
-        handoff.positions, handoff.valid = unique_positions(drawn, tokens - 1)
+        chosen = drawn_positions(draw(scores, valid, self.max_tokens, random=random), tokens - 1)
+        # The layer's width comes from shapes; whether the batch holds more tokens than the budget is a
+        # device bool.  When it does not, every token is kept (as a layer that does not sample).
+        over_budget = (valid.sum(dim=1) > self.max_tokens).any()
+        chosen = torch.where(over_budget, chosen, valid)
+        handoff.positions, handoff.valid = keep_positions(chosen, self.max_tokens)
 
 
 class KeepSampledTokens(nn.Module):
@@ -282,7 +295,7 @@ class ATSViT(ViT):
         """The patch tokens the last forward pass kept after its last layer, ``(batch, kept)``.
 
         Indices into the row-major patch grid of the input, ascending; ``-1`` pads rows that kept
-        fewer tokens than the batch's largest count.  Every row holds distinct indices, at most
+        fewer tokens than the last sampling layer's budget.  Every row holds distinct indices, at most
         ``max_tokens_per_depth[-1]`` of them once the last layer has sampled.
         """
         first = self.handoffs[0]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from vit_core.layers import Attention
 from vit_core.models import ViT
+from vit_core.models.base import BlockOrder, parameter_names
 from vit_core.validation import check_positive_int
 
 
@@ -58,6 +59,18 @@ class PatchMergerViT(ViT):
             ``set_input_size`` work as in ViT).
         others: as :class:`vit_core.ViT`.
     """
+
+    def no_weight_decay(self) -> set[str]:
+        """Also the merger's learned queries (tokens, not a projection)."""
+        return super().no_weight_decay() | parameter_names(self, "transformer.inserted.*.queries")
+
+    def block_order(self) -> BlockOrder | None:
+        """ViT's, with the patch merger in the block it follows."""
+        order = super().block_order()
+        blocks = [list(block) for block in order.blocks]
+        for index in self.transformer.inserted:
+            blocks[int(index)].append(f"transformer.inserted.{index}")
+        return BlockOrder(order.stem, tuple(tuple(block) for block in blocks))
 
     def __init__(
         self,

@@ -73,6 +73,8 @@ class PiT(HierarchicalModel):
     :class:`vit_core.ViT`; the token pools halve any map), and :meth:`set_input_size` resamples them for good.
     """
 
+    stage_blocks = "transformer.layers"
+
     output_formats = ("NLC", "NCHW", "NHWC")
 
     def __init__(

@@ -111,6 +111,8 @@ class RegionViT(HierarchicalModel):
     ``channels`` is honoured by both tokenizers (vit-pytorch's local one takes 3).
     """
 
+    stage_blocks = "layers"
+
     def __init__(
         self,
         *,

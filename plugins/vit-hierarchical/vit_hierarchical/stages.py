@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import resolve_indices
-from vit_core.models.base import VisionModel
+from vit_core.models.base import BlockOrder, VisionModel, parameter_names, present
 from vit_core.validation import check_choice, check_non_negative_int
 from vit_hierarchical.validation import SideRule, check_image
 
@@ -122,11 +122,32 @@ class HierarchicalModel(VisionModel):
     """Formats ``forward_intermediates`` gives, the default first."""
     channels_arg: ClassVar[str] = "channels"
     """The constructor argument of the image's channel count (named in input errors)."""
+    stage_blocks: ClassVar[str] = "blocks"
+    """The list of blocks inside each stage (``"layers"``, ``"transformer.layers"``), for :meth:`block_order`."""
 
     def __init__(self, *, channels: int, rule: SideRule) -> None:
         super().__init__()
         self.channels = channels
         self._rule = rule
+
+    def no_weight_decay(self) -> set[str]:
+        """Class token, learned positions (the model's or a block's), relative-bias tables and attention
+        offset biases (timm's ``relative_position_bias_table``, ``attention_biases``)."""
+        return parameter_names(
+            self, "cls_token", "cls_pos", "pos_embed", "*.pos_embed.*", "*.relative_bias.table", "*.offset_bias"
+        )
+
+    def block_order(self) -> BlockOrder | None:
+        """Stem: the model's own parameters and what runs before the stages; blocks: each stage's blocks in
+        order, the stage's other layers (downsampling, pooling, relative bias, norm) with its first block."""
+        names = list(self._modules)
+        stem = (*(n for n, _ in self.named_parameters(recurse=False)), *names[: names.index("stages")])
+        blocks: list[tuple[str, ...]] = []
+        for s, stage in enumerate(self.stages):
+            prefix = f"stages.{s}.{self.stage_blocks}"
+            count = len(stage.get_submodule(self.stage_blocks))
+            blocks += [(f"stages.{s}", f"{prefix}.0"), *((f"{prefix}.{b}",) for b in range(1, count))]
+        return BlockOrder(present(self, stem), tuple(blocks))
 
     def build_head(
         self,

@@ -35,6 +35,9 @@ class DistillableViT(ViT):
     parameters_outside_forward = ("distill_token", "distill_head.")
     """Used by ``forward(img, distill=True)`` only (the conformance kit's gradients check skips them)."""
 
+    PREFIX_PARAMETERS = (*ViT.PREFIX_PARAMETERS, "distill_token")
+    """ViT's prefix tokens and the distillation token (no weight decay; in the stem of the block order)."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.num_classes == 0:

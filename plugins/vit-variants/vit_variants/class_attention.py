@@ -25,7 +25,7 @@ from vit_core.layers import (
     resolve_indices,
     tokens_to_map,
 )
-from vit_core.models.base import check_output_fmt
+from vit_core.models.base import BlockOrder, check_output_fmt, layer_blocks
 from vit_core.models.patch_model import PatchTransformer, check_image_patches
 from vit_core.validation import check_non_negative_int, check_probability
 from vit_variants.attention import ContextAttention
@@ -60,6 +60,14 @@ class ClassAttentionViT(PatchTransformer):
 
     patch_final_norm: ClassVar[bool] = False
     """End the patch layers with a LayerNorm."""
+
+    PREFIX_PARAMETERS = ("class_token",)
+    """The learned class token (it joins the patch tokens in the class-attention layers only)."""
+
+    def block_order(self) -> BlockOrder | None:
+        """The patch layers, then the class-attention layers (``cls_transformer``), in depth order."""
+        order = super().block_order()
+        return BlockOrder(order.stem, order.blocks + layer_blocks(self.cls_transformer, "cls_transformer"))
 
     def __init__(
         self,

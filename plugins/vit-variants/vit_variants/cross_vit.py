@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, Transformer, resolve_indices, tokens_to_map
 from vit_core.layers.positional import INTERPOLATIONS
-from vit_core.models.base import VisionModel, check_output_fmt
+from vit_core.models.base import BlockOrder, VisionModel, check_output_fmt, layer_blocks, parameter_names
 from vit_core.models.patch_model import IMAGE_LAYOUT, PatchTransformer
 from vit_core.models.resizing import check_dynamic_img_size, record_input_size
 from vit_core.validation import (
@@ -154,6 +154,14 @@ class CrossViT(VisionModel):
     branch's learned positions resampled from its 2-D grid, as :class:`vit_core.ViT`);
     :meth:`set_input_size` resamples them for good.
     """
+
+    def no_weight_decay(self) -> set[str]:
+        """Each branch's class token, its position and the learned patch positions."""
+        return parameter_names(self, "*_embed.cls_token", "*_embed.cls_pos", "*_embed.pos_embed.*")
+
+    def block_order(self) -> BlockOrder | None:
+        """Stem: both branches' embeddings; blocks: the multi-scale encoder's layers."""
+        return BlockOrder(("sm_embed", "lg_embed"), layer_blocks(self.multi_scale_encoder, "multi_scale_encoder"))
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import resolve_indices, tokens_to_map
-from vit_core.models.base import VisionModel, block_feature_info, check_output_fmt
+from vit_core.models.base import VisionModel, block_feature_info, check_output_fmt, parameter_names
 from vit_core.validation import check_non_negative_int
 from vit_variants.attention import ContextAttention
 from vit_variants.class_token_vit import ClassTokenViT
@@ -53,6 +53,10 @@ class Adapter(VisionModel):
     backbone's token count, so the adapter runs at whatever size the backbone takes
     (:meth:`set_input_size` resizes the backbone and keeps it frozen).
     """
+
+    def no_weight_decay(self) -> set[str]:
+        """The task's class token and memory tokens (and the frozen backbone's own)."""
+        return parameter_names(self, "memory_cls_token", "memories") | {f"vit.{n}" for n in self.vit.no_weight_decay()}
 
     def __init__(self, *, vit: LearnableMemoryViT, num_memories_per_layer: int = 10, num_classes: int = 2) -> None:
         super().__init__()

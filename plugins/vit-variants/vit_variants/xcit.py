@@ -30,6 +30,7 @@ from vit_core.layers import (
     map_to_tokens,
     tokens_to_map,
 )
+from vit_core.models.base import parameter_names
 from vit_core.validation import check_odd_kernel
 from vit_variants.class_attention import ClassAttentionViT
 
@@ -132,6 +133,10 @@ class XCiT(ClassAttentionViT):
     token_attention = False
     """``vit attention`` draws the class token's attention of the class-attention layers, not the XCA
     channel maps (see :mod:`vit_core.tools.attention_map`)."""
+
+    def no_weight_decay(self) -> set[str]:
+        """Also the per-head temperatures of cross-covariance attention (XCiT's own ``no_weight_decay``)."""
+        return super().no_weight_decay() | parameter_names(self, "*.attn.temperature")
 
     def __init__(
         self,

@@ -15,7 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from vit_core.layers import LearnedPositionalEmbedding, PatchEmbedding
-from vit_core.models.base import VisionModel, block_feature_info, trunk_intermediates
+from vit_core.models.base import (
+    BlockOrder,
+    VisionModel,
+    block_feature_info,
+    layer_blocks,
+    parameter_names,
+    present,
+    trunk_intermediates,
+)
 from vit_core.validation import (
     check_choice,
     check_non_negative_int,
@@ -40,6 +48,18 @@ class ViViT(VisionModel):
     Videos with fewer frames or smaller frames than built for use the matching window of the
     positional grid.
     """
+
+    def no_weight_decay(self) -> set[str]:
+        """The spatial and temporal class tokens and the learned positions."""
+        return parameter_names(self, "spatial_cls", "transformer.temporal_cls", "pos_embed")
+
+    def block_order(self) -> BlockOrder | None:
+        """Stem: the frames' class token, the tubelet embedding and the positions; blocks: the spatial layers,
+        then the temporal layers (the temporal class token and the spatial norm with the first of them)."""
+        spatial = layer_blocks(self.transformer.spatial, "transformer.spatial")
+        temporal = list(layer_blocks(self.transformer.temporal, "transformer.temporal"))
+        temporal[0] = (*present(self, ("transformer.temporal_cls", "transformer.spatial.norm")), *temporal[0])
+        return BlockOrder(present(self, ("spatial_cls", "patch_embed", "pos_embed")), spatial + tuple(temporal))
 
     def __init__(
         self,

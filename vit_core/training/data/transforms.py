@@ -55,6 +55,13 @@ class EvalTransform:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         pil_filter(self.interpolation)
 
+    def source_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The region of a ``width`` x ``height`` image that the crop shows, in that image's pixels."""
+        scale = max(self.size) / self.crop_pct / min(width, height)
+        crop_w, crop_h = min(width, self.size[1] / scale), min(height, self.size[0] / scale)
+        left, top = (width - crop_w) / 2, (height - crop_h) / 2
+        return left, top, left + crop_w, top + crop_h
+
     def __call__(self, image) -> torch.Tensor:
         height, width = self.size
         scale = max(height, width) / self.crop_pct / min(image.size)
