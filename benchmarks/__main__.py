@@ -24,7 +24,7 @@ if importlib.util.find_spec("torchvision") is None:
 
 import torch  # noqa: E402
 
-from benchmarks import cases, efficient, hierarchical, report, training, variants  # noqa: E402
+from benchmarks import cases, efficient, hierarchical, kernels, report, training, variants  # noqa: E402
 from vit_core.runtime import allocator  # noqa: E402
 
 SECTIONS = (
@@ -236,7 +236,14 @@ def main(argv: list[str] | None = None) -> None:
         "--from-json", type=Path, nargs="+", metavar="FILE",
         help="render saved runs' results instead of measuring (several: one machine's runs, merged in order)",
     )  # fmt: skip
+    parser.add_argument(
+        "--kernel-table", type=Path, nargs="?", const=Path("docs"), metavar="DIR",
+        help=f"write only the attention-kernel page ({kernels.PAGE}) into DIR (default docs): no timing",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.kernel_table:
+        print(f"wrote {kernels.write(args.kernel_table)}")
+        return
     if args.from_json:
         results = merge_runs([json.loads(path.read_text()) for path in args.from_json])
     else:

@@ -74,11 +74,50 @@ def train(
     ] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.", metavar="N")] = 10,
     batch_size: Annotated[int, typer.Option(help="Global batch (split over torchrun's processes).", metavar="N")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.", metavar="LR")] = 3e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", metavar="X")] = 0.05,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.", metavar="LR")] = 3e-3,
+    lr_base: Annotated[
+        float | None,
+        typer.Option(help="Peak rate of a global batch of 512, scaled: LR = X * batch / 512.", metavar="X"),
+    ] = None,
+    min_lr: Annotated[float, typer.Option(help="Learning rate the cosine decay ends at.", metavar="LR")] = 0.0,
+    opt: Annotated[str, typer.Option(help="Optimizer: adamw or sgd (Nesterov momentum).", metavar="NAME")] = "adamw",
+    momentum: Annotated[float, typer.Option(help="SGD momentum.", metavar="X")] = 0.9,
+    weight_decay: Annotated[
+        float, typer.Option(help="Weight decay (never on biases, norms, positions, tokens).", metavar="X")
+    ] = 0.05,
+    layer_decay: Annotated[
+        float | None, typer.Option(help="Layer-wise lr decay per block from the head down (fine-tuning).", metavar="X")
+    ] = None,
     warmup: Annotated[
         float, typer.Option(help="Linear warm-up, a fraction of the steps; cosine decay after.", metavar="FRACTION")
     ] = 0.1,
+    warmup_epochs: Annotated[
+        float | None, typer.Option(help="Linear warm-up in epochs (replaces --warmup).", metavar="N")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 (autocast) or fp16 (autocast + loss scaling, CUDA).", metavar="P")
+    ] = "fp32",
+    accum_steps: Annotated[
+        int, typer.Option(help="Micro-batches per optimizer step (--batch-size stays the step's batch).", metavar="N")
+    ] = 1,
+    ema: Annotated[
+        float | None, typer.Option(help="Keep an EMA of the weights with this decay (e.g. 0.9998).", metavar="DECAY")
+    ] = None,
+    drop_path: Annotated[
+        float | None, typer.Option(help="Stochastic depth, rising to this rate at the last block.", metavar="P")
+    ] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="Run the model under torch.compile.")] = False,
+    tf32: Annotated[bool, typer.Option(help="TF32 matrix products for fp32 on CUDA.")] = True,
+    strategy: Annotated[str, typer.Option(help="Under torchrun: ddp or fsdp (FSDP2, per block).", metavar="S")] = "ddp",
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from a saved model, run folder or pretrained checkpoint (fine-tuning).", metavar="SRC"
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Also write the last checkpoint every N steps.", metavar="N")
+    ] = None,
     label_smoothing: Annotated[
         float | None, typer.Option(help="Cross-entropy label smoothing (default: the preset's).", metavar="X")
     ] = None,
@@ -100,13 +139,17 @@ def train(
         int, typer.Option(help="Write a train line to metrics.jsonl every N steps.", metavar="N")
     ] = 10,
     retain_freed_memory: RetainFreedMemory = True,
+    *,
+    ctx: typer.Context,
 ) -> None:
     """Train a registered model (classifiers: accuracy on a held-out split) or a trainer around an encoder.
 
-    Images are decoded in DataLoader workers and augmented (--augment); AdamW with linear warm-up and
-    cosine decay, gradient clipping, metrics as JSON lines in OUT/metrics.jsonl, the last checkpoint in
-    OUT/checkpoint and the best held-out one in OUT/best (vit predict / vit eval / vit_core.load_model
-    read OUT). Under `torchrun --nproc-per-node N` the same command trains with DistributedDataParallel.
+    Images are decoded in DataLoader workers and augmented (--augment); AdamW or SGD over parameter groups
+    (no weight decay on biases, norms, positions, tokens; --layer-decay), linear warm-up and cosine decay,
+    gradient clipping, --precision, --accum-steps, --ema, --init, --resume mid-epoch; metrics as JSON lines
+    in OUT/metrics.jsonl, the last checkpoint in OUT/checkpoint and the best held-out one in OUT/best
+    (vit predict / vit eval / vit_core.load_model read OUT). Under `torchrun --nproc-per-node N` the same
+    command trains with DistributedDataParallel (--strategy fsdp: FSDP2).
     """
     from pathlib import Path
 
@@ -138,8 +181,23 @@ def train(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            lr_base=lr_base,
+            min_lr=min_lr,
+            opt=opt,
+            momentum=momentum,
             weight_decay=weight_decay,
+            layer_decay=layer_decay,
             warmup=warmup,
+            warmup_epochs=warmup_epochs,
+            precision=precision,
+            accum_steps=accum_steps,
+            ema=ema,
+            drop_path=drop_path,
+            compile=compile,
+            tf32=tf32,
+            strategy=strategy,
+            init=init,
+            checkpoint_every=checkpoint_every,
             label_smoothing=label_smoothing,
             clip=clip,
             seed=seed,
@@ -150,6 +208,7 @@ def train(
             threads=threads,
             progress=progress,
             log_every=log_every,
+            given=frozenset(key for key in ctx.params if ctx.get_parameter_source(key).name == "COMMANDLINE"),
         )
         result = loop.train(cfg, log=lambda text: console.print(text, markup=False, highlight=False))
     except ModelLookupError as exc:

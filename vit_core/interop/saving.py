@@ -165,7 +165,7 @@ def _build(record: Any, where: str, registry: Registry) -> nn.Module:
 # Saving and loading.
 
 
-def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict as contiguous CPU tensors, each with its own storage (safetensors refuses shared ones)."""
     out: dict[str, torch.Tensor] = {}
     seen: set[tuple[int, int]] = set()
@@ -207,7 +207,9 @@ def save_model(
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"path {str(folder)!r} is a file; save_model writes a folder")
     with replaced_folder(folder) as partial:
-        save_file(_tensors(model), str(partial / WEIGHTS_FILE), metadata={"format": "pt", "model": record["model"]})
+        save_file(
+            state_tensors(model), str(partial / WEIGHTS_FILE), metadata={"format": "pt", "model": record["model"]}
+        )
         (partial / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return folder
 

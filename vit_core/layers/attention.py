@@ -4,10 +4,12 @@ Three layouts share one kernel call:
 
 * dense ``(batch, tokens, dim)`` with an optional boolean mask;
 * packed: several variable-length sequences concatenated along the token axis of a
-  ``(1, total_tokens, dim)`` tensor, described by a :class:`SequencePacking`.  Sequences are
-  stored sorted by length, so every run of equal-length sequences is a contiguous slice that
-  is attended as one ``(count, heads, length, dim_head)`` batch: no padding, no dense mask,
-  and no attention between sequences;
+  ``(1, total_tokens, dim)`` tensor, described by a :class:`SequencePacking`.  Where torch's
+  variable-length attention runs (CUDA, a flash-attention dtype and head width: see
+  :func:`varlen_supported`) the whole packed axis is one ``varlen_attn`` call with cumulative
+  sequence lengths.  Elsewhere, sequences being stored sorted by length, every run of
+  equal-length sequences is a contiguous slice attended as one ``(count, heads, length,
+  dim_head)`` batch.  Either way: no padding, no dense mask, and no attention between sequences;
 * recording: when a :class:`~vit_core.tools.Recorder` asks (or a subclass transforms the
   scores), the softmax maps are computed explicitly and handed to it; otherwise they are never
   materialised.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -26,7 +28,19 @@ from torch import Tensor, nn
 
 from vit_core.validation import check_choice, check_positive_int, check_probability
 
+try:
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # torch before 2.10 has no variable-length attention: packed attention runs per run
+    varlen_attn = None
+
 AttentionRecorder = Callable[[nn.Module, Tensor], None]
+
+VARLEN_DTYPES = (torch.float16, torch.bfloat16)
+"""The dtypes of torch's variable-length (flash) attention kernel."""
+VARLEN_MAX_HEAD_WIDTH = 256
+"""The widest head flash attention takes (and widths must be multiples of 8)."""
+VARLEN_MIN_CAPABILITY = (8, 0)
+"""Flash attention's oldest GPU architecture (Ampere)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,7 @@ class SequencePacking:
 
     lengths: tuple[int, ...]
     buckets: tuple[Bucket, ...]
+    _offsets: dict[torch.device, Tensor] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def from_sorted_lengths(cls, lengths: Sequence[int]) -> SequencePacking:
@@ -68,6 +83,22 @@ class SequencePacking:
     @property
     def num_sequences(self) -> int:
         return len(self.lengths)
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence's token count (the last: lengths are sorted)."""
+        return self.lengths[-1]
+
+    def cumulative_lengths(self, device: torch.device) -> Tensor:
+        """Where each sequence starts on the packed axis, then the total: ``(num_sequences + 1,)`` int32 on
+        ``device``, as variable-length attention takes it.  Made on the device from the buckets (one
+        ``arange`` per run, no host-to-device copy) and kept for later layers."""
+        if device not in self._offsets:
+            ints = dict(device=device, dtype=torch.int32)
+            starts = [torch.arange(b.count, **ints) * b.length + b.start for b in self.buckets]
+            total = torch.full((1,), self.total_tokens, **ints)
+            self._offsets[device] = torch.cat([*starts, total])
+        return self._offsets[device]
 
     def with_length(self, length: int) -> SequencePacking:
         """The same sequences, each ``length`` tokens long (e.g. one pooling query per sequence)."""
@@ -123,6 +154,23 @@ class HeadNorm(nn.Module):
         # divides in separate passes over x (the same formula, equal to it within 2e-6)
         mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1]
         return (x * torch.rsqrt(mean_square + self.eps) * self.weight.unsqueeze(-2)).to(x.dtype)
+
+
+def varlen_supported(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether torch's variable-length attention runs these packed ``(1, heads, tokens, d)`` queries, keys
+    and values: flash attention's rules (a CUDA device of Ampere or later with the kernel built and
+    enabled, float16 or bfloat16, one head width for all three, a multiple of 8 up to 256)."""
+    if varlen_attn is None or not q.is_cuda or not torch.backends.cuda.flash_sdp_enabled():
+        return False
+    width = q.shape[-1]
+    return (
+        q.dtype in VARLEN_DTYPES
+        and k.dtype == v.dtype == q.dtype
+        and k.shape[-1] == v.shape[-1] == width
+        and width % 8 == 0
+        and width <= VARLEN_MAX_HEAD_WIDTH
+        and torch.cuda.get_device_capability(q.device) >= VARLEN_MIN_CAPABILITY
+    )
 
 
 def _as_key_mask(mask: Tensor | None, batch: int, queries: int, keys: int) -> Tensor | None:
@@ -250,12 +298,19 @@ class Attention(nn.Module):
 
     explicit_scores: ClassVar[bool] = False
     """Whether scores are always computed explicitly (set for subclasses that transform them)."""
+    packed_varlen: ClassVar[bool] = True
+    """Whether packed attention may be one variable-length kernel call (cleared for subclasses that change
+    :meth:`attend` or add a :meth:`score_bias`: the kernel takes neither)."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "explicit_scores" not in cls.__dict__:
             cls.explicit_scores = cls.explicit_scores or any(
                 name in cls.__dict__ for name in ("transform_scores", "transform_weights")
+            )
+        if "packed_varlen" not in cls.__dict__:
+            cls.packed_varlen = cls.packed_varlen and not any(
+                name in cls.__dict__ for name in ("attend", "score_bias", "transform_scores", "transform_weights")
             )
 
     def __init__(
@@ -357,6 +412,8 @@ class Attention(nn.Module):
         ):
             attn_mask = _combine(mask, bias, q.dtype)
             attn_mask = _as_4d(attn_mask) if eager_cpu else attn_mask
+            if not eager_cpu:  # every fused GPU kernel needs a unit-stride last axis: one copy beats the math kernel
+                q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
         scores = (q * scale) @ k.transpose(-1, -2)  # scaling the queries is cheaper than scaling the scores
         if bias is not None:
@@ -422,13 +479,35 @@ class Attention(nn.Module):
         own = _check_bias(own, b, h, n, m)
         return own if bias is None else own + bias
 
+    def uses_varlen(self, q: Tensor, k: Tensor, v: Tensor) -> bool:
+        """Whether packed attention over these queries, keys and values is one variable-length kernel call:
+        the device supports it (:func:`varlen_supported`), the layer computes plain attention (no
+        transformed scores, bias or own ``attend``), no Recorder is attached and no attention dropout is on."""
+        plain = self.packed_varlen and not self.explicit_scores and self.recorder is None
+        return plain and not (self.training and self.dropout > 0) and varlen_supported(q, k, v)
+
     def _packed(self, q: Tensor, k: Tensor, v: Tensor, packing: SequencePacking, kv_packing: SequencePacking) -> Tensor:
-        """Attention per bucket; returns ``(1, total_queries, heads * dim_head)``."""
+        """Attention per packed sequence; returns ``(1, total_queries, heads * dim_head)``."""
         if q.shape[0] != 1 or q.shape[2] != packing.total_tokens or k.shape[2] != kv_packing.total_tokens:
             raise ValueError(
                 f"packed input must be (1, {packing.total_tokens}, dim) with context of "
                 f"{kv_packing.total_tokens} tokens; got queries {q.shape[2]} and keys {k.shape[2]}"
             )
+        if packing.num_sequences != kv_packing.num_sequences:
+            raise ValueError(
+                f"packings hold {packing.num_sequences} and {kv_packing.num_sequences} sequences; they must match"
+            )
+        if self.uses_varlen(q, k, v):
+            scale = self.scale if self.scale is not None else q.shape[-1] ** -0.5
+            out = varlen_attn(
+                *(t[0].transpose(0, 1) for t in (q, k, v)),  # (tokens, heads, d): the kernel's layout
+                packing.cumulative_lengths(q.device),
+                kv_packing.cumulative_lengths(q.device),
+                packing.max_length,
+                kv_packing.max_length,
+                scale=scale,
+            )
+            return out.reshape(1, q.shape[2], -1)
         pairs = paired_buckets(packing, kv_packing)
         q_buckets, kv_buckets = [qb for qb, _ in pairs], [kb for _, kb in pairs]
         per_bucket = zip(q_buckets, _unpack(q, q_buckets), _unpack(k, kv_buckets), _unpack(v, kv_buckets))

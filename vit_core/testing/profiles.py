@@ -17,6 +17,7 @@ from vit_core.testing.models import (
     check_interface,
     check_overrides,
 )
+from vit_core.testing.parameter_groups import check_parameter_groups
 from vit_core.testing.saving import check_export_model, check_save_load
 from vit_core.testing.subject import Subject
 from vit_core.testing.trainers import check_loss, check_trainer_gradients
@@ -28,6 +29,7 @@ CHECKS: dict[str, Check] = {
     "metadata": check_metadata,
     "listing": check_listing,
     "declarations": check_declarations,
+    "parameter-groups": check_parameter_groups,
     "forward": check_forward,
     "interface": check_interface,
     "batch-independence": check_batch_independence,

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from vit_core.registry import Component, ModelInfo, Registry
+from vit_core.registry import Component, ModelInfo, ModelLookupError, Registry
 from vit_core.training.config import TrainConfig, TrainError
 
 
@@ -178,3 +178,89 @@ def _component_shape(component: Component, registry: Registry) -> tuple[int, ...
     """One sample's shape for the registered model ``component`` builds."""
     part = registry.info(component.model)
     return sample_shape(part, {**part.default_config, **component.config})
+
+
+def set_drop_path(module: nn.Module, rate: float) -> int:
+    """``--drop-path RATE``: stochastic depth rising linearly over the model's
+    :class:`~vit_core.layers.regularization.DropPath` layers (in order) from 0 to ``rate``; returns how many.
+    A model without such layers is refused."""
+    from vit_core.layers.regularization import DropPath, drop_path_rates
+
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise TrainError(f"--drop-path must be a probability in [0, 1), got {rate}")
+    paths = [m for m in module.modules() if isinstance(m, DropPath)]
+    if not paths:
+        raise TrainError(
+            f"--drop-path {rate}: {type(module).__name__} has no stochastic-depth layers (vit_core.layers DropPath); "
+            "drop the option for this model"
+        )
+    for path, prob in zip(paths, drop_path_rates(rate, len(paths))):
+        path.prob = prob
+    return len(paths)
+
+
+def load_init(source: str, info: ModelInfo, registry: Registry) -> nn.Module:
+    """``--init SOURCE``: the model saved in a folder or run folder (:func:`vit_core.save_model`, ``vit train``) or
+    a pretrained source :func:`vit_core.load_pretrained` reads; refused when it is not a model of ``info``."""
+    import warnings
+
+    from vit_core.interop.pretrained import load_pretrained
+    from vit_core.interop.saving import model_folder
+
+    if info.kind != "model":
+        raise TrainError(f"--init is for models; {info.name!r} is a {info.kind}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = load_pretrained(model_folder(source))
+    except (ValueError, TypeError, OSError) as exc:
+        raise TrainError(f"--init {source}: {exc}") from None
+    try:
+        found = registry.info_for_class(type(loaded))
+    except ModelLookupError:
+        found = None
+    if found is None or not registry.saved_as(registry.key(found), info.name):
+        kind = registry.key(found) if found is not None else type(loaded).__name__
+        raise TrainError(
+            f"--init {source}: it holds a {kind!r} model, not {info.name!r}; start {info.name!r} from one of its "
+            f"own checkpoints, or train {kind!r}"
+        )
+    return loaded
+
+
+def init_overrides(loaded: nn.Module, info: ModelInfo) -> dict[str, Any]:
+    """The constructor arguments of the ``--init`` model, as ``--set`` pairs (``num_classes`` left to the data)."""
+    config = dict(getattr(loaded, "init_config", {}) or {})
+    config.pop("num_classes", None)
+    return config
+
+
+def start_from(loaded: nn.Module, target: nn.Module, info: ModelInfo) -> list[str]:
+    """Copy the ``--init`` model's weights into ``target``: a new head (``target``'s own) when the class count
+    differs, positions resampled when the input size does; returns what changed, in words."""
+    from vit_core.interop.saving import check_state
+
+    changes = []
+    classes = getattr(target, "num_classes", None)
+    head: set[str] = set()
+    if classes is not None and getattr(loaded, "num_classes", classes) != classes:
+        loaded.reset_classifier(classes)
+        head = {f"head.{name}" for name in (target.head.state_dict() if target.head is not None else {})}
+        changes.append(f"a new {classes}-class head")
+    size, wanted = loaded.init_config.get(info.size_arg), target.init_config.get(info.size_arg)
+    if size != wanted and wanted is not None:
+        set_input_size = getattr(loaded, "set_input_size", None)
+        if set_input_size is None:
+            raise TrainError(
+                f"--init: {type(loaded).__name__} cannot resample its positions to {info.size_arg}={wanted}"
+            )
+        set_input_size(wanted)
+        changes.append(f"positions resampled from {info.size_arg}={size} to {wanted}")
+    state = {k: v for k, v in loaded.state_dict().items() if k not in head}
+    state.update({k: v for k, v in target.state_dict().items() if k in head})
+    try:
+        check_state("--init", target, state)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    target.load_state_dict(state)
+    return changes

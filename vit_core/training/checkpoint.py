@@ -1,6 +1,10 @@
 """A run's checkpoint: the model through :func:`vit_core.save_model` (``config.json`` + ``model.safetensors``),
-the optimizer's tensors (``optimizer.safetensors``) and the loop's state (``state.json``) beside it; no
-pickle anywhere.  ``--resume`` reads it back, with the model settings and data it was trained with."""
+the optimizer's tensors (``optimizer.safetensors``), the EMA weights (``ema.safetensors``, with ``--ema``) and
+the loop's state (``state.json``: step, settings, the gradient scaler's and the EMA's counters) beside it; no
+pickle anywhere.  Each folder is written beside its name and swapped in whole, so a reader (``--resume``,
+``vit predict``) never sees a half-written one, even after SIGKILL.  ``--resume`` reads it back, with the
+model settings, data and engine settings it was trained with.
+"""
 
 from __future__ import annotations
 
@@ -21,18 +25,30 @@ CHECKPOINT = "checkpoint"
 BEST = "best"
 """The checkpoint of the best held-out accuracy (loss for trainers), beside the last."""
 OPTIMIZER_FILE = "optimizer.safetensors"
+EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.json"
 
 
-def save_checkpoint(folder: Path, built: Built, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-    """Model (``save_model``), optimizer tensors (safetensors) and the loop's state (JSON) in ``folder``, written
-    beside it and swapped into place whole (:func:`~vit_core.interop.saving.replaced_folder`)."""
+def save_checkpoint(
+    folder: Path,
+    built: Built,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    *,
+    model: torch.nn.Module | None = None,
+    ema: torch.nn.Module | None = None,
+) -> Path:
+    """The model (``model``, default ``built.module``; the best checkpoint may hold the EMA's), the optimizer's
+    tensors, the EMA weights ``ema`` (when given) and the loop's ``state`` (JSON) in ``folder``, written beside
+    it and swapped into place whole (:func:`~vit_core.interop.saving.replaced_folder`)."""
     from safetensors.torch import save_file
 
-    from vit_core.interop.saving import replaced_folder, save_model
+    from vit_core.interop.saving import replaced_folder, save_model, state_tensors
 
     with replaced_folder(folder) as partial:
-        save_model(built.module, partial, name=built.info.name, config=built.save_config)
+        save_model(
+            model if model is not None else built.module, partial, name=built.info.name, config=built.save_config
+        )
         opt = optimizer.state_dict()
         tensors = {
             f"{index}.{key}": value.detach().contiguous().cpu()
@@ -41,9 +57,20 @@ def save_checkpoint(folder: Path, built: Built, optimizer: torch.optim.Optimizer
             if isinstance(value, torch.Tensor)
         }
         save_file(tensors, str(partial / OPTIMIZER_FILE))
+        if ema is not None:
+            save_file(state_tensors(ema), str(partial / EMA_FILE))
         groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
         (partial / STATE_FILE).write_text(json.dumps({**state, "param_groups": groups}, indent=2) + "\n")
     return folder
+
+
+def read_ema_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The EMA weights saved in ``folder`` (a run trained with ``--ema``)."""
+    from safetensors.torch import load_file
+
+    if not (folder / EMA_FILE).is_file():
+        raise TrainError(f"--resume {folder.parent}: the run has --ema but {folder / EMA_FILE} is missing")
+    return load_file(str(folder / EMA_FILE))
 
 
 def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -116,4 +143,7 @@ def resumed_config(cfg: TrainConfig, info: ModelInfo, state: Mapping[str, Any]) 
     if cfg.data is not None and data is not None and cfg.data != data:
         raise TrainError(f"--data {cfg.data}: the checkpoint in {cfg.resume} was trained on --data {data}")
     restored = {key: state[key] for key in TrainConfig.DATA_FIELDS if getattr(cfg, key) is None and key in state}
+    given = cfg.given_fields()
+    run = state.get("run", {})
+    restored.update({key: run[key] for key in TrainConfig.RUN_FIELDS if key in run and key not in given})
     return replace(cfg, encoder=encoder or cfg.encoder, overrides={**saved, **cfg.overrides}, **restored)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,24 +37,58 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
+    lr_base: float | None = None  # the rate of a global batch of 512: lr = lr_base * batch_size / 512
+    min_lr: float = 0.0
+    opt: str = "adamw"
+    momentum: float = 0.9
     weight_decay: float = 0.05
+    layer_decay: float | None = None
     warmup: float = 0.1
+    warmup_epochs: float | None = None  # None: the fraction --warmup
     label_smoothing: float | None = None  # None: the --augment preset's
     clip: float = 1.0
     seed: int = 0
     max_steps: int | None = None
+    precision: str = "fp32"
+    accum_steps: int = 1
+    ema: float | None = None
+    ema_warmup: bool = True
+    drop_path: float | None = None
+    compile: bool = False
+    tf32: bool = True
+    strategy: str = "ddp"
+    init: str | None = None
+    checkpoint_every: int | None = None
     out: Path | None = None
     resume: Path | None = None
     device: str | None = None
     threads: int | None = None
     progress: bool = True
     log_every: int = 10
+    given: frozenset[str] | None = None
+    """The fields set on purpose (the command line's options); ``--resume`` restores the others from the run.
+    ``None``: the fields whose values differ from the defaults."""
 
     DATA_FIELDS: ClassVar[tuple[str, ...]] = (
         "data", "val_data", "val_fraction", "augment", "hflip", "rand_augment", "mixup", "cutmix", "reprob",
         "label_smoothing", "skip_bad_images", "interpolation", "crop_pct",
     )  # fmt: skip
     """The settings that make up a run's data: recorded in its checkpoint and restored by ``--resume``."""
+
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (
+        "epochs", "batch_size", "lr", "lr_base", "min_lr", "opt", "momentum", "weight_decay", "layer_decay",
+        "warmup", "warmup_epochs", "clip", "seed", "max_steps", "precision", "accum_steps", "ema", "ema_warmup",
+        "drop_path", "compile", "tf32", "strategy", "checkpoint_every", "log_every",
+    )  # fmt: skip
+    """The engine's settings: recorded in the checkpoint; ``--resume RUN`` alone continues with them to the
+    run's planned end (an option given with ``--resume`` replaces the recorded value)."""
+
+    def given_fields(self) -> frozenset[str]:
+        """:attr:`given`, or the fields that differ from their defaults."""
+        if self.given is not None:
+            return self.given
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        return frozenset(name for name, default in defaults.items() if getattr(self, name) != default)
 
     def data_settings(self) -> DataSettings:
         """The data side of this configuration (``augment`` and its per-flag overrides applied)."""

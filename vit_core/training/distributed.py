@@ -1,7 +1,8 @@
 """Where a training process runs: its rank under ``torchrun``, its device, its CPU threads and its process group.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in ``DistributedDataParallel`` (nccl on GPU,
-gloo on CPU); a single process runs the same code with a world of one.
+gloo on CPU), or with ``--strategy fsdp`` sharded by FSDP2 (``fully_shard``, one unit per block of the model's
+``block_order()``, then the whole); a single process runs the same code with a world of one.
 """
 
 from __future__ import annotations
@@ -81,12 +82,43 @@ def process_group(world: int, device: torch.device) -> Iterator[None]:
         torch.distributed.destroy_process_group()
 
 
-def parallel(module: nn.Module, world: int, device: torch.device) -> nn.Module:
-    """``module`` wrapped in ``DistributedDataParallel`` when ``world`` > 1 (inside :func:`process_group`)."""
+STRATEGIES = ("ddp", "fsdp")
+"""``--strategy`` choices under torchrun."""
+
+
+def check_strategy(strategy: str, world: int) -> None:
+    """``--strategy``: a known one; FSDP only under torchrun (it shards across processes)."""
+    if strategy not in STRATEGIES:
+        raise TrainError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "fsdp" and world == 1:
+        raise TrainError(
+            "--strategy fsdp shards the model across processes: start it with torchrun "
+            "(torchrun --nproc-per-node N -m vit_core.cli train ...); one process trains without it"
+        )
+
+
+def parallel(
+    model: nn.Module, world: int, device: torch.device, strategy: str = "ddp", module: nn.Module | None = None
+) -> nn.Module:
+    """``model`` for ``world`` > 1 processes (inside :func:`process_group`): wrapped in
+    ``DistributedDataParallel``, or for ``strategy="fsdp"`` sharded in place with FSDP2, each block of
+    ``module``'s (the unwrapped model's) ``block_order()`` a unit, then the whole."""
     if world == 1:
-        return module
+        return model
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        from vit_core.models.base import VisionModel
+
+        root = module if module is not None else model
+        order = root.block_order() if isinstance(root, VisionModel) else None
+        for block in order.blocks if order is not None else ():
+            name = max(block, key=len)  # the block itself (a stage's first block also names its stage)
+            fully_shard(root.get_submodule(name))
+        fully_shard(root)
+        return model
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def fast_float32_matmul(device: torch.device, enabled: bool = True) -> None:

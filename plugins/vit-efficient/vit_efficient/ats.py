@@ -103,7 +103,8 @@ def draw(scores: Tensor, valid: Tensor, count: int, *, random: bool) -> Tensor:
 
 
 def drawn_positions(drawn: Tensor, tokens: int) -> Tensor:
-    """Which of ``tokens`` positions each row of ``drawn`` ``(batch, draws)`` drew at least once, ``(batch, tokens)``."""
+    """Which of ``tokens`` positions each row of ``drawn`` ``(batch, draws)`` drew at least once: ``(batch, tokens)``
+    booleans."""
     return torch.zeros(drawn.shape[0], tokens, dtype=torch.bool, device=drawn.device).scatter_(1, drawn, True)
 
 
@@ -184,7 +185,7 @@ class TokenSamplingAttention(Attention):
         # The layer's width comes from shapes; whether the batch holds more tokens than the budget is a
         # device bool.  When it does not, every token is kept (as a layer that does not sample).
         over_budget = (valid.sum(dim=1) > self.max_tokens).any()
-        chosen = torch.where(over_budget, chosen, valid)
+        chosen = (chosen & over_budget) | (valid & ~over_budget)  # a boolean where (onnxruntime has none)
         handoff.positions, handoff.valid = keep_positions(chosen, self.max_tokens)
 
 

@@ -219,15 +219,8 @@ def _transforms(settings: DataSettings, size: tuple[int, int], crop_pct: float) 
         training = TrainTransform(
             size, hflip=augment.hflip, interpolation=settings.interpolation, rand_augment=rand_augment
         )
-    else:  # flip / RandAugment on the evaluation crop
-        training = TrainTransform(
-            size,
-            scale=(1.0, 1.0),
-            ratio=(1.0, 1.0),
-            hflip=augment.hflip,
-            interpolation=settings.interpolation,
-            rand_augment=rand_augment,
-        )
+    else:  # flip / RandAugment on the evaluation crop: training sees what evaluation sees
+        training = TrainTransform(size, hflip=augment.hflip, rand_augment=rand_augment, fixed=evaluation)
     return training, evaluation
 
 

@@ -62,19 +62,24 @@ class EvalTransform:
         left, top = (width - crop_w) / 2, (height - crop_h) / 2
         return left, top, left + crop_w, top + crop_h
 
-    def __call__(self, image) -> torch.Tensor:
+    def image(self, image):  # a PIL image in and out
+        """The resized, centre-cropped Pillow image."""
         height, width = self.size
         scale = max(height, width) / self.crop_pct / min(image.size)
         resized = (max(width, round(image.size[0] * scale)), max(height, round(image.size[1] * scale)))
         if resized != image.size:
             image = image.resize(resized, pil_filter(self.interpolation), reducing_gap=None)
         left, top = (resized[0] - width) // 2, (resized[1] - height) // 2
-        return to_tensor(image.crop((left, top, left + width, top + height)))
+        return image.crop((left, top, left + width, top + height))
+
+    def __call__(self, image) -> torch.Tensor:
+        return to_tensor(self.image(image))
 
 
 @dataclass(frozen=True)
 class TrainTransform:
-    """Random resized crop to ``size``, horizontal flip with probability ``hflip``, then RandAugment if given."""
+    """Random resized crop to ``size`` (or, with ``fixed``, that evaluation transform's resize and centre crop, so
+    training sees what evaluation sees), horizontal flip with probability ``hflip``, then RandAugment if given."""
 
     size: tuple[int, int]
     scale: tuple[float, float] = (0.08, 1.0)
@@ -82,6 +87,7 @@ class TrainTransform:
     hflip: float = 0.5
     interpolation: str = "bicubic"
     rand_augment: RandAugment | None = None
+    fixed: EvalTransform | None = None
 
     def crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         """A box of ``scale`` of the area and ``ratio`` aspect (log-uniform) inside the image; after ten misses
@@ -105,8 +111,12 @@ class TrainTransform:
         from PIL import Image
 
         rng = rng if rng is not None else random
-        box = self.crop_box(*image.size, rng)
-        image = image.resize((self.size[1], self.size[0]), pil_filter(self.interpolation), box=box, reducing_gap=None)
+        if self.fixed is not None:
+            image = self.fixed.image(image)
+        else:
+            box = self.crop_box(*image.size, rng)
+            size = (self.size[1], self.size[0])
+            image = image.resize(size, pil_filter(self.interpolation), box=box, reducing_gap=None)
         if rng.random() < self.hflip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self.rand_augment is not None:
