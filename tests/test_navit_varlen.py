@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import vit_core.layers.attention as attention_module
+import vit_core.layers.packing as attention_module
 from vit_core import NaViT, Recorder
 from vit_core.layers import SequencePacking
 

@@ -1,8 +1,9 @@
 """Building blocks shared by every model of the ecosystem."""
 
-from vit_core.layers.attention import Attention, Bucket, CrossAttention, HeadNorm, SequencePacking
+from vit_core.layers.attention import Attention, CrossAttention, HeadNorm
 from vit_core.layers.cct import CCTBlock, ConvTokenizer, cct_init_weights, check_conv_geometry, conv_output_size
 from vit_core.layers.feedforward import ACTIVATIONS, FeedForward, QuickGELU, activation_by_name
+from vit_core.layers.packing import Bucket, SequencePacking
 from vit_core.layers.patch import ChannelsLastPatchEmbedding, PatchEmbedding, patchify
 from vit_core.layers.pooling import POOLS, AttentionPool, LatentAttentionPool, SequencePool, pool_tokens
 from vit_core.layers.positional import (

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers.attention import Attention, SequencePacking
+from vit_core.layers.attention import Attention
 from vit_core.layers.feedforward import FeedForward
+from vit_core.layers.packing import SequencePacking
 from vit_core.layers.regularization import DropPath
 from vit_core.validation import check_non_negative_int, check_positive_int
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers.attention import CrossAttention, SequencePacking
+from vit_core.layers.attention import CrossAttention
 from vit_core.layers.feedforward import Activation, FeedForward
+from vit_core.layers.packing import SequencePacking
 from vit_core.validation import check_choice
 
 POOLS = ("cls", "mean")

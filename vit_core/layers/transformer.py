@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers.attention import Attention, SequencePacking, check_queries
+from vit_core.layers.attention import Attention, check_queries
 from vit_core.layers.feedforward import Activation, FeedForward
+from vit_core.layers.packing import SequencePacking
 from vit_core.layers.regularization import DropPath, LayerScale, drop_path_rates
 from vit_core.validation import check_non_negative_int, check_positive_int, check_probability
 
