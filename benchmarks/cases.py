@@ -43,8 +43,8 @@ from benchmarks.work import (
     vit_claim,
 )
 from vit_core import NaViT, SimpleViT, ViT
-from vit_core.runtime.allocator import pinned_threshold_env
 from vit_core.layers import Attention
+from vit_core.runtime.allocator import pinned_threshold_env
 
 
 @dataclass(frozen=True)

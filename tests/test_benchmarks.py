@@ -576,7 +576,9 @@ def test_retained_freed_memory_is_stated_in_the_machine_line(retained_heap_calls
     results = json.loads((tmp_path / "r.json").read_text())
     assert len(retained_heap_calls) == 1
     assert len(releases) == len(results["comparisons"]) == 2  # before each comparison
-    assert results["meta"]["machine"].endswith(", malloc keeping freed memory (vit_core.runtime.allocator.retain_freed_memory)")
+    assert results["meta"]["machine"].endswith(
+        ", malloc keeping freed memory (vit_core.runtime.allocator.retain_freed_memory)"
+    )
     run(quick=True, only=("long",), json_path=tmp_path / "plain.json")
     assert len(releases) == 2 and "malloc" not in json.loads((tmp_path / "plain.json").read_text())["meta"]["machine"]
     monkeypatch.setattr(allocator, "retain_freed_memory", lambda: False)

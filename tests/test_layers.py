@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_core.testing.oracle import perturb
 from vit_core.layers import (
     Attention,
     CrossAttention,
@@ -19,6 +18,7 @@ from vit_core.layers import (
     patchify,
     sincos_2d,
 )
+from vit_core.testing.oracle import perturb
 
 
 def explicit_head_norm(x: torch.Tensor, weight: torch.Tensor | None, kind: str | None) -> torch.Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vit_core.testing.oracle import assert_bf16_close
 from vit_core import NaViT, SimpleViT, ViT
 from vit_core.layers import Transformer, patchify
+from vit_core.testing.oracle import assert_bf16_close
 
 SMALL = dict(num_classes=10, dim=32, depth=2, heads=2, mlp_dim=64, dim_head=16)
 

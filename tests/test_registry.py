@@ -87,18 +87,21 @@ runner = CliRunner()
 
 def test_core_models_and_presets_are_registered():
     assert {"vit", "simple-vit", "navit"} <= set(list_models(presets=False))
-    assert list_models("vit-*", plugin="vit-core") == ["vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"]
+    assert list_models("vit-*-16", plugin="vit-core") == ["vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"]
+    pretrained = ["vit-b-16-augreg", "vit-s-16-augreg", "deit-s-16", "deit-s-16-distilled"]
+    pretrained += ["dinov2-s-14", "dinov2-s-14-reg4", "clip-b-16", "siglip-b-16"]
+    assert set(pretrained) <= set(list_models(plugin="vit-core"))
     assert list_models("simple-*", plugin="vit-core", presets=False) == ["simple-vit"]
     assert list_models("simple-vit-*", plugin="vit-core") == ["simple-vit-s-16", "simple-vit-b-16"]
     record = get_registry().plugins["vit-core"]
-    assert record.ok and record.models == ["vit", "simple-vit", "navit"] and len(record.presets) == 6
+    assert record.ok and record.models == ["vit", "simple-vit", "navit"] and len(record.presets) == 6 + len(pretrained)
 
 
 def test_a_preset_is_built_by_name_and_the_default_config_stays_small():
     registry = get_registry()
     vit = registry.info("vit")
     assert vit.default_config["dim"] == 64 and vit.preset_of is None
-    assert set(vit.presets) == {"vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"}
+    assert {"vit-ti-16", "vit-s-16", "vit-b-16", "vit-l-16"} <= set(vit.presets)
     preset = registry.info("vit-ti-16")
     assert preset.preset_of == "vit" and preset.target == vit.target and preset.input_shape == (3, 224, 224)
     assert preset.default_config == dict(

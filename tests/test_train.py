@@ -120,7 +120,7 @@ def train_losses(out: Path) -> list[float]:
 def test_digits(invoke: Callable[..., Any], tmp_path: Path) -> None:
     digits = invoke("train", "vit", *sets(TINY), "--max-steps", "3", *FAST, "--out", tmp_path / "digits")
     assert digits.exit_code == 0, digits.output + digits.stderr
-    assert "on digits: 1438 train / 359 test, 10 classes, sample (3, 16, 16)" in digits.stdout
+    assert "on digits: 1618 train / 179 held out, 10 classes, sample (3, 16, 16)" in digits.stdout
 
 
 def test_trainer_around_an_encoder_lowers_its_loss(invoke: Callable[..., Any], tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_image_lists_and_clips(invoke: Callable[..., Any], tmp_path: Path) -> No
     assert navit.exit_code == 0, navit.output + navit.stderr
     clips = invoke("train", "vit-3d", "--set", "frames=2", "--max-steps", "2", *FAST, "--out", tmp_path / "clips")
     assert clips.exit_code == 0, clips.output + clips.stderr
-    assert "on digits: 1438 train / 359 test, 10 classes, sample (3, 2, 16, 16)" in clips.stdout
+    assert "on digits: 1618 train / 179 held out, 10 classes, sample (3, 2, 16, 16)" in clips.stdout
 
 
 def write_images(root: Path, classes: dict[str, int]) -> None:

@@ -33,7 +33,7 @@ def test_forward_rejects_non_tensors():
 @pytest.mark.parametrize(
     ("bad", "error", "message"),
     [
-        (dict(pool="max"), ValueError, r"pool must be one of 'cls', 'mean', got 'max'"),
+        (dict(pool="max"), ValueError, r"pool must be one of 'cls', 'mean', 'avg', 'map', got 'max'"),
         (dict(heads=0), ValueError, r"heads must be a positive int, got 0"),
         (dict(dim_head=0), ValueError, r"dim_head must be a positive int, got 0"),
         (dict(dim=-4), ValueError, r"dim must be a positive int, got -4"),

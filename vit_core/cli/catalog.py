@@ -167,7 +167,7 @@ def short_paper(url: str) -> str:
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Installed plugins: version, hook API version, what each registers, load errors and name conflicts."""
     from vit_core import __version__
-    from vit_core.hookspecs import HOOK_API_VERSION
+    from vit_core.hookspecs import HOOK_API_VERSION, describe_api_versions
 
     registry = get_registry()
     records = list(registry.plugins.values())
@@ -175,7 +175,9 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         print(dumps([r.to_json() for r in records]))
         warn_registry(registry)
         return
-    console.print(f"vit-core {__version__}, hook API version {HOOK_API_VERSION}")
+    console.print(
+        f"vit-core {__version__}, hook API version {HOOK_API_VERSION} (loads plugins of {describe_api_versions()})"
+    )
     rows = []
     for r in records:
         status = Text("ok", style="green") if r.ok else Text(f"{len(r.errors)} error(s)", style="red")

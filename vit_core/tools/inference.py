@@ -30,9 +30,7 @@ def load_classifier(path: str | Path) -> nn.Module:
             "train it with this version of `vit train`, or set model.pretrained_cfg in Python"
         )
     if not isinstance(getattr(model, "num_classes", None), int) or model.num_classes < 1:
-        raise ValueError(
-            f"{model_folder(path)}: {type(model).__name__} has no classifier head"
-        )
+        raise ValueError(f"{model_folder(path)}: {type(model).__name__} has no classifier head")
     return model
 
 

@@ -196,7 +196,7 @@ def _digits() -> tuple[np.ndarray, list[int], tuple[str, ...]]:
     return images, [int(t) for t in bunch.target], tuple(str(i) for i in range(10))
 
 
-def _synthetic(size: tuple[int, int], num_classes: int = 4, per_class: int = 32) -> tuple[np.ndarray, list, tuple]:
+def _synthetic(size: tuple[int, int], num_classes: int = 4, per_class: int = 64) -> tuple[np.ndarray, list, tuple]:
     """Noise with a bright vertical band whose position is the class: learnable in a few steps (smoke tests).
     (The band, not the brightness: the patch embedding's LayerNorm removes a uniform shift.)"""
     generator = torch.Generator().manual_seed(SPLIT_SEED)
