@@ -44,7 +44,15 @@ def tests(session: nox.Session) -> None:
     """The whole test suite (tests/ and every plugins/NAME/tests), oracle parity included."""
     install_ecosystem(session)
     session.install(
-        *CONSTRAINTS, "pytest>=8", "scikit-learn", "pillow", "packaging", "build", "setuptools>=68", "wheel"
+        *CONSTRAINTS,
+        "pytest>=8",
+        "scikit-learn",
+        "pillow",
+        "webdataset",
+        "packaging",
+        "build",
+        "setuptools>=68",
+        "wheel",
     )
     session.install(*CONSTRAINTS, "matplotlib")  # the benchmark report's plot, which the benchmark tests draw
     session.install(*CONSTRAINTS, "onnx", "onnxscript", "onnxruntime")  # the export tests (vit-core[export])

@@ -242,3 +242,19 @@ def test_two_torchrun_processes_train_on_shards(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 process(es)" in run.stdout and (tmp_path / "run" / "best" / "config.json").is_file()
+
+
+def test_preview_draws_one_row_per_preset(invoke, tmp_path):
+    pytest.importorskip("matplotlib")
+    from vit_core.training.data.preview import preset_batches
+
+    data = collection(tmp_path / "photos", per_class=4)
+    batches = preset_batches(f"folder:{data}", size=24, count=4)
+    assert list(batches) == ["none", "basic", "deit"]
+    assert all(b.shape == (4, 3, 24, 24) and b.min() >= 0 and b.max() <= 1 for b in batches.values())
+    assert not torch.equal(batches["none"], batches["deit"])  # the preset changed what the model sees
+    out = tmp_path / "preview.png"
+    assert "wrote" in ok(invoke("data", "preview", f"folder:{data}", out, "--size", "24", "--count", "4"))
+    with Image.open(out) as picture:
+        assert picture.format == "PNG"
+    assert "--count must be at least 1" in error(invoke("data", "preview", f"folder:{data}", out, "--count", "0"))
