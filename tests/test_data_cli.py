@@ -136,15 +136,26 @@ def test_imagenet_layout_val_data_and_class_mapping(invoke, tmp_path):
     assert "18 train / 4 held out, 3 classes" in stdout
     other = collection(tmp_path / "other", per_class=3, seed=2)
     stdout = ok(
-        invoke("train", "vit", *sets(TINY), "--data", f"folder:{root}", "--val-data", f"folder:{other}",
-               "--max-steps", "2", *FAST)
-    )  # fmt: skip
+        invoke(
+            "train",
+            "vit",
+            *sets(TINY),
+            "--data",
+            f"folder:{root}",
+            "--val-data",
+            f"folder:{other}",
+            "--max-steps",
+            "2",
+            *FAST,
+        )
+    )
     assert "18 train / 9 held out" in stdout
     collection(tmp_path / "zoo", per_class=2, classes={"red": 0, "zebra": 1})
     message = error(
-        invoke("train", "vit", *sets(TINY), "--data", f"folder:{root}", "--val-data", f"folder:{tmp_path / 'zoo'}",
-               *FAST)
-    )  # fmt: skip
+        invoke(
+            "train", "vit", *sets(TINY), "--data", f"folder:{root}", "--val-data", f"folder:{tmp_path / 'zoo'}", *FAST
+        )
+    )
     assert "'zebra'" in message and "not classes of the training set" in message
 
 
@@ -174,8 +185,11 @@ def test_a_truncated_file_is_named_or_skipped_and_listed(invoke, tmp_path):
 def test_augment_presets_train_and_bad_values_are_named(invoke, tmp_path):
     data = collection(tmp_path / "photos", per_class=4)
     for preset in ("none", "basic", "deit"):
-        ok(invoke("train", "vit", *sets(TINY), "--data", f"folder:{data}", "--augment", preset, "--max-steps", "2",
-                  *FAST))  # fmt: skip
+        ok(
+            invoke(
+                "train", "vit", *sets(TINY), "--data", f"folder:{data}", "--augment", preset, "--max-steps", "2", *FAST
+            )
+        )
     base = ["train", "vit", *sets(TINY), "--data", f"folder:{data}", *FAST]
     assert "--augment must be one of none, basic, deit, got 'heavy'" in error(invoke(*base, "--augment", "heavy"))
     assert "--reprob" in error(invoke(*base, "--reprob", "1.5"))
@@ -210,8 +224,24 @@ def test_shards_are_written_trained_on_and_split_across_ranks(invoke, tmp_path, 
     train = "wds:" + str(tmp_path / "shards" / "train-{000000..000005}.tar")
     val = "wds:" + str(tmp_path / "shards" / "val-{000000..000001}.tar")
     out = tmp_path / "run"
-    stdout = ok(invoke("train", "vit", *sets(TINY), "--data", train, "--val-data", val, "--epochs", "2", *FAST,
-                       "--batch-size", "4", "--out", out))  # fmt: skip
+    stdout = ok(
+        invoke(
+            "train",
+            "vit",
+            *sets(TINY),
+            "--data",
+            train,
+            "--val-data",
+            val,
+            "--epochs",
+            "2",
+            *FAST,
+            "--batch-size",
+            "4",
+            "--out",
+            out,
+        )
+    )
     assert "24 train / 6 held out, 3 classes" in stdout
     assert load_model(out).pretrained_cfg["label_names"] == ["blue", "green", "red"]
 
@@ -231,15 +261,37 @@ def test_two_torchrun_processes_train_on_shards(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "COLUMNS": "200", "NO_COLOR": "1"}
     env.pop("VIT_PLUGINS", None)
     cli = [sys.executable, "-m", "vit_core.cli"]
-    subprocess.run([*cli, "data", "shards", f"folder:{root}", str(tmp_path / "s"), "--shard-size", "6"],
-                   env=env, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*cli, "data", "shards", f"folder:{root}", str(tmp_path / "s"), "--shard-size", "6"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     shards = f"wds:{tmp_path}/s/train-{{000000..000003}}.tar"
     run = subprocess.run(
-        [*launch, "-m", "vit_core.cli", "train", "vit", *sets(TINY), "--data", shards,
-         "--val-data", f"folder:{root}", "--epochs", "2", *FAST, "--out", str(tmp_path / "run")],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            *launch,
+            "-m",
+            "vit_core.cli",
+            "train",
+            "vit",
+            *sets(TINY),
+            "--data",
+            shards,
+            "--val-data",
+            f"folder:{root}",
+            "--epochs",
+            "2",
+            *FAST,
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 process(es)" in run.stdout and (tmp_path / "run" / "best" / "config.json").is_file()
 
@@ -258,3 +310,39 @@ def test_preview_draws_one_row_per_preset(invoke, tmp_path):
     with Image.open(out) as picture:
         assert picture.format == "PNG"
     assert "--count must be at least 1" in error(invoke("data", "preview", f"folder:{data}", out, "--count", "0"))
+
+
+def test_init_brings_its_preprocessing(invoke, tmp_path):
+    """Fine-tuning from a model that records its preprocessing feeds images as it was trained on them."""
+    from vit_core import ViT
+    from vit_core.interop.saving import save_model
+
+    start = ViT(image_size=16, patch_size=8, num_classes=5, dim=16, depth=1, heads=2, mlp_dim=32, dim_head=8)
+    start.pretrained_cfg = {
+        "input_size": [3, 16, 16],
+        "mean": [0.1, 0.2, 0.3],
+        "std": [0.4, 0.5, 0.6],
+        "interpolation": "bilinear",
+        "crop_pct": 0.9,
+    }
+    save_model(start, tmp_path / "start", name="vit")
+    data = collection(tmp_path / "photos", per_class=3)
+    out = tmp_path / "run"
+    ok(
+        invoke(
+            "train",
+            "vit",
+            "--init",
+            tmp_path / "start",
+            "--data",
+            f"folder:{data}",
+            "--max-steps",
+            "1",
+            *FAST,
+            "--out",
+            out,
+        )
+    )
+    cfg = load_model(out).pretrained_cfg
+    assert cfg["mean"] == [0.1, 0.2, 0.3] and cfg["std"] == [0.4, 0.5, 0.6]
+    assert cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == 0.9 and cfg["label_names"] == sorted(COLOURS)

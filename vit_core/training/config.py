@@ -34,6 +34,8 @@ class TrainConfig:
     skip_bad_images: bool | None = None
     interpolation: str | None = None  # None: bicubic
     crop_pct: float | None = None  # None: 0.875 for photos, 1.0 for the bundled data
+    mean: tuple[float, ...] | None = None  # None: ImageNet's for RGB photos, 0.5 otherwise (or --init's model's)
+    std: tuple[float, ...] | None = None
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
@@ -71,7 +73,7 @@ class TrainConfig:
 
     DATA_FIELDS: ClassVar[tuple[str, ...]] = (
         "data", "val_data", "val_fraction", "augment", "hflip", "rand_augment", "mixup", "cutmix", "reprob",
-        "label_smoothing", "skip_bad_images", "interpolation", "crop_pct",
+        "label_smoothing", "skip_bad_images", "interpolation", "crop_pct", "mean", "std",
     )  # fmt: skip
     """The settings that make up a run's data: recorded in its checkpoint and restored by ``--resume``."""
 
@@ -122,4 +124,6 @@ class TrainConfig:
             skip_bad_images=bool(self.skip_bad_images),
             interpolation=self.interpolation or "bicubic",
             crop_pct=self.crop_pct,
+            mean=tuple(self.mean) if self.mean is not None else None,
+            std=tuple(self.std) if self.std is not None else None,
         )

@@ -175,6 +175,21 @@ class _Start:
     init: nn.Module | None = None
 
 
+def _init_preprocessing(cfg: TrainConfig, loaded: nn.Module) -> dict[str, Any]:
+    """The ``--init`` model's own preprocessing (its ``pretrained_cfg``: mean, std, resize filter, crop) for what
+    the command line leaves unset: a pretrained model is fine-tuned on images fed as it was trained."""
+    from vit_core.training.data.transforms import INTERPOLATIONS
+
+    source = getattr(loaded, "pretrained_cfg", None) or {}
+    found = {
+        "mean": tuple(source["mean"]) if "mean" in source else None,
+        "std": tuple(source["std"]) if "std" in source else None,
+        "crop_pct": source.get("crop_pct"),
+        "interpolation": source.get("interpolation") if source.get("interpolation") in INTERPOLATIONS else None,
+    }
+    return {key: value for key, value in found.items() if value is not None and getattr(cfg, key) is None}
+
+
 def _settings(cfg: TrainConfig, info: ModelInfo, registry: Registry) -> tuple[TrainConfig, _Start]:
     """The run's settings: ``--resume``'s checkpoint fills in what the command line leaves out; ``--init``'s
     model gives the architecture (an explicit ``--set`` wins)."""
@@ -183,9 +198,10 @@ def _settings(cfg: TrainConfig, info: ModelInfo, registry: Registry) -> tuple[Tr
         return resumed_config(cfg, info, state), _Start(state, optimizer_state)
     if cfg.init is not None:
         loaded = load_init(cfg.init, info, registry)
-        return replace(cfg, overrides={**init_overrides(loaded, info), **cfg.overrides}), _Start(
-            {"step": 0}, None, loaded
+        cfg = replace(
+            cfg, overrides={**init_overrides(loaded, info), **cfg.overrides}, **_init_preprocessing(cfg, loaded)
         )
+        return cfg, _Start({"step": 0}, None, loaded)
     return cfg, _Start({"step": 0})
 
 
