@@ -271,3 +271,63 @@ def test_vit_convert_source(tmp_path: Path) -> None:
         _close(ours(x), theirs(x))
     result = CliRunner().invoke(app, ["convert", str(folder), str(tmp_path / "bad"), "--set", "depth=3"])
     assert result.exit_code == 1 and "depth cannot be overridden" in result.output
+
+
+PIT_SMALL = dict(img_size=32, patch_size=4, stride=2, base_dims=[32, 32], depth=[1, 2], heads=[2, 4])
+"""A two-stage timm PiT of widths 64 and 128 (timm's widths are ``base_dims[i] * heads[i]``)."""
+
+PIT_CASES = {
+    "pit-ti": ("pit_ti_224", PIT_SMALL),
+    "pit-s": ("pit_s_224", dict(PIT_SMALL, base_dims=[16, 16], heads=[4, 8])),
+    "pit-b": ("pit_b_224", dict(PIT_SMALL, patch_size=6, stride=3)),
+    "pit-ti-distilled": ("pit_ti_distilled_224", PIT_SMALL),
+}
+
+
+@pytest.mark.parametrize("case", list(PIT_CASES))
+def test_timm_pit_parity(case: str, tmp_path: Path) -> None:
+    pit = pytest.importorskip("vit_hierarchical.pit", reason="timm's PiT loads into vit-hierarchical's PiT")
+    arch, model_args = PIT_CASES[case]
+    theirs = timm_model(arch, num_classes=10, **model_args)
+    ours = load_pretrained(save_timm(theirs, tmp_path / case, arch, model_args))
+    assert isinstance(ours, pit.PiT) and not ours.training
+    assert tuple(ours.pretrained_cfg["input_size"]) == (3, 32, 32) and ours.pretrained_cfg["crop_pct"] == 0.9
+    prefix = ours.num_prefix_tokens
+    assert prefix == theirs.num_tokens
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        _close(ours(x), theirs(x))
+        features = ours.forward_features(x)
+        _close(ours.fc_norm(features[:, :prefix]), theirs.forward_features(x))  # timm: the normed class token(s)
+        _close(ours.forward_head(features, pre_logits=True), theirs.forward_head(theirs.forward_features(x), True))
+        _, hidden = ours.forward_intermediates(x, output_fmt="NCHW")
+        _, their_hidden = theirs.forward_intermediates(x)
+        assert len(hidden) == len(their_hidden) == 2
+        for h, t in zip(hidden, their_hidden, strict=True):
+            _close(h, t)
+
+
+def test_timm_pit_file_overrides_and_errors(tmp_path: Path) -> None:
+    pytest.importorskip("vit_hierarchical.pit", reason="timm's PiT loads into vit-hierarchical's PiT")
+    theirs = timm_model("pit_ti_224", num_classes=10, **PIT_SMALL)
+    file = tmp_path / "pit.safetensors"
+    save_file(_contiguous(theirs.state_dict()), str(file))
+    with pytest.raises(ModelFileError, match=r"shape does not match.*patch_embed\.weight \(64, 3, 4, 4\)"):
+        load_pretrained(file, arch="pit_ti_224")  # timm's own pit_ti_224: 3 stages, 16-px patches, 224-px positions
+    with pytest.warns(UserWarning, match=r"new 3-class head .*head\.weight \(10, 128\)"):
+        ours = load_pretrained(tmp_path / save_timm(theirs, tmp_path / "hub", "pit_ti_224", PIT_SMALL), num_classes=3)
+    assert ours.head.out_features == 3 and "label_names" not in ours.pretrained_cfg
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        _close(
+            ours.forward_head(ours.forward_features(x), pre_logits=True),
+            theirs.forward_head(theirs.forward_features(x), True),
+        )
+    unequal = save_timm(theirs, tmp_path / "unequal", "pit_ti_224", dict(PIT_SMALL, base_dims=[32, 16]))
+    with pytest.raises(PretrainedFormatError, match=r"cannot hold: base_dims=\(32, 16\)"):
+        load_pretrained(unequal)
+    unknown = save_timm(theirs, tmp_path / "unknown", "pit_xxl_224", PIT_SMALL)
+    with pytest.raises(PretrainedFormatError, match=r"pit_xxl_224.*known: pit_<size>\[_distilled\]_224"):
+        load_pretrained(unknown)
+    with pytest.raises(PretrainedFormatError, match=r"plugins map: pit_\* \(pit\)"):
+        load_pretrained(save_timm(theirs, tmp_path / "levit", "levit_128", PIT_SMALL))

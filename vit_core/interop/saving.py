@@ -186,14 +186,17 @@ def save_model(
     name: str | None = None,
     config: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model`` to the folder ``path``: ``config.json`` and ``model.safetensors``.
 
     ``name`` (registered name) defaults to the entry whose class ``model`` is; ``config`` (constructor
     arguments) to what the model recorded at construction (``model.init_config``); ``registry`` to the
     process-wide one.  The model's ``pretrained_cfg`` (its preprocessing and class names, timm's vocabulary),
-    when it has one, is saved too.  The folder is written beside its final name and swapped into place, so a
-    reader never sees a half-written model, even if the process is killed meanwhile.  Returns the folder.
+    when it has one, is saved too.  ``weights`` (CPU tensors) are written in place of ``model``'s state dict: a
+    sharded model's, gathered whole (:mod:`vit_core.training.checkpoint` under FSDP).  The folder is written
+    beside its final name and swapped into place, so a reader never sees a half-written model, even if the
+    process is killed meanwhile.  Returns the folder.
     """
     from safetensors.torch import save_file
 
@@ -207,9 +210,8 @@ def save_model(
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"path {str(folder)!r} is a file; save_model writes a folder")
     with replaced_folder(folder) as partial:
-        save_file(
-            state_tensors(model), str(partial / WEIGHTS_FILE), metadata={"format": "pt", "model": record["model"]}
-        )
+        tensors = state_tensors(model) if weights is None else {k: v.contiguous() for k, v in weights.items()}
+        save_file(tensors, str(partial / WEIGHTS_FILE), metadata={"format": "pt", "model": record["model"]})
         (partial / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return folder
 

@@ -147,6 +147,11 @@ class ModelInfo:
         reference_config: constructor arguments the reference does not take (or ignores), at the
             values it hard-codes (vit-pytorch's CvT: ``{"dim_head": 64}``): ``vit convert`` builds
             the model with them, over ``default_config`` and under the user's ``--set``.
+        timm_importer, timm_architectures: ``"module:function"`` loading timm weights of the timm
+            architectures whose names match one of the shell-style ``timm_architectures`` (``("pit_*",)``)
+            into this entry, for :func:`vit_core.load_pretrained`: called as ``function(arch, model_args,
+            tensors, where, **overrides)``, it returns the loaded model with timm's ``pretrained_cfg`` of
+            ``arch`` (see docs/pretrained.md).  Both or neither.
         plugin, distribution, version, preset_of: filled in by the registry.
     """
 
@@ -171,6 +176,8 @@ class ModelInfo:
     importer: str | None = None
     reference: str | None = None
     reference_config: Mapping[str, Any] = field(default_factory=dict)
+    timm_importer: str | None = None
+    timm_architectures: tuple[str, ...] = ()
     plugin: str = ""
     distribution: str = ""
     version: str = ""
@@ -180,7 +187,7 @@ class ModelInfo:
         problems = []
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             problems.append(f"name must be kebab-case (e.g. 'my-vit'), got {self.name!r}")
-        for attr in ("target", "importer"):
+        for attr in ("target", "importer", "timm_importer"):
             value = getattr(self, attr)
             if (value is not None or attr == "target") and not (isinstance(value, str) and _TARGET.match(value)):
                 problems.append(f"{attr} must be a 'module:attr' string, got {value!r}")
@@ -195,6 +202,12 @@ class ModelInfo:
             problems.append("default_config must be a mapping of constructor arguments")
         if not isinstance(self.reference_config, Mapping):
             problems.append("reference_config must be a mapping of constructor arguments")
+        if not isinstance(self.timm_architectures, tuple) or not all(
+            isinstance(p, str) and p for p in self.timm_architectures
+        ):
+            problems.append(f"timm_architectures must be a tuple of name patterns, got {self.timm_architectures!r}")
+        elif bool(self.timm_architectures) != (self.timm_importer is not None):
+            problems.append("timm_importer and timm_architectures go together: set both or neither")
         if not _check_shape(self.input_shape):
             problems.append(f"input_shape must be a tuple of positive ints, got {self.input_shape!r}")
         if self.kind not in KINDS:

@@ -4,11 +4,18 @@ the loop's state (``state.json``: step, settings, the gradient scaler's and the 
 pickle anywhere.  Each folder is written beside its name and swapped in whole, so a reader (``--resume``,
 ``vit predict``) never sees a half-written one, even after SIGKILL.  ``--resume`` reads it back, with the
 model settings, data and engine settings it was trained with.
+
+Under FSDP (``--strategy fsdp``) every rank writes its shards of the model and optimizer through
+``torch.distributed.checkpoint`` (``sharded/``: a ``.distcp`` file per rank and the ``.metadata``), and rank 0
+the whole model gathered from them (``config.json`` + ``model.safetensors``, read in one process by
+:func:`vit_core.load_model` and ``vit predict``); ``--resume`` loads the shards back, on any number of processes
+(one included: ``--strategy ddp``).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +26,7 @@ import torch
 from vit_core.registry import ModelInfo, get_registry
 from vit_core.training.build import Built, trained_component
 from vit_core.training.config import TrainConfig, TrainError
+from vit_core.training.distributed import is_sharded
 
 CHECKPOINT = "checkpoint"
 """The last checkpoint's folder inside a run's ``--out`` folder (``--resume`` continues from it)."""
@@ -27,6 +35,8 @@ BEST = "best"
 OPTIMIZER_FILE = "optimizer.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.json"
+SHARDED = "sharded"
+"""The folder of a checkpoint's ``torch.distributed.checkpoint`` shards (model and optimizer), under FSDP."""
 
 
 def save_checkpoint(
@@ -40,11 +50,14 @@ def save_checkpoint(
 ) -> Path:
     """The model (``model``, default ``built.module``; the best checkpoint may hold the EMA's), the optimizer's
     tensors, the EMA weights ``ema`` (when given) and the loop's ``state`` (JSON) in ``folder``, written beside
-    it and swapped into place whole (:func:`~vit_core.interop.saving.replaced_folder`)."""
+    it and swapped into place whole (:func:`~vit_core.interop.saving.replaced_folder`).  A sharded (FSDP)
+    ``built.module`` is saved by every rank together (:func:`save_sharded_checkpoint`)."""
     from safetensors.torch import save_file
 
     from vit_core.interop.saving import replaced_folder, save_model, state_tensors
 
+    if is_sharded(built.module):
+        return save_sharded_checkpoint(folder, built, optimizer, state)
     with replaced_folder(folder) as partial:
         save_model(
             model if model is not None else built.module, partial, name=built.info.name, config=built.save_config
@@ -64,6 +77,65 @@ def save_checkpoint(
     return folder
 
 
+def save_sharded_checkpoint(
+    folder: Path, built: Built, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> Path:
+    """The checkpoint of an FSDP-sharded ``built.module``, called by every rank at once (collectives): each
+    rank's shards of the model and ``optimizer`` in ``SHARDED/`` (``torch.distributed.checkpoint``), the whole
+    model gathered onto rank 0 and saved by it (``config.json``, ``model.safetensors``) with the loop's
+    ``state``; rank 0's folder is swapped into place once every rank has written.  (No EMA: ``--ema`` is
+    refused with FSDP.)"""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    from vit_core.interop.saving import replaced_folder, save_model
+
+    module = built.module
+    whole = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    model_state, optimizer_state = get_state_dict(module, optimizer)
+    shards = {"model": model_state, "optimizer": optimizer_state}
+    if dist.get_rank() != 0:
+        where: list[Any] = [None]
+        dist.broadcast_object_list(where, src=0)  # rank 0's partial folder
+        dcp.save(shards, checkpoint_id=Path(where[0]) / SHARDED)
+        return folder
+    with replaced_folder(folder) as partial:
+        save_model(module, partial, name=built.info.name, config=built.save_config, weights=whole)
+        dist.broadcast_object_list([str(partial)], src=0)
+        # dcp.save returns once every rank's shards and the metadata are written: the folder is then whole
+        dcp.save(shards, checkpoint_id=partial / SHARDED)
+        (partial / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    return folder
+
+
+def restore_optimizer(
+    folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, saved: Mapping[str, Any] | None
+) -> None:
+    """Load the optimizer state of the checkpoint in ``folder`` into ``optimizer`` (over ``module``'s
+    parameters): its ``torch.distributed.checkpoint`` shards with the model's (an FSDP run's checkpoint, into a
+    sharded or a whole ``module``), else ``saved`` (:func:`read_checkpoint`'s)."""
+    if (folder / SHARDED).is_dir():
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optimizer_state = get_state_dict(module, optimizer)
+        shards = {"model": model_state, "optimizer": optimizer_state}
+        with warnings.catch_warnings():  # one process reading the shards (a resume without torchrun) is intended
+            warnings.filterwarnings("ignore", message="torch.distributed is .* single process")
+            dcp.load(shards, checkpoint_id=folder / SHARDED)
+        set_state_dict(module, optimizer, model_state_dict=shards["model"], optim_state_dict=shards["optimizer"])
+        return
+    if is_sharded(module):
+        raise TrainError(
+            f"--resume {folder.parent} --strategy fsdp: the checkpoint was written without FSDP (no {SHARDED}/ "
+            "folder); resume it with --strategy ddp"
+        )
+    if saved is None:
+        raise TrainError(f"--resume {folder.parent}: the checkpoint has no optimizer state ({folder / OPTIMIZER_FILE})")
+    optimizer.load_state_dict(dict(saved))
+
+
 def read_ema_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The EMA weights saved in ``folder`` (a run trained with ``--ema``)."""
     from safetensors.torch import load_file
@@ -73,8 +145,9 @@ def read_ema_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / EMA_FILE))
 
 
-def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The loop state and optimizer state dict saved in ``folder``, after checking they belong to ``name``."""
+def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The loop state and optimizer state dict saved in ``folder``, after checking they belong to ``name``
+    (no optimizer state dict for an FSDP run's checkpoint: :func:`restore_optimizer` reads its shards)."""
     from safetensors.torch import load_file
 
     from vit_core.interop.saving import CONFIG_FILE
@@ -86,6 +159,8 @@ def read_checkpoint(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, 
     if not registry.saved_as(saved, name):
         raise TrainError(f"--resume {folder.parent}: the checkpoint is of model {saved!r}, not {name!r}")
     state = json.loads((folder / STATE_FILE).read_text())
+    if (folder / SHARDED).is_dir():
+        return state, None  # the optimizer is in the shards (restore_optimizer)
     tensors = load_file(str(folder / OPTIMIZER_FILE))
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

@@ -2,7 +2,8 @@
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in ``DistributedDataParallel`` (nccl on GPU,
 gloo on CPU), or with ``--strategy fsdp`` sharded by FSDP2 (``fully_shard``, one unit per block of the model's
-``block_order()``, then the whole); a single process runs the same code with a world of one.
+``block_order()``, then the whole; its checkpoints in :mod:`~vit_core.training.checkpoint`); a single process runs
+the same code with a world of one.
 """
 
 from __future__ import annotations
@@ -97,25 +98,33 @@ def check_strategy(strategy: str, world: int) -> None:
         )
 
 
-def parallel(
-    model: nn.Module, world: int, device: torch.device, strategy: str = "ddp", module: nn.Module | None = None
-) -> nn.Module:
+def shard(module: nn.Module) -> None:
+    """Shard ``module`` in place across the process group with FSDP2 (``fully_shard``): each block of its
+    ``block_order()`` a unit, then the whole.  Its parameters become new DTensors, so the optimizer is made
+    after this (``vit train`` does), and every rank takes part in its forward, evaluation and checkpoints."""
+    from torch.distributed.fsdp import fully_shard
+
+    from vit_core.models.base import VisionModel
+
+    order = module.block_order() if isinstance(module, VisionModel) else None
+    for block in order.blocks if order is not None else ():
+        name = max(block, key=len)  # the block itself (a stage's first block also names its stage)
+        fully_shard(module.get_submodule(name))
+    fully_shard(module)
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Whether ``module`` was sharded by :func:`shard` (FSDP2): its state is then spread over the ranks."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def parallel(model: nn.Module, world: int, device: torch.device, strategy: str = "ddp") -> nn.Module:
     """``model`` for ``world`` > 1 processes (inside :func:`process_group`): wrapped in
-    ``DistributedDataParallel``, or for ``strategy="fsdp"`` sharded in place with FSDP2, each block of
-    ``module``'s (the unwrapped model's) ``block_order()`` a unit, then the whole."""
-    if world == 1:
-        return model
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        from vit_core.models.base import VisionModel
-
-        root = module if module is not None else model
-        order = root.block_order() if isinstance(root, VisionModel) else None
-        for block in order.blocks if order is not None else ():
-            name = max(block, key=len)  # the block itself (a stage's first block also names its stage)
-            fully_shard(root.get_submodule(name))
-        fully_shard(root)
+    ``DistributedDataParallel``; as it is for one process, and for ``strategy="fsdp"`` (sharded by :func:`shard`
+    before its optimizer was made)."""
+    if world == 1 or strategy == "fsdp":
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -13,7 +13,8 @@ Data (:mod:`~vit_core.training.data`): batches come from DataLoader workers as u
 mixed (Mixup / CutMix) and erased on the training device, with a generator seeded by the step, so a resumed run
 draws alike.  Distributed: each rank reads its share of every global batch through a ``DistributedSampler``
 (shards: its own shards); a single process reads the same sampler with one replica, so the global batches (and,
-without dropout or augmentation, the weights) are the same.  Only rank 0 writes files and prints.
+without dropout or augmentation, the weights) are the same.  Only rank 0 writes files and prints (under FSDP
+every rank also evaluates and writes its checkpoint shards).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vit_core.models.base import MovingAverageTrainer
+from vit_core.models.base import MovingAverageTrainer, VisionModel
 from vit_core.registry import ModelInfo, Registry, get_registry
 from vit_core.training.build import (
     Built,
@@ -46,6 +47,7 @@ from vit_core.training.checkpoint import (
     load_checkpoint_weights,
     read_checkpoint,
     read_ema_weights,
+    restore_optimizer,
     resumed_config,
     save_checkpoint,
 )
@@ -60,6 +62,7 @@ from vit_core.training.distributed import (
     process_group,
     processes,
     select_device,
+    shard,
 )
 from vit_core.training.ema import ModelEma, check_decay
 from vit_core.training.optim import make_optimizer, parameter_groups
@@ -175,6 +178,16 @@ class _Start:
     init: nn.Module | None = None
 
 
+def _freeze_outside_forward(model: nn.Module) -> None:
+    """A classifier trained on its own loss: the parameters its ``forward`` never uses (a distillation token and
+    head, declared as ``parameters_outside_forward``) would get no gradient, which DDP refuses at its second
+    step; they are left out of training (``requires_grad`` off) and keep their values."""
+    prefixes = model.parameters_outside_forward if isinstance(model, VisionModel) else ()
+    for name, param in model.named_parameters():
+        if prefixes and name.startswith(tuple(prefixes)):
+            param.requires_grad_(False)
+
+
 def _init_preprocessing(cfg: TrainConfig, loaded: nn.Module) -> dict[str, Any]:
     """The ``--init`` model's own preprocessing (its ``pretrained_cfg``: mean, std, resize filter, crop) for what
     the command line leaves unset: a pretrained model is fine-tuned on images fed as it was trained."""
@@ -234,11 +247,10 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
         set_drop_path(built.module, cfg.drop_path)
     if built.classifier:
         built.module.pretrained_cfg = data.pretrained_cfg
+        _freeze_outside_forward(built.module)
     module = built.module.to(device).train()
     params = sum(p.numel() for p in module.parameters())
     pin = device.type == "cuda"
-    groups = parameter_groups(module, cfg.weight_decay, cfg.layer_decay)
-    trainable = [p for group in groups for p in group["params"]]
     per_rank = cfg.batch_size // world
     steps_per_epoch = data.batches_per_epoch(cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -250,27 +262,33 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
         peak_lr(cfg.lr, cfg.lr_base, cfg.batch_size),
         cfg.min_lr,
     )
-    optimizer = make_optimizer(cfg.opt, groups, schedule.lr, cfg.momentum)
-    ema = ModelEma(module, cfg.ema, cfg.ema_warmup) if cfg.ema is not None else None
     state = start.state
-    if start.optimizer is not None:
-        optimizer.load_state_dict(start.optimizer)
-        for group, ours in zip(optimizer.param_groups, groups):  # the run's weight decay, not the checkpoint's
-            group["weight_decay"] = ours["weight_decay"]
-        precision.load_state_dict(state.get("scaler", {}))
-        if ema is not None:
-            ema.restore(read_ema_weights(cfg.resume / CHECKPOINT), state.get("ema", {}))
     step = int(state["step"])
     if step >= total:
         raise TrainError(f"--resume: the checkpoint is at step {step}, the run has {total} steps; raise --epochs")
 
     with process_group(world, device):
+        sharded = cfg.strategy == "fsdp" and world > 1
+        if sharded:  # before the optimizer: sharding makes new parameters
+            shard(module)
+        groups = parameter_groups(module, cfg.weight_decay, cfg.layer_decay)
+        trainable = [p for group in groups for p in group["params"]]
+        optimizer = make_optimizer(cfg.opt, groups, schedule.lr, cfg.momentum)
+        ema = ModelEma(module, cfg.ema, cfg.ema_warmup) if cfg.ema is not None else None
+        if cfg.resume is not None:
+            restore_optimizer(cfg.resume / CHECKPOINT, module, optimizer, start.optimizer)
+            for group, ours in zip(optimizer.param_groups, groups):  # the run's weight decay, not the checkpoint's
+                group["weight_decay"] = ours["weight_decay"]
+            precision.load_state_dict(state.get("scaler", {}))
+            if ema is not None:
+                ema.restore(read_ema_weights(cfg.resume / CHECKPOINT), state.get("ema", {}))
         model = torch.compile(module) if cfg.compile else module
-        model = parallel(model, world, device, cfg.strategy, module)
+        model = parallel(model, world, device, cfg.strategy)
         train_step = TrainStep(model, optimizer, precision, trainable, clip=cfg.clip, accum_steps=cfg.accum_steps)
         loss_fn = _loss_fn(built, model, data)
 
         main = place.main
+        saves = main or sharded  # evaluates and checkpoints: rank 0, or under FSDP every rank (collectives)
         if main and out is not None:
             out.mkdir(parents=True, exist_ok=True)
             if cfg.resume is None:  # a new run in an old folder starts its metrics afresh
@@ -350,14 +368,14 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                         lines.step(step, epoch + 1, last_loss, ips, time.perf_counter() - start_time)
                     bar.update(task, completed=step, epoch=epoch + 1, loss=running.last, ips=ips)
                     end_of_epoch = step % steps_per_epoch == 0 or step == total
-                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not end_of_epoch and main and out:
+                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not end_of_epoch and saves and out:
                         checkpoint(out / CHECKPOINT)
                     now = time.perf_counter()
                     loop_seconds, mark = loop_seconds + now - mark, now
                 if step == first:
                     raise TrainError(f"--data {data.name}: epoch {epoch + 1} gave no batch (the data is empty)")
                 end_of_epoch = step % steps_per_epoch == 0 or step == total
-                if end_of_epoch and main:
+                if end_of_epoch and saves:
                     running.read()
                     test_loss, accuracy, bad_held_out = evaluate(built, data, device, per_rank)
                     skipped += bad_held_out
@@ -390,7 +408,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                         checkpoint(out / CHECKPOINT)
                         if improved:
                             checkpoint(out / BEST, ema.module if which == "ema" and ema is not None else None)
-                        if skipped:
+                        if skipped and main:
                             _write_skipped(out / BAD_IMAGES, skipped)
         last_loss = running.read()
         seconds = time.perf_counter() - start_time

@@ -5,6 +5,11 @@ A pooling layer between stages applies a stride-2 depth-wise convolution (doubli
 channels) and a point-wise one to the patch tokens laid out as a map; the class token, which
 has no place on the map, goes through a linear layer of the same widening.  Patches overlap
 (stride ``patch_size // 2``).
+
+timm's ``PoolingVisionTransformer`` (``pit_ti_224`` ... ``pit_b_224``, and the distilled ones) is this
+model with options: ``pool_pointwise=False`` (its pooling has no point-wise convolution),
+``cls_position=False`` (its class token has no position), ``qkv_bias=True``, ``norm_eps=1e-6`` and, for
+the distilled ones, ``distill_token=True`` (see :mod:`vit_hierarchical.pretrained`).
 """
 
 from __future__ import annotations
@@ -14,35 +19,38 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from vit_core.layers import LearnedPositionalEmbedding, Transformer
+from vit_core.layers import LearnedPositionalEmbedding, Transformer, layer_norm
+from vit_core.models.base import parameter_names
 from vit_core.models.resizing import enable_dynamic, resize_positions
 from vit_core.validation import check_positive_int, check_positive_ints, check_probability
 from vit_hierarchical.stages import HierarchicalModel, to_nchw, to_nhwc
 from vit_hierarchical.validation import as_pair, conv_side, per_stage, stage_count
 
 PiTState = tuple[Tensor, tuple[int, int]]
-"""Tokens ``(b, 1 + h * w, c)`` (class token first) and the patch grid ``(h, w)``."""
+"""Tokens ``(b, prefix + h * w, c)`` (class token, then the distillation token if any, first) and the
+patch grid ``(h, w)``."""
 
 
 class TokenPool(nn.Module):
     """Halve the patch-token map and double the width: depth-wise stride-2 3x3 convolution
-    (``dim -> 2 dim``, two filters per channel) then a point-wise one; the class token through a
-    linear layer."""
+    (``dim -> 2 dim``, two filters per channel) then a point-wise one (none with ``pointwise=False``,
+    as timm's PiT); the ``prefix`` leading tokens (class, distillation) through one linear layer."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, *, pointwise: bool = True, prefix: int = 1) -> None:
         super().__init__()
         self.depthwise = nn.Conv2d(dim, 2 * dim, 3, stride=2, padding=1, groups=dim)
-        self.pointwise = nn.Conv2d(2 * dim, 2 * dim, 1)
+        self.pointwise = nn.Conv2d(2 * dim, 2 * dim, 1) if pointwise else nn.Identity()
         self.cls = nn.Linear(dim, 2 * dim)
+        self.prefix = prefix
 
     def forward(self, state: PiTState) -> PiTState:
         tokens, (h, w) = state
         b, _, c = tokens.shape
-        fmap = to_nchw(tokens[:, 1:].reshape(b, h, w, c))
+        fmap = to_nchw(tokens[:, self.prefix :].reshape(b, h, w, c))
         fmap = self.pointwise(self.depthwise(fmap))
         grid = (fmap.shape[2], fmap.shape[3])
         patches = to_nhwc(fmap).reshape(b, grid[0] * grid[1], 2 * c)
-        return torch.cat((self.cls(tokens[:, :1]), patches), dim=1), grid
+        return torch.cat((self.cls(tokens[:, : self.prefix]), patches), dim=1), grid
 
 
 class PiTStage(nn.Module):
@@ -71,6 +79,11 @@ class PiT(HierarchicalModel):
     are accepted (smaller ones use the matching window of the positional grid); ``dynamic_img_size=True``
     takes any side from ``patch_size`` up, the learned positions resampled from their 2-D grid (as
     :class:`vit_core.ViT`; the token pools halve any map), and :meth:`set_input_size` resamples them for good.
+
+    Options for timm's PiT (the defaults are vit-pytorch's): ``pool_pointwise=False`` leaves out the
+    pooling's point-wise convolution, ``cls_position=False`` the class token's position; ``qkv_bias`` and
+    ``norm_eps`` (every LayerNorm's); ``distill_token=True`` adds DeiT's distillation token after the
+    class token (pooled alike) with its own head, the two heads' outputs averaged (timm's inference).
     """
 
     stage_blocks = "transformer.layers"
@@ -92,6 +105,11 @@ class PiT(HierarchicalModel):
         emb_dropout: float = 0.0,
         channels: int = 3,
         dynamic_img_size: bool = False,
+        pool_pointwise: bool = True,
+        cls_position: bool = True,
+        qkv_bias: bool = False,
+        norm_eps: float = 1e-5,
+        distill_token: bool = False,
     ) -> None:
         size = as_pair("image_size", image_size)
         check_positive_int("patch_size", patch_size)
@@ -104,12 +122,24 @@ class PiT(HierarchicalModel):
         mlp_dims = per_stage("mlp_dim", mlp_dim, len(depths), check=check_positive_int)
         check_positive_ints(dim=dim, dim_head=dim_head, channels=channels)
         check_probability("dropout", dropout)
+        for name, flag in (
+            ("pool_pointwise", pool_pointwise),
+            ("cls_position", cls_position),
+            ("qkv_bias", qkv_bias),
+            ("distill_token", distill_token),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        if isinstance(norm_eps, bool) or not isinstance(norm_eps, (int, float)) or not norm_eps > 0:
+            raise ValueError(f"norm_eps must be a positive number, got {norm_eps!r}")
         super().__init__(channels=channels, rule=self._side_problem)
         self.image_size, self.patch_size, self.stride = size, patch_size, patch_size // 2
         grid = self.position_grid(size)
         self.patch_embed = nn.Conv2d(channels, dim, patch_size, stride=self.stride)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-        self.cls_pos = nn.Parameter(torch.randn(1, 1, dim))
+        self.cls_pos = nn.Parameter(torch.randn(1, 1, dim)) if cls_position else None
+        self.dist_token = nn.Parameter(torch.randn(1, 1, dim)) if distill_token else None
+        self.num_prefix_tokens = 1 + int(distill_token)
         self.pos_embed = LearnedPositionalEmbedding(grid, dim, init_std=1.0)
         self.dynamic_img_size = enable_dynamic(self, self.pos_embed, dynamic_img_size)
         self.dropout = nn.Dropout(check_probability("emb_dropout", emb_dropout))
@@ -117,10 +147,22 @@ class PiT(HierarchicalModel):
         for i, (stage_depth, stage_head, stage_mlp) in enumerate(zip(depths, stage_heads, mlp_dims)):
             if i:
                 width, reduction = 2 * width, 2 * reduction
-            trunk = Transformer(width, stage_depth, stage_head, dim_head, stage_mlp, dropout, final_norm=False)
-            stages.append(PiTStage(trunk, width, reduction, TokenPool(width // 2) if i else None))
+            trunk = Transformer(
+                width,
+                stage_depth,
+                stage_head,
+                dim_head,
+                stage_mlp,
+                dropout,
+                final_norm=False,
+                qkv_bias=qkv_bias,
+                norm=lambda d: layer_norm(d, eps=norm_eps),
+            )
+            pool = TokenPool(width // 2, pointwise=pool_pointwise, prefix=self.num_prefix_tokens) if i else None
+            stages.append(PiTStage(trunk, width, reduction, pool))
         self.stages = nn.ModuleList(stages)
-        self.build_head(num_classes, fc_norm=nn.LayerNorm(width))
+        self.build_head(num_classes, fc_norm=nn.LayerNorm(width, eps=norm_eps))
+        self.head_dist = self.make_head(num_classes) if distill_token else None
 
     def _side_problem(self, side: int, axis: int) -> str | None:
         if self.dynamic_img_size and side >= self.patch_size:
@@ -151,22 +193,41 @@ class PiT(HierarchicalModel):
         patches = self.patch_embed(img)
         grid = (patches.shape[2], patches.shape[3])
         tokens = to_nhwc(patches).reshape(img.shape[0], grid[0] * grid[1], -1) + self.pos_embed(grid)
-        cls = (self.cls_token + self.cls_pos).expand(img.shape[0], -1, -1)
-        state: PiTState = (self.dropout(torch.cat((cls, tokens), dim=1)), grid)
+        prefix = self.cls_token if self.cls_pos is None else self.cls_token + self.cls_pos
+        if self.dist_token is not None:
+            prefix = torch.cat((prefix, self.dist_token), dim=1)
+        prefix = prefix.expand(img.shape[0], -1, -1)
+        state: PiTState = (self.dropout(torch.cat((prefix, tokens), dim=1)), grid)
         for stage in self.stages:
             state = stage(state)
             yield state
 
     def stage_output(self, state: PiTState, output_fmt: str, norm: bool) -> Tensor:
-        """``"NLC"``: the tokens ``(b, 1 + h * w, c)``; ``"NCHW"`` / ``"NHWC"``: the patch tokens as a map."""
+        """``"NLC"``: the tokens ``(b, prefix + h * w, c)``; ``"NCHW"`` / ``"NHWC"``: the patch tokens as a map."""
         tokens, (h, w) = state
         if output_fmt == "NLC":
             return tokens
-        fmap = tokens[:, 1:].reshape(tokens.shape[0], h, w, tokens.shape[-1])
+        fmap = tokens[:, self.num_prefix_tokens :].reshape(tokens.shape[0], h, w, tokens.shape[-1])
         return to_nchw(fmap) if output_fmt == "NCHW" else fmap
 
     def stage_features(self, state: PiTState) -> Tensor:
         return state[0]
 
     def pool_features(self, features: Tensor) -> Tensor:
-        return self.fc_norm(features[:, 0])
+        if self.dist_token is None:
+            return self.fc_norm(features[:, 0])
+        return (self.fc_norm(features[:, 0]) + self.fc_norm(features[:, 1])) / 2
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        """The class token's logits; with a distillation token, the mean of its head's and the class head's."""
+        if self.head_dist is None or pre_logits:
+            return super().forward_head(features, pre_logits)
+        return (self.head(self.fc_norm(features[:, 0])) + self.head_dist(self.fc_norm(features[:, 1]))) / 2
+
+    def reset_classifier(self, num_classes: int) -> None:
+        super().reset_classifier(num_classes)
+        if self.dist_token is not None:
+            self.head_dist = None if self.head is None else self.make_head(num_classes).to(self.head.weight)
+
+    def no_weight_decay(self) -> set[str]:
+        return super().no_weight_decay() | parameter_names(self, "dist_token")

@@ -3,7 +3,8 @@
 Metadata only: this module does not import torch.  The entries are a table, ``models.json`` beside
 this module, one row per model: its class and module, its paper (arXiv id, BibTeX key, authors,
 year), a one-line summary, a small default configuration (builds in well under a second), one
-sample's shape, a short example, the vit-pytorch class it mirrors and, where timm has the same
+sample's shape, a short example, the vit-pytorch class it mirrors (and, for PiT, the loader of timm's
+weights, ``timm_importer``, with the timm architectures it takes) and, where timm has the same
 architecture, a paper-size preset named after timm's model (``pit-ti``, ``levit-128s``,
 ``twins-svt-small``, ``maxvit-tiny``, ``nest-tiny``, ``mobilevit-xs``), which the benchmarks use.
 JSON arrays are read as tuples, as the constructors' defaults are written.
@@ -58,6 +59,8 @@ def model_info(name: str, row: dict[str, Any]) -> ModelInfo:
         importer=f"vit_hierarchical.weights:import_{module}",
         reference=row["reference"],
         reference_config=row.get("reference_config", {}),
+        timm_importer=row.get("timm_importer"),
+        timm_architectures=row.get("timm_architectures", ()),
         channels_arg=row.get("channels_arg", "channels"),
     )
 

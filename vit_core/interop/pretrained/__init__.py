@@ -6,10 +6,14 @@ the source implementation's, with ``pretrained_cfg`` (timm's vocabulary) taken f
 per source family: :mod:`~vit_core.interop.pretrained.files` (reading, format recognition),
 :mod:`~vit_core.interop.pretrained.timm` (timm's architectures and layout, the common one),
 :mod:`~vit_core.interop.pretrained.hf` (transformers, renamed into timm's layout).
+
+A plugin model loads timm weights too when its registry entry names a ``timm_importer`` and the
+``timm_architectures`` it takes (vit-hierarchical's PiT: ``pit_*``); the core knows nothing else of it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +24,7 @@ from torch import nn
 
 from vit_core.interop.pretrained import hf, timm
 from vit_core.interop.pretrained.files import FORMATS, PretrainedFormatError, Source, read_source
-from vit_core.interop.saving import check_state, load_model
+from vit_core.interop.saving import load_model
 
 __all__ = ["FORMATS", "OVERRIDES", "PretrainedFormatError", "load_pretrained"]
 
@@ -65,6 +69,74 @@ def _check_arch(config: Mapping[str, Any], expected: Mapping[str, Any], arch: st
         raise PretrainedFormatError(f"{where}: holds a model that is not {arch!r}: {'; '.join(differ)}")
 
 
+def _timm_plugin_entry(name: str) -> Any:
+    """The registered model whose ``timm_architectures`` take the timm architecture ``name`` (one that
+    :mod:`~vit_core.interop.pretrained.timm` does not map itself), or ``None``."""
+    from vit_core.registry import get_registry
+
+    base = name.split(".", 1)[0]
+    if timm.ARCH.fullmatch(base):
+        return None
+    for info in get_registry().list(kind="model", presets=False):
+        if info.timm_importer and any(fnmatch.fnmatchcase(base, p) for p in info.timm_architectures):
+            return info
+    return None
+
+
+def _plugin_architectures() -> str:
+    """``"; plugins map: pit_* (pit)"``: the timm architectures the installed plugins load, for messages."""
+    from vit_core.registry import get_registry
+
+    found = [
+        f"{', '.join(info.timm_architectures)} ({info.name})"
+        for info in get_registry().list(kind="model", presets=False)
+        if info.timm_importer
+    ]
+    return f"; plugins map: {'; '.join(found)}" if found else ""
+
+
+def _source_cfg(source: Source, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with what the source's ``config.json`` says of its preprocessing and label names."""
+    cfg.update({k: v for k, v in (source.config.get("pretrained_cfg") or {}).items() if k in PRETRAINED_KEYS})
+    if source.config.get("label_names"):
+        cfg["label_names"] = list(source.config["label_names"])
+    return cfg
+
+
+def _finish(
+    model: nn.Module, cfg: dict[str, Any], source_classes: int, channels: int, overrides: Mapping[str, Any]
+) -> nn.Module:
+    """``model`` in eval mode with ``pretrained_cfg``: ``cfg`` as the overrides change it (a new head drops the
+    label names; another ``image_size`` is the new input size)."""
+    if "num_classes" in overrides and overrides["num_classes"] != source_classes:
+        cfg.pop("label_names", None)
+    if "image_size" in overrides:
+        size = overrides["image_size"]
+        cfg["input_size"] = (channels, *((size, size) if isinstance(size, int) else tuple(size)))
+    model.pretrained_cfg = cfg
+    return model.eval()
+
+
+def _load_timm_plugin(src: Source, name: str, info: Any, overrides: Mapping[str, Any]) -> nn.Module:
+    """timm weights of ``name`` loaded by the ``timm_importer`` of the plugin entry ``info``."""
+    from vit_core.registry.schema import resolve
+
+    where = str(src.path / "config.json") if src.config else str(src.path)
+    args = dict(src.config.get("model_args") or {})
+    if "num_classes" in src.config:
+        args["num_classes"] = src.config["num_classes"]
+    try:
+        importer = resolve(info.timm_importer)
+    except Exception as exc:
+        raise PretrainedFormatError(
+            f"{where}: timm architecture {name!r} loads into {info.describe_origin()}, whose timm_importer "
+            f"{info.timm_importer!r} does not import ({type(exc).__name__}: {exc})"
+        ) from None
+    model = importer(name.split(".", 1)[0], args, src.tensors, str(src.weights_file or src.path), **overrides)
+    cfg = _source_cfg(src, dict(model.pretrained_cfg))
+    return _finish(model, cfg, args.get("num_classes", 1000), args.get("in_chans", 3), overrides)
+
+
 def _timm_config(source: Source, arch: str | None) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """ViT arguments and pretrained_cfg of a timm source; the registry key when ``arch`` is a registered name."""
     where = str(source.path / "config.json") if source.config else str(source.path)
@@ -79,17 +151,16 @@ def _timm_config(source: Source, arch: str | None) -> tuple[dict[str, Any], dict
         try:
             args = timm.arch_args(name)
         except ValueError as exc:
-            raise PretrainedFormatError(f"{where}: {exc}") from None
+            raise PretrainedFormatError(f"{where}: {exc}{_plugin_architectures()}") from None
         args.update(source.config.get("model_args") or {})
         if "num_classes" in source.config:
             args["num_classes"] = source.config["num_classes"]
         config = timm.to_vit_config(args, where)
-        cfg = timm.default_pretrained_cfg(name, args)
-        cfg.update({k: v for k, v in (source.config.get("pretrained_cfg") or {}).items() if k in PRETRAINED_KEYS})
+        cfg = _source_cfg(source, timm.default_pretrained_cfg(name, args))
     else:
         config, cfg, registered = _registry_config(name)
-    if source.config.get("label_names"):
-        cfg["label_names"] = list(source.config["label_names"])
+        if source.config.get("label_names"):
+            cfg["label_names"] = list(source.config["label_names"])
     return config, cfg, registered
 
 
@@ -111,22 +182,7 @@ def _build_and_load(
     state, dropped = timm.convert_state(
         tensors, model, where, source_grid=(source_size[0] // patch[0], source_size[1] // patch[1])
     )
-    expected = model.state_dict()
-    new_head = [k for k in expected if k.startswith(("head.", "head_dist.")) and k not in state]
-    for key in new_head:
-        state[key] = expected[key]
-    check_state(where, model, state)
-    dtypes = {t.dtype for k, t in state.items() if t.is_floating_point() and k not in new_head}
-    if len(dtypes) == 1:
-        model = model.to(dtypes.pop())
-    model.load_state_dict(state, strict=True)
-    if new_head:
-        warnings.warn(
-            f"{where}: a new {model.num_classes}-class head ({', '.join(new_head)}) is initialised at random"
-            + (f"; the checkpoint's {', '.join(dropped)} is not used" if dropped else ""),
-            stacklevel=3,
-        )
-    return model
+    return timm.load_converted(model, state, where, dropped)
 
 
 def load_pretrained(source: str | Path, *, arch: str | None = None, **overrides: Any) -> nn.Module:
@@ -163,19 +219,17 @@ def load_pretrained(source: str | Path, *, arch: str | None = None, **overrides:
         cfg = hf.pretrained_cfg(src.config, src.preprocessor, config)
         tensors, registered = hf.to_timm_layout(src.tensors, str(src.weights_file)), None
     else:
+        name = src.config.get("architecture") or arch
+        entry = _timm_plugin_entry(name) if name and "_" in name else None
+        if entry is not None:
+            return _load_timm_plugin(src, name, entry, overrides)
         config, cfg, registered = _timm_config(src, arch)
         tensors = src.tensors
     if arch is not None and registered is None and "_" not in arch:
         expected = _registry_config(arch)[0]
         _check_arch(config, expected, arch, str(src.path))
     model = _build_and_load(src, tensors, config, overrides)
-    if "num_classes" in overrides and overrides["num_classes"] != config["num_classes"]:
-        cfg.pop("label_names", None)
-    if "image_size" in overrides:
-        size = overrides["image_size"]
-        cfg["input_size"] = (config["channels"], *((size, size) if isinstance(size, int) else tuple(size)))
-    model.pretrained_cfg = cfg
-    return model.eval()
+    return _finish(model, cfg, config.get("num_classes", 1000), config.get("channels", 3), overrides)
 
 
 def _load_own(src: Source, overrides: Mapping[str, Any]) -> nn.Module:

@@ -4,8 +4,9 @@ never by a file name, and never running code (safetensors, or ``torch.load(weigh
 Formats (:data:`FORMATS`):
 
 * ``"vit-core"``: a :func:`vit_core.save_model` folder (``config.json`` with ``"format": "vit-core/1"``);
-* ``"timm"``: timm's ``VisionTransformer`` tensors (``blocks.0.attn.qkv.weight``, ``patch_embed.proj.weight``),
-  alone or in a timm hub folder (``config.json`` with ``"architecture"``);
+* ``"timm"``: timm's ``VisionTransformer`` tensors (``blocks.0.attn.qkv.weight``, ``patch_embed.proj.weight``)
+  or those of another timm model built on its blocks (PiT's ``transformers.0.blocks.0.attn.qkv.weight``,
+  ``patch_embed.conv.weight``), alone or in a timm hub folder (``config.json`` with ``"architecture"``);
 * ``"transformers"``: Hugging Face transformers' ViT / DINOv2 / ViT-MAE tensors
   (``embeddings.patch_embeddings.projection.weight``), in a ``save_pretrained`` folder (``config.json``
   with ``"model_type"``) or a hub cache snapshot;
@@ -15,6 +16,7 @@ Formats (:data:`FORMATS`):
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ FORMATS = ("vit-core", "timm", "transformers", "vit-pytorch")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 """The weight files a folder may hold, in the order they are preferred."""
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+TIMM_BLOCK = re.compile(r"(?:[\w.]+\.)?blocks\.\d+\.attn\.qkv\.weight")
+"""The attention tensor of timm's transformer blocks, at the top (ViT) or inside stages (PiT's ``transformers.0.``)."""
 
 
 class PretrainedFormatError(ModelFileError):
@@ -136,6 +140,8 @@ def tensors_format(tensors: Mapping[str, Tensor]) -> str | None:
     if any(k.startswith("transformer.layers.") and ".attn." in k for k in keys) and "patch_embed.proj.weight" in keys:
         return "vit-core"
     if any(k.startswith("blocks.") for k in keys) and "patch_embed.proj.weight" in keys:
+        return "timm"
+    if any(TIMM_BLOCK.fullmatch(k) for k in keys) and any(k.startswith("patch_embed.") for k in keys):
         return "timm"
     if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in keys):
         return "transformers"

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vit_core.interop.pretrained.files import PretrainedFormatError
+from vit_core.interop.saving import check_state
 from vit_core.layers.positional import resample_grid
 
 TIMM_SIZES: dict[str, tuple[int, int, int, float]] = {
@@ -173,6 +175,19 @@ BLOCK_RULES = [
 ]
 """timm tensor names -> ours (the tokens and positions are converted by :func:`convert_state` itself)."""
 _RULES = [(re.compile(p), r) for p, r in BLOCK_RULES]
+_BLOCK_RULES = [(pattern, repl) for pattern, repl in _RULES if pattern.pattern.startswith(r"blocks\.")]
+
+
+def block_key(key: str) -> str | None:
+    """A tensor of timm's transformer ``Block`` list (``blocks.3.attn.qkv.weight``) -> its name in a core
+    :class:`~vit_core.layers.Transformer` (``transformer.layers.3.attn.to_qkv.weight``); ``None`` for any other
+    name.  Plugins converting timm models built on the same blocks (PiT's stages) prefix the result."""
+    for pattern, repl in _BLOCK_RULES:
+        if pattern.fullmatch(key):
+            return pattern.sub(repl, key)
+    return None
+
+
 TOKENS = {"cls_token": "cls_token", "dist_token": "dist_token", "reg_token": "reg_tokens"}
 
 
@@ -245,3 +260,25 @@ def convert_state(
         if name in out and (name not in expected or expected[name].shape != out[name].shape):
             dropped.append(f"{name} {tuple(out.pop(name).shape)}")
     return out, dropped
+
+
+def load_converted(model: nn.Module, state: dict[str, Tensor], where: str, dropped: list[str]) -> nn.Module:
+    """Load a converted timm ``state`` into ``model`` (strictly; shapes checked first, naming the tensor) and
+    return it, cast to the checkpoint's floating dtype.  The classifier (``head``, ``head_dist``) the state
+    lacks (``dropped``: the checkpoint's, of another class count) is ``model``'s new one, with a warning."""
+    expected = model.state_dict()
+    new_head = [k for k in expected if k.startswith(("head.", "head_dist.")) and k not in state]
+    for key in new_head:
+        state[key] = expected[key]
+    check_state(where, model, state)
+    dtypes = {t.dtype for k, t in state.items() if t.is_floating_point() and k not in new_head}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
+    model.load_state_dict(state, strict=True)
+    if new_head:
+        warnings.warn(
+            f"{where}: a new {model.num_classes}-class head ({', '.join(new_head)}) is initialised at random"
+            + (f"; the checkpoint's {', '.join(dropped)} is not used" if dropped else ""),
+            stacklevel=4,
+        )
+    return model
