@@ -79,10 +79,12 @@ def make_folder(root: Path, per_class: int, seed: int = 0, size: tuple[int, int]
 
 
 def linked_folder(root: Path, source: Path, total: int) -> Path:
-    """``total`` files, hard links of ``source``'s JPEGs spread over its classes (a collection's listing cost)."""
-    files = sorted(source.rglob("*.jpg"))
+    """``total`` files, hard links of ``source``'s JPEGs taken from its classes in turn (a collection's listing
+    cost, every class present)."""
+    by_class = [sorted(folder.glob("*.jpg")) for folder in sorted(p for p in source.iterdir() if p.is_dir())]
     for index in range(total):
-        original = files[index % len(files)]
+        files = by_class[index % len(by_class)]
+        original = files[(index // len(by_class)) % len(files)]
         target = root / original.parent.name / f"{index:07d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
