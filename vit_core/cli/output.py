@@ -68,11 +68,12 @@ class Column:
 
 
 def table_width(out: Console) -> int | None:
-    """The width rows must fit: the terminal's; where stdout is not a terminal, ``COLUMNS`` if set, else none."""
-    if out.is_terminal:
-        return out.width
+    """The width rows must fit: ``COLUMNS`` when set (read now: the console fixed its own at creation), else
+    the terminal's; where stdout is not a terminal and ``COLUMNS`` is unset, none."""
     columns = os.environ.get("COLUMNS", "")
-    return int(columns) if columns.isdigit() and int(columns) > 0 else None
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return out.width if out.is_terminal else None
 
 
 def shorten(text: Text, width: int) -> Text:
@@ -115,7 +116,8 @@ def print_rows(
 ) -> None:
     """``rows`` under ``columns``' headers, one line each (see the module's docstring), after ``title``."""
     cells = [[cell if isinstance(cell, Text) else Text(cell) for cell in row] for row in rows]
-    shown = fit(columns, cells, table_width(out))
+    width = table_width(out)
+    shown = fit(columns, cells, width)
     if title is not None:
         out.print(title, markup=False, highlight=False)
     if not out.is_terminal:
@@ -131,4 +133,6 @@ def print_rows(
         table.add_column(columns[i].header, justify="right" if columns[i].right else "left", no_wrap=True)
     for row in cells:
         table.add_row(*(row[i] for i in shown))
+    if width is not None:
+        out.width = width  # the console read COLUMNS once, when created; a terminal's width may have changed since
     out.print(table)
