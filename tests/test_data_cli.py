@@ -346,3 +346,17 @@ def test_init_brings_its_preprocessing(invoke, tmp_path):
     cfg = load_model(out).pretrained_cfg
     assert cfg["mean"] == [0.1, 0.2, 0.3] and cfg["std"] == [0.4, 0.5, 0.6]
     assert cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == 0.9 and cfg["label_names"] == sorted(COLOURS)
+
+
+def test_data_shards_and_eval_refuse_bad_options(invoke, tmp_path):
+    data = collection(tmp_path / "photos", per_class=2)
+    assert "SOURCE must be folder:PATH, got 'digits'" in error(invoke("data", "shards", "digits", tmp_path / "s"))
+    message = error(invoke("data", "shards", f"folder:{data}", tmp_path / "s", "--shard-size", "0"))
+    assert "--shard-size must be at least 1, got 0" in message
+    out = tmp_path / "run"
+    ok(invoke("train", "vit", *sets(TINY), "--data", f"folder:{data}", "--max-steps", "1", *FAST, "--out", out))
+    assert "--batch-size must be at least 1, got 0" in error(
+        invoke("eval", out, "--data", "digits", "--batch-size", "0")
+    )
+    zoo = collection(tmp_path / "zoo", per_class=1, classes={"zebra": 0})
+    assert "'zebra'" in error(invoke("eval", out, "--data", f"folder:{zoo}", "--workers", "0"))
