@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.steps import training_rate
+
 CLASSES = 10
 
 
@@ -153,21 +155,10 @@ def loader_rate(folder: Path, preset: str, count: int) -> float:
 
 
 def step_rate(batch: int, steps: int) -> float:
-    """Images/s of the bare ViT-S/16 training step (forward, backward, AdamW) at 224 px on this process's threads."""
+    """Images/s of the bare ViT-S/16 training step at 224 px on this process's threads."""
     from vit_core import create_model
 
-    model = create_model("vit-s-16").train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, y = torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return batch / (sum(times[1:]) / steps)
+    return training_rate(create_model("vit-s-16"), torch.randn(batch, 3, 224, 224), 1000, steps)
 
 
 def measure(quick: bool, work: Path) -> dict:

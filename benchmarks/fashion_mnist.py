@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.steps import training_rate
+
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 LABELS = ("t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 """The data set's label names (its README), as folder names."""
@@ -120,19 +122,8 @@ def step_rate(precision: str, batch: int = 128, steps: int = 10) -> float:
     from vit_core import create_model
 
     torch.set_num_threads(2)
-    model = create_model("cct", **MODEL, num_classes=10).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    times = []
-    for _ in range(steps + 2):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return batch / (sum(times[2:]) / steps)
+    model = create_model("cct", **MODEL, num_classes=10)
+    return training_rate(model, torch.randn(batch, 1, 28, 28), 10, steps, warmup=2, bf16=precision == "bf16")
 
 
 def run(folder: Path, out: Path, quick: bool) -> dict:
