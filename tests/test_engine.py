@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from vit_core.models.base import VisionModel
 from vit_core.registry import get_registry
 from vit_core.training.config import TrainConfig, TrainError
 from vit_core.training.ema import ModelEma
+from vit_core.training.layout import batch_layout, to_channels_last
 from vit_core.training.loop import train
 from vit_core.training.optim import layer_scales, no_decay_names, parameter_groups
 from vit_core.training.schedule import Schedule, peak_lr, warmup_steps
@@ -138,6 +140,46 @@ def test_bf16_on_cpu_trains(tmp_path: Path) -> None:
     weights = load_file(str(tmp_path / "bf16" / "checkpoint" / "model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}  # master weights and checkpoints in fp32
     assert result.steps == 30
+
+
+def test_bf16_evaluates_under_the_runs_autocast(tmp_path: Path) -> None:
+    """The held-out pass runs under the training autocast (bf16 evaluation is 2x faster on CPU), fp32 without."""
+    seen: dict[bool, set[bool]] = {True: set(), False: set()}
+
+    def record(module: nn.Module, args: tuple, output: object) -> None:
+        if isinstance(module, VisionModel):
+            seen[module.training].add(torch.is_autocast_enabled("cpu"))
+
+    handle = nn.modules.module.register_module_forward_hook(record)
+    try:
+        train(run_config(tmp_path / "bf16", precision="bf16", max_steps=2), log=lambda _: None)
+        assert seen == {True: {True}, False: {True}}
+        seen[True].clear(), seen[False].clear()
+        train(run_config(tmp_path / "fp32", max_steps=2), log=lambda _: None)
+        assert seen == {True: {False}, False: {False}}
+    finally:
+        handle.remove()
+
+
+def test_channels_last_reaches_the_same_weights_and_lays_out_grey_convolutions(tmp_path: Path) -> None:
+    """``--channels-last`` changes memory order only: a CCT on grey digits reaches the default layout's weights
+    (fp32, within 1e-5); a one-channel convolution's weight gets explicit channels-last strides, so its output
+    is channels-last too (``contiguous`` would leave it NCHW, where max pooling runs 7x slower)."""
+    cct = {"img_size": 8, "n_input_channels": 1, "embedding_dim": 16, "n_conv_layers": 2, "kernel_size": 3,
+           "stride": 1, "padding": 1, "num_layers": 1, "num_heads": 2, "mlp_ratio": 1.0,
+           "stochastic_depth_rate": 0.0, "attention_dropout": 0.0, "positional_embedding": "learnable"}  # fmt: skip
+    runs = {}
+    for name, channels_last in (("plain", False), ("nhwc", True)):
+        config = run_config(tmp_path / name, overrides=cct, channels_last=channels_last, max_steps=4)
+        train(replace(config, name="cct"), log=lambda _: None)
+        runs[name] = load_file(str(tmp_path / name / "checkpoint" / "model.safetensors"))
+    for key in runs["plain"]:
+        torch.testing.assert_close(runs["nhwc"][key], runs["plain"][key], atol=1e-5, rtol=0, msg=key)
+    conv = to_channels_last(nn.Conv2d(1, 8, 3, padding=1))
+    assert conv.weight.stride() == (9, 1, 3, 1)
+    batch = batch_layout(torch.rand(2, 1, 8, 8), True)
+    assert batch.stride(1) == 1 and conv(batch).is_contiguous(memory_format=torch.channels_last)
+    assert batch_layout(torch.rand(2, 1, 3, 8, 8), True).is_contiguous()  # video stays as it is
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step(tmp_path: Path) -> None:

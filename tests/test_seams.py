@@ -28,6 +28,7 @@ from vit_core.layers import (
     window_merge,
     window_partition,
 )
+from vit_core.layers.attention import EXPLICIT_CPU_TRAINING_KEYS
 from vit_core.models.patch_model import check_encoder
 from vit_core.validation import check_tensor
 
@@ -189,9 +190,42 @@ def test_a_bias_that_needs_a_gradient_takes_the_explicit_path_with_the_same_valu
     for name, a, b in zip([n for n, _ in attn.named_parameters()], ours, theirs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
     assert ours[-1].abs().sum() > 0  # the bias table itself is learned
-    # a bias that needs no gradient keeps the fused kernel, in training too
-    Attention(16, 2, 8).train()(x, bias=torch.randn(1, 2, 9, 9))
+    # a bias that needs no gradient keeps the fused kernel, in training too (at a length where it trains faster)
+    Attention(16, 2, 8).train()(torch.randn(2, 80, 16), bias=torch.randn(1, 2, 80, 80))
     assert spy.masks == [torch.float32]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fast_keys", "slow_keys"), [(torch.float32, 49, 80), (torch.bfloat16, 197, 600)], ids=["fp32", "bf16"]
+)
+def test_cpu_training_takes_the_explicit_path_where_it_is_faster_with_the_same_gradients(
+    monkeypatch, dtype, fast_keys, slow_keys
+):
+    """SDPA's fused CPU backward is slower than the explicit scores up to EXPLICIT_CPU_TRAINING_KEYS keys (7x
+    at 49 keys in bfloat16): a CPU training call below that length computes the scores itself; longer calls,
+    inference and calls that need no gradient keep the fused kernel."""
+    assert EXPLICIT_CPU_TRAINING_KEYS[dtype] in range(fast_keys, slow_keys)
+    attn = perturbed(Attention(16, 2, 8)).to(dtype).train()
+    spy = SpySDPA(monkeypatch)
+    x = torch.randn(2, fast_keys, 16, dtype=dtype)
+    out = attn(x)
+    assert spy.masks == []
+    ours = torch.autograd.grad(out.float().square().sum(), list(attn.parameters()))
+    with torch.no_grad():
+        fused = attn(x)
+    assert spy.masks == [None]  # inference keeps the fused kernel
+    torch.testing.assert_close(out.detach(), fused, atol=2e-2, rtol=2e-2)
+    q, k, v = attn.project(x)
+    reference = attn.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
+    assert len(spy.masks) == 2
+    theirs = torch.autograd.grad(reference.float().square().sum(), list(attn.parameters()))
+    for name, a, b in zip([n for n, _ in attn.named_parameters()], ours, theirs):
+        assert (a.float() - b.float()).norm() <= 2e-2 * b.float().norm(), name  # bfloat16 rounds each element
+    attn(torch.randn(2, slow_keys, 16, dtype=dtype))
+    assert len(spy.masks) == 3  # past the crossover: fused
+    attn.requires_grad_(False)
+    attn(x)
+    assert len(spy.masks) == 4  # nothing to differentiate: fused
 
 
 def test_forward_bias_argument_and_its_validation():

@@ -107,6 +107,10 @@ def train(
         float | None, typer.Option(help="Stochastic depth, rising to this rate at the last block.", metavar="P")
     ] = None,
     compile: Annotated[bool, typer.Option("--compile", help="Run the model under torch.compile.")] = False,
+    channels_last: Annotated[
+        bool,
+        typer.Option("--channels-last", help="Channels-last layout for convolutions and image batches (faster)."),
+    ] = False,
     tf32: Annotated[bool, typer.Option(help="TF32 matrix products for fp32 on CUDA.")] = True,
     strategy: Annotated[str, typer.Option(help="Under torchrun: ddp or fsdp (FSDP2, per block).", metavar="S")] = "ddp",
     init: Annotated[
@@ -194,6 +198,7 @@ def train(
             ema=ema,
             drop_path=drop_path,
             compile=compile,
+            channels_last=channels_last,
             tf32=tf32,
             strategy=strategy,
             init=init,

@@ -175,7 +175,7 @@ class ConvTokenizer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 4:  # oneDNN convolves a 3-channel NCHW image up to 3x slower than a channels-last one
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.to(memory_format=torch.channels_last)  # .to: explicit strides even for one channel
         for stage in self.stages:
             x = stage(x)
         return x.flatten(2).transpose(1, 2)

@@ -57,6 +57,7 @@ class TrainConfig:
     ema_warmup: bool = True
     drop_path: float | None = None
     compile: bool = False
+    channels_last: bool = False
     tf32: bool = True
     strategy: str = "ddp"
     init: str | None = None
@@ -80,7 +81,7 @@ class TrainConfig:
     RUN_FIELDS: ClassVar[tuple[str, ...]] = (
         "epochs", "batch_size", "lr", "lr_base", "min_lr", "opt", "momentum", "weight_decay", "layer_decay",
         "warmup", "warmup_epochs", "clip", "seed", "max_steps", "precision", "accum_steps", "ema", "ema_warmup",
-        "drop_path", "compile", "tf32", "strategy", "checkpoint_every", "log_every",
+        "drop_path", "compile", "channels_last", "tf32", "strategy", "checkpoint_every", "log_every",
     )  # fmt: skip
     """The engine's settings: recorded in the checkpoint; ``--resume RUN`` alone continues with them to the
     run's planned end (an option given with ``--resume`` replaces the recorded value)."""

@@ -19,6 +19,7 @@ every rank also evaluates and writes its checkpoint shards).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -65,6 +66,7 @@ from vit_core.training.distributed import (
     shard,
 )
 from vit_core.training.ema import ModelEma, check_decay
+from vit_core.training.layout import batch_layout, to_channels_last
 from vit_core.training.optim import make_optimizer, parameter_groups
 from vit_core.training.precision import Precision
 from vit_core.training.report import BAD_IMAGES, METRICS, EpochLines, Metrics, Result, progress_bar
@@ -97,10 +99,18 @@ def _loss_fn(built: Built, model: nn.Module, data: Data) -> Callable[[Tensor, Te
 
 @torch.no_grad()
 def evaluate(
-    built: Built, data: Data, device: torch.device, batch_size: int, module: nn.Module | None = None
+    built: Built,
+    data: Data,
+    device: torch.device,
+    batch_size: int,
+    module: nn.Module | None = None,
+    *,
+    channels_last: bool = False,
+    precision: Precision | None = None,
 ) -> tuple[float, float | None, list]:
     """Held-out mean loss, accuracy for a classifier, and the files skipped, of ``module`` (default: the built
-    one; the EMA's is evaluated alike), in eval mode and put back."""
+    one; the EMA's is evaluated alike), in eval mode and put back; ``channels_last``: batches in that order;
+    ``precision``: the forward pass under the run's autocast, as in training (the loss in float32)."""
     module = module if module is not None else built.module
     was_training = module.training
     module.eval()
@@ -109,13 +119,15 @@ def evaluate(
         skipped += data.unreadable(bad)
         if not len(labels):
             continue
-        x, y = data.steps.inputs(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
-        if built.classifier:
-            logits = module(_inputs(built, x))
-            loss = torch.nn.functional.cross_entropy(logits, y)
-            correct += int((logits.argmax(-1) == y).sum())
-        else:
-            loss = module(_inputs(built, x), y) if built.info.takes_labels else module(_inputs(built, x))
+        x = batch_layout(data.steps.inputs(images.to(device, non_blocking=True)), channels_last)
+        y = labels.to(device, non_blocking=True)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            if built.classifier:
+                logits = module(_inputs(built, x)).float()
+                loss = torch.nn.functional.cross_entropy(logits, y)
+                correct += int((logits.argmax(-1) == y).sum())
+            else:
+                loss = module(_inputs(built, x), y) if built.info.takes_labels else module(_inputs(built, x))
         total += float(loss) * len(y)
         count += len(y)
     module.train(was_training)
@@ -249,6 +261,9 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
         built.module.pretrained_cfg = data.pretrained_cfg
         _freeze_outside_forward(built.module)
     module = built.module.to(device).train()
+    channels_last = cfg.channels_last and built.input_kind == "image"  # batches of one tensor each
+    if cfg.channels_last:
+        to_channels_last(module)
     params = sum(p.numel() for p in module.parameters())
     pin = device.type == "cuda"
     per_rank = cfg.batch_size // world
@@ -350,6 +365,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                         group["lr"] = lr * group["lr_scale"]
                     begin = time.perf_counter()
                     inputs, targets = _batch(built, data, x, y, generator)
+                    inputs = batch_layout(inputs, channels_last)
                     loss = train_step(inputs, targets, loss_fn)
                     if ema is not None:
                         ema.update(module)
@@ -377,14 +393,18 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                 end_of_epoch = step % steps_per_epoch == 0 or step == total
                 if end_of_epoch and saves:
                     running.read()
-                    test_loss, accuracy, bad_held_out = evaluate(built, data, device, per_rank)
+                    test_loss, accuracy, bad_held_out = evaluate(
+                        built, data, device, per_rank, channels_last=channels_last, precision=precision
+                    )
                     skipped += bad_held_out
                     record = {"split": "test", "step": step, "epoch": epoch + 1, "loss": test_loss}
                     if accuracy is not None:
                         record["accuracy"] = accuracy
                     scores = {"model": accuracy if accuracy is not None else -test_loss}
                     if ema is not None:
-                        ema_loss, ema_accuracy, _ = evaluate(built, data, device, per_rank, ema.module)
+                        ema_loss, ema_accuracy, _ = evaluate(
+                            built, data, device, per_rank, ema.module, channels_last=channels_last, precision=precision
+                        )
                         record["ema_loss"] = ema_loss
                         if ema_accuracy is not None:
                             record["ema_accuracy"] = ema_accuracy
