@@ -134,12 +134,14 @@ def _as_4d(attn_mask: Tensor | None) -> Tensor | None:
     return attn_mask[(None,) * (4 - attn_mask.ndim)]
 
 
-EXPLICIT_CPU_TRAINING_KEYS = {torch.float32: 64, torch.float64: 64, torch.bfloat16: 512, torch.float16: 512}
+EXPLICIT_CPU_TRAINING_KEYS = {torch.float32: 64, torch.float64: 64, torch.bfloat16: 256, torch.float16: 256}
 """Up to how many keys the explicit path trains faster than SDPA's fused CPU kernel, by dtype.  Measured
 with torch 2.13 on 2 Xeon cores (AMX), forward and backward of one attention call: at 49 keys (a 28x28
 image in 4x4 patches) the fused kernel takes 7x longer in bfloat16 and 1.7x in float32; at 197 keys
 (ViT-B/16 at 224 px) 2.2x in bfloat16; it wins from about 100 keys in float32 and about 800 in
-bfloat16.  Its backward is the slow half; inference keeps the fused kernel at every length."""
+bfloat16.  Its backward is the slow half; inference keeps the fused kernel at every length.  Reduced
+precision stops at 256 keys, not at the crossover: the explicit path keeps each call's (queries x keys)
+weights for the backward, which at 512 keys would be 400 MB a layer for ViT-B at batch 64."""
 
 
 def _cpu_training_prefers_explicit(q: Tensor, k: Tensor, v: Tensor) -> bool:
