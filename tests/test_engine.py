@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -183,7 +184,10 @@ def test_channels_last_reaches_the_same_weights_and_lays_out_grey_convolutions(t
     assert batch_layout(torch.rand(2, 1, 3, 8, 8), True).is_contiguous()  # video stays as it is
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("g++") is None or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists(),
+    reason="torch.compile's CPU backend builds C++ extensions: it needs g++ and Python's headers",
+)
 def test_compile_trains_through_the_compiled_graph(tmp_path: Path) -> None:
     """``--compile`` runs the steps through dynamo's graph (counted) and reaches the eager run's weights up to
     the kernels' rounding, which AdamW's normalised update can scale to a fraction of one step's size."""
