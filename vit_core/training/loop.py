@@ -19,7 +19,6 @@ every rank also evaluates and writes its checkpoint shards).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -29,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from vit_core.models.base import MovingAverageTrainer, VisionModel
 from vit_core.registry import ModelInfo, Registry, get_registry
+from vit_core.training.batches import evaluate, loss_function, training_batch
 from vit_core.training.build import (
     Built,
     build,
@@ -66,72 +66,12 @@ from vit_core.training.distributed import (
     shard,
 )
 from vit_core.training.ema import ModelEma, check_decay
-from vit_core.training.layout import batch_layout, to_channels_last
+from vit_core.training.layout import to_channels_last
 from vit_core.training.optim import make_optimizer, parameter_groups
 from vit_core.training.precision import Precision
 from vit_core.training.report import BAD_IMAGES, METRICS, EpochLines, Metrics, Result, progress_bar
 from vit_core.training.schedule import Schedule, peak_lr, warmup_steps
 from vit_core.training.step import RunningLoss, TrainStep, micro_batches
-
-
-def _inputs(built: Built, x: Tensor) -> Any:
-    """A batch as the model takes it: a list of images for image-list models (NaViT), else the tensor."""
-    return list(x) if built.input_kind == "image-list" else x
-
-
-def _batch(built: Built, data: Data, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """One uint8 batch made ready for the step: a classifier's inputs and (soft) targets after the batch steps
-    (mixing and erasing over the whole per-rank batch, before it is cut into micro-batches), or a trainer's
-    normalised images and labels."""
-    if built.classifier:
-        return data.steps.training(x, y, generator)
-    return data.steps.inputs(x), y
-
-
-def _loss_fn(built: Built, model: nn.Module, data: Data) -> Callable[[Tensor, Tensor], Tensor]:
-    """The loss of one micro-batch: a classifier's (soft-target) cross-entropy, or the trainer's own loss."""
-    if built.classifier:
-        return lambda x, targets: data.steps.loss(model(_inputs(built, x)), targets)
-    if built.info.takes_labels:
-        return lambda x, y: model(_inputs(built, x), y)
-    return lambda x, y: model(_inputs(built, x))
-
-
-@torch.no_grad()
-def evaluate(
-    built: Built,
-    data: Data,
-    device: torch.device,
-    batch_size: int,
-    module: nn.Module | None = None,
-    *,
-    channels_last: bool = False,
-    precision: Precision | None = None,
-) -> tuple[float, float | None, list]:
-    """Held-out mean loss, accuracy for a classifier, and the files skipped, of ``module`` (default: the built
-    one; the EMA's is evaluated alike), in eval mode and put back; ``channels_last``: batches in that order;
-    ``precision``: the forward pass under the run's autocast, as in training (the loss in float32)."""
-    module = module if module is not None else built.module
-    was_training = module.training
-    module.eval()
-    total, correct, count, skipped = 0.0, 0, 0, []
-    for images, labels, bad in data.val_batches(batch_size, pin_memory=device.type == "cuda"):
-        skipped += data.unreadable(bad)
-        if not len(labels):
-            continue
-        x = batch_layout(data.steps.inputs(images.to(device, non_blocking=True)), channels_last)
-        y = labels.to(device, non_blocking=True)
-        with precision.autocast() if precision is not None else contextlib.nullcontext():
-            if built.classifier:
-                logits = module(_inputs(built, x)).float()
-                loss = torch.nn.functional.cross_entropy(logits, y)
-                correct += int((logits.argmax(-1) == y).sum())
-            else:
-                loss = module(_inputs(built, x), y) if built.info.takes_labels else module(_inputs(built, x))
-        total += float(loss) * len(y)
-        count += len(y)
-    module.train(was_training)
-    return total / max(1, count), (correct / max(1, count)) if built.classifier else None, skipped
 
 
 def _check_options(cfg: TrainConfig, world: int) -> None:
@@ -300,7 +240,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
         model = torch.compile(module) if cfg.compile else module
         model = parallel(model, world, device, cfg.strategy)
         train_step = TrainStep(model, optimizer, precision, trainable, clip=cfg.clip, accum_steps=cfg.accum_steps)
-        loss_fn = _loss_fn(built, model, data)
+        loss_fn = loss_function(built, model, data)
 
         main = place.main
         saves = main or sharded  # evaluates and checkpoints: rank 0, or under FSDP every rank (collectives)
@@ -364,8 +304,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, log: Callable[[
                     for group in optimizer.param_groups:
                         group["lr"] = lr * group["lr_scale"]
                     begin = time.perf_counter()
-                    inputs, targets = _batch(built, data, x, y, generator)
-                    inputs = batch_layout(inputs, channels_last)
+                    inputs, targets = training_batch(built, data, x, y, generator, channels_last=channels_last)
                     loss = train_step(inputs, targets, loss_fn)
                     if ema is not None:
                         ema.update(module)
