@@ -13,8 +13,6 @@ sampling), whose draws differ between one process and two.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from torch import nn
 
 import vit_core
 from vit_core.registry import get_registry
+from vit_core.testing.processes import free_port, gloo_group
 from vit_core.training.checkpoint import CHECKPOINT
 from vit_core.training.config import TrainConfig
 from vit_core.training.loop import train
@@ -75,10 +74,7 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def worker(rank: int, port: int, root: Path) -> None:
-    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank))
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo")  # one group for every run (the loop leaves a group it did not start)
-    try:
+    with gloo_group(rank, WORLD, port):
         for name in MODELS:
             try:
                 train(config(name, root / "two" / name), log=lambda _: None)
@@ -86,14 +82,6 @@ def worker(rank: int, port: int, root: Path) -> None:
                 if rank == 0:
                     (root / "two" / f"{name}.error").write_text(f"{type(exc).__name__}: {exc}")
             dist.barrier()  # rank 0 has written the checkpoint
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,7 @@ processes or on one, and its gathered whole model loads in one process."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from vit_core.interop.saving import load_model
+from vit_core.testing.processes import free_port, gloo_group
 from vit_core.training.checkpoint import CHECKPOINT, SHARDED
 from vit_core.training.config import TrainConfig, TrainError
 from vit_core.training.loop import train
@@ -60,11 +59,8 @@ def assert_same(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor])
 
 
 def worker(rank: int, port: int, root: Path) -> None:
-    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo")  # one group for every run (the loop leaves a group it did not start)
     quiet = {"log": lambda _: None}
-    try:
+    with gloo_group(rank, WORLD, port, OMP_NUM_THREADS="1"):
         train(config(root / "two"), **quiet)
         train(config(root / "half", max_steps=STEPS // 2), **quiet)
         dist.barrier()  # rank 0 has swapped the checkpoint in
@@ -77,14 +73,6 @@ def worker(rank: int, port: int, root: Path) -> None:
             train(resumed(root / "ddp", strategy="fsdp"), **quiet)
         except TrainError as exc:
             (root / f"refused-{rank}.txt").write_text(str(exc))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

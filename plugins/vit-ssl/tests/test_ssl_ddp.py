@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import datetime
-import socket
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from vit_core import ViT
+from vit_core.testing.processes import free_port
 
 pytest.importorskip("vit_ssl")
 from vit_ssl import MAE, Dino, EsViTTrainer, SimMIM, knn_accuracy, linear_probe_accuracy
@@ -114,12 +114,6 @@ def worker(rank: int, port: int, results: dict) -> None:
         results[rank] = out
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ augmentations of the two processes are the rows of one process's draw (:mod:`vit
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ pytest.importorskip("vit_ssl")
 from safetensors.torch import load_file
 
 from vit_core.registry import get_registry
+from vit_core.testing.processes import free_port, gloo_group
 from vit_core.training.checkpoint import CHECKPOINT
 from vit_core.training.config import TrainConfig
 from vit_core.training.loop import train
@@ -53,21 +52,10 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def worker(rank: int, port: int, root: Path) -> None:
-    os.environ.update(WORLD_SIZE=str(WORLD), RANK=str(rank), LOCAL_RANK=str(rank))
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo")  # one group for every run (the loop leaves a group it did not start)
-    try:
+    with gloo_group(rank, WORLD, port):
         for name in TRAINERS:
             train(config(name, root / "two" / name), log=lambda _: None)
             dist.barrier()  # rank 0 has written the checkpoint
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
