@@ -252,7 +252,6 @@ def main(argv: list[str] | None = None) -> None:
         folder = convert(args.source, args.folder, limit=100 if args.quick else None)
         with tempfile.TemporaryDirectory() as tmp:
             result = run(folder, Path(tmp) / "run", args.quick)
-    result = {k: v for k, v in result.items() if not k.endswith("_images_per_s")}  # rows of an older page
     result["step_rates"] = step_rates(steps=2 if args.quick else 10)
     print(json.dumps(result, indent=2))
     if args.write_docs is not None:
